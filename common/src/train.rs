@@ -1,0 +1,1 @@
+//! The local training and evaluation loops (filled in with the data layer).
