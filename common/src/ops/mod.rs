@@ -1,7 +1,18 @@
 //! Compute kernels the models call instead of candle's directly, so that a faster CPU path can
 //! replace candle's reference ops without touching any model definition.
+//!
+//! `conv2d` with [`ConvBackend::Fast`] runs im2col + gemm custom ops (forward and both gradients)
+//! for f32 on the CPU and candle's own op everywhere else.
+
+mod conv_fast;
+mod conv_geometry;
+mod conv_kernels;
+mod im2col;
+mod sgemm;
 
 use candle_core::{Result, Tensor};
+
+pub use conv_geometry::ConvShapeError;
 
 /// Which implementation a convolution uses.
 ///
@@ -17,7 +28,8 @@ pub enum ConvBackend {
 /// 2-D convolution without bias: `x` is `[n, c_in, h, w]`, `w` is `[c_out, c_in, k, k]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, backend: ConvBackend) -> Result<Tensor> {
     match backend {
-        // Until the fast kernels land, both backends run candle's reference op.
+        ConvBackend::Fast if conv_fast::supports(x, w) => conv_fast::conv2d_fast(x, w, stride, padding),
+        // Other dtypes and devices have no fast path: candle's op is correct there.
         ConvBackend::Fast | ConvBackend::Reference => x.conv2d(w, padding, stride, 1, 1),
     }
 }
