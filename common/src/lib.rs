@@ -8,6 +8,7 @@
 //! - [`train`]: the local training and evaluation loops.
 //! - [`error`]: typed errors.
 
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod ops;
