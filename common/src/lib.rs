@@ -12,6 +12,8 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod proto;
 pub mod optim;
 pub mod tensor;
 pub mod train;
+pub mod wire;
