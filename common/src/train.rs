@@ -125,8 +125,8 @@ fn batch_tensors(
     Ok((x, y))
 }
 
-/// Trains `model` on `data` for `settings.epochs`, calling `on_step` after every step and
-/// `should_stop` before each one (a `true` ends training with `TrainError::Cancelled`).
+/// Trains `model` on `data` for `settings.epochs` with a fresh optimiser, calling `on_step`
+/// after every step and `should_stop` before each one (`true` ends with `TrainError::Cancelled`).
 pub fn train(
     model: &Model,
     data: &Dataset,
@@ -135,19 +135,44 @@ pub fn train(
     on_step: &mut dyn FnMut(StepProgress),
     should_stop: &dyn Fn() -> bool,
 ) -> Result<Vec<EpochReport>, TrainError> {
-    settings.validate()?;
-    check_channels(model, data)?;
-    if data.is_empty() {
-        return Err(TrainError::Settings { why: format!("data set {:?} is empty", data.name()) });
+    let mut trainer = Trainer::new(model, settings)?;
+    (0..settings.epochs).map(|epoch| trainer.epoch(model, data, norm, epoch, on_step, should_stop)).collect()
+}
+
+/// Optimiser state that lives across epochs (momentum buffers, schedule position).
+pub struct Trainer {
+    settings: TrainSettings,
+    optimizer: Optimizer,
+    aug_rng: StdRng,
+}
+
+impl Trainer {
+    pub fn new(model: &Model, settings: &TrainSettings) -> Result<Self, TrainError> {
+        settings.validate()?;
+        let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
+        let optimizer = Optimizer::new(vars, settings.optimizer, settings.schedule)?;
+        let aug_rng = StdRng::seed_from_u64(derive_seed(settings.seed, 0xa06));
+        Ok(Self { settings: *settings, optimizer, aug_rng })
     }
-    let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = Optimizer::new(vars, settings.optimizer, settings.schedule)?;
-    let mut aug_rng = StdRng::seed_from_u64(derive_seed(settings.seed, 0xa06));
-    let augment = !settings.augmentation.is_identity();
-    let steps = steps_per_epoch(data.len(), settings.batch_size);
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let mut reports = Vec::with_capacity(settings.epochs);
-    for epoch in 0..settings.epochs {
+
+    /// One pass over `data` in the seeded order of `epoch`.
+    pub fn epoch(
+        &mut self,
+        model: &Model,
+        data: &Dataset,
+        norm: &Normalization,
+        epoch: usize,
+        on_step: &mut dyn FnMut(StepProgress),
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<EpochReport, TrainError> {
+        check_channels(model, data)?;
+        if data.is_empty() {
+            return Err(TrainError::Settings { why: format!("data set {:?} is empty", data.name()) });
+        }
+        let settings = self.settings;
+        let augment = !settings.augmentation.is_identity();
+        let steps = steps_per_epoch(data.len(), settings.batch_size);
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
         let start = Instant::now();
         let order = epoch_order(data.len(), settings.seed, epoch as u64);
         let mut loss_sum = 0.0f64;
@@ -155,7 +180,7 @@ pub fn train(
             if should_stop() {
                 return Err(TrainError::Cancelled);
             }
-            let aug = if augment { Some((&settings.augmentation, &mut aug_rng)) } else { None };
+            let aug = if augment { Some((&settings.augmentation, &mut self.aug_rng)) } else { None };
             let (x, y) = batch_tensors(data, indices, norm, aug, &mut images, &mut labels, model.device())?;
             let logits = model.forward_t(&x, true)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -163,20 +188,19 @@ pub fn train(
             if !loss_value.is_finite() {
                 return Err(TrainError::Diverged { loss: loss_value, epoch, step });
             }
-            opt.step(&loss.backward()?)?;
+            self.optimizer.step(&loss.backward()?)?;
             loss_sum += loss_value as f64 * indices.len() as f64;
             on_step(StepProgress { epoch, step, steps_per_epoch: steps, loss: loss_value });
         }
         let seconds = start.elapsed().as_secs_f64();
-        reports.push(EpochReport {
+        Ok(EpochReport {
             epoch,
             train_loss: loss_sum / data.len() as f64,
             images: data.len(),
             seconds,
             images_per_second: data.len() as f64 / seconds.max(1e-9),
-        });
+        })
     }
-    Ok(reports)
 }
 
 /// Accuracy and summed cross-entropy of `model` on `data`, with running batch-norm statistics.

@@ -1,0 +1,34 @@
+//! `fedcsg`: the operator CLI. Model inventories, centralised training and benchmarks on this
+//! machine; a local federation; and the commands that talk to a running coordinator.
+
+mod bench_cmd;
+mod model_cmd;
+mod train_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fedcsg", version, about = "Federated training with Convolutional Slice Generators")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's parameter inventory: per role, exchanged per round, vs full filters.
+    Model(model_cmd::ModelArgs),
+    /// Train a model centrally on one machine and report loss, accuracy and images/s.
+    Train(train_cmd::TrainArgs),
+    /// Measure training-step and evaluation throughput (images/s) and peak memory.
+    Bench(bench_cmd::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Model(args) => model_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+    }
+}
