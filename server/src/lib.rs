@@ -1,1 +1,23 @@
-//! placeholder
+//! fedcsg-server: the federated-training coordinator.
+//!
+//! - [`config`]: configuration from a TOML file, FEDCSG_* variables and flags, validated once.
+//! - [`coordinator`]: workers, jobs and the round state machine (domain logic, no protobuf).
+//! - [`aggregate`]: FedAvg's streaming weighted mean.
+//! - [`job`]: job specs, states and round records.
+//! - [`ids`]: identifier newtypes.
+//! - [`service`]: the gRPC edge (worker and operator services, conversions).
+//! - [`server`]: `run(listener, config, shutdown)`, serving everything on one port.
+//! - [`error`]: the error type and its single mapping to gRPC statuses.
+//! - [`telemetry`]: tracing setup shared by the binaries.
+
+pub mod aggregate;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+
+pub use server::run;

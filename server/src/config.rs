@@ -1,0 +1,147 @@
+//! Coordinator configuration: defaults, then a TOML file, then FEDCSG_* environment variables,
+//! then flags (later wins), validated once at start into [`CoordinatorConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::error::ServerError;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+/// Flags (each also readable from its FEDCSG_* variable).
+#[derive(Debug, Args, Default)]
+pub struct CoordinatorArgs {
+    /// TOML file with any of the settings below (flags and environment override it).
+    #[arg(long, env = "FEDCSG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "FEDCSG_LISTEN")]
+    pub listen: Option<String>,
+    /// Test set for coordinator-side evaluation: bundled | fashion-mnist | ...:PATH | none.
+    #[arg(long, env = "FEDCSG_DATA")]
+    pub data: Option<String>,
+    /// Evaluate on at most this many test images (0 = all).
+    #[arg(long, env = "FEDCSG_TEST_LIMIT")]
+    pub test_limit: Option<usize>,
+    /// Token workers must present at Join.
+    #[arg(long, env = "FEDCSG_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub enrollment_token: Option<String>,
+    /// Token the operator API requires.
+    #[arg(long, env = "FEDCSG_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "FEDCSG_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Seconds without a heartbeat after which a worker is dropped.
+    #[arg(long, env = "FEDCSG_HEARTBEAT_TIMEOUT_SECS")]
+    pub heartbeat_timeout_secs: Option<u64>,
+    /// Write the bound address here once listening (for scripts and tests using port 0).
+    #[arg(long, env = "FEDCSG_ADDR_FILE")]
+    pub addr_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data: Option<String>,
+    test_limit: Option<usize>,
+    enrollment_token: Option<String>,
+    admin_token: Option<String>,
+    heartbeat_interval_ms: Option<u64>,
+    heartbeat_timeout_secs: Option<u64>,
+    addr_file: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub data: Option<fedcsg_common::data::DataSource>,
+    pub test_limit: usize,
+    pub enrollment_token: Option<String>,
+    pub admin_token: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub addr_file: Option<PathBuf>,
+}
+
+impl CoordinatorArgs {
+    pub fn resolve(self) -> Result<CoordinatorConfig, ServerError> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_text = self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|e| ServerError::Config(format!("listen address {listen_text:?}: {e} (expected HOST:PORT, e.g. 0.0.0.0:7070)")))?;
+        let data_text = self.data.or(file.data).unwrap_or_else(|| "bundled".into());
+        let data = if data_text == "none" {
+            None
+        } else {
+            Some(data_text.parse().map_err(|e| ServerError::Config(format!("data: {e}")))?)
+        };
+        let heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(2000));
+        let heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs.or(file.heartbeat_timeout_secs).unwrap_or(10));
+        if heartbeat_interval < Duration::from_millis(100) || heartbeat_interval > Duration::from_secs(60) {
+            return Err(ServerError::Config("heartbeat_interval_ms must be 100..=60000".into()));
+        }
+        if heartbeat_timeout < 2 * heartbeat_interval {
+            return Err(ServerError::Config(format!(
+                "heartbeat_timeout_secs ({}s) must be at least twice the heartbeat interval ({:?})",
+                heartbeat_timeout.as_secs(),
+                heartbeat_interval
+            )));
+        }
+        let non_empty = |t: Option<String>, what: &str| -> Result<Option<String>, ServerError> {
+            match t {
+                Some(t) if t.len() < 8 => Err(ServerError::Config(format!("{what} must be at least 8 characters"))),
+                other => Ok(other),
+            }
+        };
+        Ok(CoordinatorConfig {
+            listen,
+            data,
+            test_limit: self.test_limit.or(file.test_limit).unwrap_or(0),
+            enrollment_token: non_empty(self.enrollment_token.or(file.enrollment_token), "enrollment token")?,
+            admin_token: non_empty(self.admin_token.or(file.admin_token), "admin token")?,
+            heartbeat_interval,
+            heartbeat_timeout,
+            addr_file: self.addr_file.or(file.addr_file),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags win over the file; the file's values fill the rest; bad values are explained.
+    #[test]
+    fn layering_and_validation() {
+        let dir = std::env::temp_dir().join(format!("fedcsg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\ndata = \"none\"\nheartbeat_timeout_secs = 30\n").unwrap();
+        let args = CoordinatorArgs { config: Some(path.clone()), listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert!(c.data.is_none());
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(30));
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let err = CoordinatorArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+        let err = CoordinatorArgs { listen: Some("nowhere".into()), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(err.contains("nowhere"), "{err}");
+        let err = CoordinatorArgs { heartbeat_timeout_secs: Some(1), ..Default::default() }.resolve().unwrap_err().to_string();
+        assert!(err.contains("twice"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,113 @@
+//! The coordinator's in-memory state: workers, jobs, and the round in progress of each job.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fedcsg_common::tensor::StateDict;
+
+use crate::aggregate::WeightedMean;
+use crate::ids::{JobId, RoundToken, WorkerId};
+use crate::job::{JobSpec, JobState, RoundRecord, WorkerRoundStats};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskKind {
+    Train,
+    Evaluate,
+}
+
+/// A task handed to a worker: valid until its round closes or is abandoned.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub job: JobId,
+    pub round: u64,
+    pub token: RoundToken,
+    pub kind: TaskKind,
+}
+
+#[derive(Debug)]
+pub struct WorkerEntry {
+    pub id: WorkerId,
+    pub name: String,
+    pub session_token: String,
+    pub num_samples: u64,
+    pub in_channels: usize,
+    pub num_classes: usize,
+    pub last_seen: Instant,
+    pub gone: bool,
+    pub assignment: Option<Assignment>,
+    pub rounds_contributed: u64,
+    /// Training or evaluating, as the worker's last heartbeat said.
+    pub busy: bool,
+}
+
+/// An accepted update, kept as its figures (the values are already folded into the sum).
+#[derive(Debug, Clone)]
+pub struct AcceptedUpdate {
+    pub fingerprint: String,
+    pub stats: WorkerRoundStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Workers train; updates are folded into the sum.
+    Training,
+    /// The new global model is being evaluated before it is committed.
+    Closing,
+    /// Workers evaluate the committed model on their data.
+    FederatedEvaluation,
+}
+
+#[derive(Debug)]
+pub struct ActiveRound {
+    pub round: u64,
+    pub token: RoundToken,
+    pub phase: Phase,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub sampled: Vec<WorkerId>,
+    pub accepted: BTreeMap<WorkerId, AcceptedUpdate>,
+    pub sum: WeightedMean,
+    pub bytes_down: HashMap<WorkerId, u64>,
+    /// Federated evaluation reports: (samples, correct).
+    pub evaluations: BTreeMap<WorkerId, (u64, u64)>,
+}
+
+#[derive(Debug)]
+pub struct JobEntry {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub message: String,
+    /// Every variable of the global model (what is exported and evaluated).
+    pub global: Arc<StateDict>,
+    pub global_sha256: String,
+    /// The names (and through the template, shapes) that travel in this job.
+    pub exchanged_names: Vec<String>,
+    pub exchanged_values: u64,
+    pub full_filter_exchanged_values: u64,
+    pub records: Vec<RoundRecord>,
+    pub active: Option<ActiveRound>,
+    /// Rounds retried because the quorum was not met by the deadline.
+    pub retries: u64,
+}
+
+impl JobEntry {
+    pub fn exchanged_global(&self) -> StateDict {
+        let names: Vec<&str> = self.exchanged_names.iter().map(String::as_str).collect();
+        self.global.restricted_to(&names)
+    }
+
+    pub fn rounds_completed(&self) -> u64 {
+        self.records.len() as u64
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub workers: BTreeMap<WorkerId, WorkerEntry>,
+    pub jobs: BTreeMap<JobId, JobEntry>,
+    pub next_worker: u64,
+    pub next_job: u64,
+    pub shutting_down: bool,
+}

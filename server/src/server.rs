@@ -1,0 +1,96 @@
+//! Serving: the coordinator's gRPC services (worker, operator, health, reflection) on a listener,
+//! the round driver, and one shutdown path.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use fedcsg_common::proto::v1::{self as pb, operator_service_server::OperatorServiceServer, worker_service_server::WorkerServiceServer};
+use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::config::CoordinatorConfig;
+use crate::coordinator::{Coordinator, CoordinatorSettings, TestSet};
+use crate::error::{Result, ServerError};
+use crate::service::{operator_api::OperatorApi, worker_api::WorkerApi};
+
+/// Loads the coordinator's test set (if configured) and builds the coordinator.
+pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>> {
+    let test_set = match &config.data {
+        None => None,
+        Some(source) => {
+            let data = source.load().map_err(|e| ServerError::Config(format!("test data: {e}")))?;
+            let test = if config.test_limit > 0 { data.test.seeded_subset(config.test_limit, 0) } else { data.test };
+            Some(TestSet { data: test, normalization: source.normalization() })
+        }
+    };
+    let settings = CoordinatorSettings {
+        heartbeat_interval: config.heartbeat_interval,
+        heartbeat_timeout: config.heartbeat_timeout,
+        enrollment_token: config.enrollment_token.clone(),
+        ..CoordinatorSettings::default()
+    };
+    Ok(Coordinator::new(settings, test_set))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, tells workers they are done and
+/// returns.
+pub async fn run(listener: TcpListener, config: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let coordinator = build_coordinator(&config)?;
+    run_with(listener, config, coordinator, shutdown).await
+}
+
+pub async fn run_with(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+    coordinator: Arc<Coordinator>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener.local_addr()?;
+    if let Some(path) = &config.addr_file {
+        // Write then rename, so a reader never sees a partial address.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addr.to_string())?;
+        std::fs::rename(&tmp, path)?;
+    }
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<WorkerServiceServer<WorkerApi>>().await;
+    health_reporter.set_serving::<OperatorServiceServer<OperatorApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Internal(e.to_string()))?;
+    let worker = WorkerServiceServer::new(WorkerApi::new(Arc::clone(&coordinator)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let operator = OperatorServiceServer::new(OperatorApi::new(Arc::clone(&coordinator), config.admin_token.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let driver = tokio::spawn(Arc::clone(&coordinator).drive({
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }));
+    info!(%addr, "coordinator listening");
+    let coord = Arc::clone(&coordinator);
+    let serve_shutdown = async move {
+        shutdown.await;
+        info!("shutting down");
+        coord.begin_shutdown();
+        let _ = stop_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(worker)
+        .add_service(operator)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), serve_shutdown)
+        .await?;
+    let _ = driver.await;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! Conversions between the coordinator's domain types and fedcsg.v1 messages.
+
+use fedcsg_common::model::BnStatsPolicy;
+use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::wire::convert::{model_spec_from_proto, model_spec_to_proto};
+
+use crate::coordinator::{JobView, Task};
+use crate::error::ServerError;
+use crate::job::{JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
+
+pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerError> {
+    let bad = ServerError::InvalidArgument;
+    let s = spec.ok_or_else(|| bad("spec is missing".into()))?;
+    let model = model_spec_from_proto(s.model.as_ref(), "spec.model").map_err(bad)?;
+    let t = s.training.ok_or_else(|| bad("spec.training is missing".into()))?;
+    let bn_stats: BnStatsPolicy = if s.bn_stats.is_empty() { BnStatsPolicy::default() } else { s.bn_stats.parse().map_err(bad)? };
+    let spec = JobSpec {
+        name: s.name,
+        model,
+        training: LocalTraining {
+            local_epochs: t.local_epochs as usize,
+            batch_size: t.batch_size as usize,
+            learning_rate: t.learning_rate,
+            momentum: t.momentum,
+            weight_decay: t.weight_decay,
+            max_samples_per_round: t.max_samples_per_round,
+        },
+        strategy: s.strategy.parse::<Strategy>().map_err(|e| bad(format!("spec.strategy: {e}")))?,
+        rounds: s.rounds as u64,
+        fraction: s.fraction,
+        min_workers: s.min_workers as usize,
+        round_deadline_seconds: s.round_deadline_seconds as u64,
+        seed: s.seed,
+        bn_stats,
+        federated_evaluation: s.federated_evaluation,
+    };
+    spec.validate().map_err(bad)?;
+    Ok(spec)
+}
+
+pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
+    pb::JobSpec {
+        name: s.name.clone(),
+        model: Some(model_spec_to_proto(&s.model)),
+        training: Some(pb::TrainingConfig {
+            local_epochs: s.training.local_epochs as u32,
+            batch_size: s.training.batch_size as u32,
+            learning_rate: s.training.learning_rate,
+            momentum: s.training.momentum,
+            weight_decay: s.training.weight_decay,
+            max_samples_per_round: s.training.max_samples_per_round,
+        }),
+        strategy: s.strategy.to_string(),
+        rounds: s.rounds as u32,
+        fraction: s.fraction,
+        min_workers: s.min_workers as u32,
+        round_deadline_seconds: s.round_deadline_seconds as u32,
+        seed: s.seed,
+        bn_stats: s.bn_stats.to_string(),
+        federated_evaluation: s.federated_evaluation,
+    }
+}
+
+pub fn job_state_to_proto(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundEvent {
+    pb::RoundEvent {
+        job_id: job.to_string(),
+        round: r.round,
+        participants: r.participants.len() as u32,
+        sampled: r.sampled as u32,
+        train_loss: r.train_loss,
+        test_accuracy: r.test_accuracy.unwrap_or(-1.0),
+        test_loss: r.test_loss.unwrap_or(-1.0),
+        federated_accuracy: r.federated_accuracy.unwrap_or(-1.0),
+        bytes_down: r.bytes_down,
+        bytes_up: r.bytes_up,
+        seconds: r.seconds,
+        participant_ids: r.participants.clone(),
+        job_state: job_state_to_proto(state) as i32,
+        model_sha256: r.model_sha256.clone(),
+        workers: r
+            .workers
+            .iter()
+            .map(|w| pb::WorkerRoundStats {
+                worker_id: w.worker_id.clone(),
+                num_samples: w.num_samples,
+                train_loss: w.train_loss,
+                bytes_up: w.bytes_up,
+                bytes_down: w.bytes_down,
+                train_seconds: w.train_seconds,
+            })
+            .collect(),
+    }
+}
+
+pub fn job_to_proto(v: &JobView) -> pb::Job {
+    pb::Job {
+        job_id: v.id.to_string(),
+        spec: Some(job_spec_to_proto(&v.spec)),
+        state: job_state_to_proto(v.state) as i32,
+        rounds_completed: v.records.len() as u64,
+        message: v.message.clone(),
+        rounds: v.records.iter().map(|r| round_to_proto(v.id.as_str(), r, v.state)).collect(),
+        exchanged_values: v.exchanged_values,
+        full_filter_exchanged_values: v.full_filter_exchanged_values,
+    }
+}
+
+pub fn task_to_proto(t: Task) -> pb::GetTaskResponse {
+    use pb::get_task_response::Task as T;
+    let task = match t {
+        Task::Train(t) => T::Train(pb::TrainTask {
+            job_id: t.job.to_string(),
+            round: t.round,
+            round_token: t.token.to_string(),
+            model: Some(model_spec_to_proto(&t.model)),
+            training: Some(pb::TrainingConfig {
+                local_epochs: t.training.local_epochs as u32,
+                batch_size: t.training.batch_size as u32,
+                learning_rate: t.training.learning_rate,
+                momentum: t.training.momentum,
+                weight_decay: t.training.weight_decay,
+                max_samples_per_round: t.training.max_samples_per_round,
+            }),
+            seed: t.seed,
+            bn_stats: t.bn_stats.to_string(),
+            deadline_seconds: t.deadline_seconds.min(u32::MAX as u64) as u32,
+        }),
+        Task::Evaluate { job, round, token, model, batch_size } => T::Evaluate(pb::EvaluateTask {
+            job_id: job.to_string(),
+            round,
+            round_token: token.to_string(),
+            model: Some(model_spec_to_proto(&model)),
+            batch_size: batch_size as u32,
+        }),
+        Task::Wait { retry_after, reason } => T::Wait(pb::WaitTask { retry_after_ms: retry_after.as_millis() as u32, reason }),
+        Task::Done { reason } => T::Done(pb::DoneTask { reason }),
+    };
+    pb::GetTaskResponse { task: Some(task) }
+}

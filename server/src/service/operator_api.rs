@@ -1,0 +1,161 @@
+//! fedcsg.v1.OperatorService: create, list, get and cancel jobs, watch a job's rounds, list
+//! workers, export a model. Requires the admin token when one is configured.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::proto::v1::operator_service_server::OperatorService;
+use fedcsg_common::wire::convert::meta_to_proto;
+use fedcsg_common::wire::encode_state;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use super::convert::{job_spec_from_proto, job_to_proto, round_to_proto};
+use super::worker_api::model_stream;
+use super::bearer;
+use crate::coordinator::{Coordinator, constant_time_eq};
+use crate::ids::JobId;
+
+pub struct OperatorApi {
+    coordinator: Arc<Coordinator>,
+    admin_token: Option<String>,
+}
+
+impl OperatorApi {
+    pub fn new(coordinator: Arc<Coordinator>, admin_token: Option<String>) -> Self {
+        Self { coordinator, admin_token }
+    }
+
+    fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(expected) = &self.admin_token else { return Ok(()) };
+        match bearer(req.metadata()) {
+            Some(t) if constant_time_eq(t, expected) => Ok(()),
+            Some(_) => Err(Status::permission_denied("this token may not use the operator API")),
+            None => Err(Status::unauthenticated("admin token missing: send authorization: Bearer <token>")),
+        }
+    }
+}
+
+fn job_id(s: &str) -> Result<JobId, Status> {
+    if s.is_empty() || s.len() > 256 {
+        return Err(Status::invalid_argument("job_id is missing or too long"));
+    }
+    Ok(JobId::new(s))
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RoundEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OperatorService for OperatorApi {
+    async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        self.auth(&req)?;
+        let spec = job_spec_from_proto(req.into_inner().spec)?;
+        let coordinator = Arc::clone(&self.coordinator);
+        // Building the initial model is CPU work: keep it off the async runtime.
+        let view = tokio::task::spawn_blocking(move || coordinator.create_job(spec))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(job_to_proto(&view)))
+    }
+
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.auth(&req)?;
+        let jobs = self.coordinator.list_jobs().iter().map(job_to_proto).collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        self.auth(&req)?;
+        let view = self.coordinator.get_job(&job_id(&req.get_ref().job_id)?)?;
+        Ok(Response::new(job_to_proto(&view)))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        self.auth(&req)?;
+        let view = self.coordinator.cancel_job(&job_id(&req.get_ref().job_id)?)?;
+        Ok(Response::new(job_to_proto(&view)))
+    }
+
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+        self.auth(&req)?;
+        let id = job_id(&req.get_ref().job_id)?;
+        // Subscribe before the snapshot so no round falls between the two.
+        let mut events = self.coordinator.subscribe();
+        let view = self.coordinator.get_job(&id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut last = 0;
+            for r in &view.records {
+                last = r.round;
+                if tx.send(Ok(round_to_proto(id.as_str(), r, view.state))).await.is_err() {
+                    return;
+                }
+            }
+            if view.state.is_finished() {
+                return;
+            }
+            loop {
+                match events.recv().await {
+                    Ok(e) if e.job == id => {
+                        if let Some(r) = e.record.filter(|r| r.round > last) {
+                            last = r.round;
+                            if tx.send(Ok(round_to_proto(id.as_str(), &r, e.state))).await.is_err() {
+                                return;
+                            }
+                        }
+                        if e.state.is_finished() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        let _ = tx.send(Err(Status::data_loss(format!("watcher fell behind by {n} events: watch again")))).await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(&self, req: Request<pb::ListWorkersRequest>) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        self.auth(&req)?;
+        let workers = self
+            .coordinator
+            .list_workers()
+            .into_iter()
+            .map(|w| pb::WorkerInfo {
+                worker_id: w.id.to_string(),
+                worker_name: w.name,
+                num_samples: w.num_samples,
+                state: w.state.to_string(),
+                seconds_since_heartbeat: w.seconds_since_heartbeat,
+                rounds_contributed: w.rounds_contributed,
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
+    }
+
+    type ExportModelStream = ChunkStream;
+
+    async fn export_model(&self, req: Request<pb::ExportModelRequest>) -> Result<Response<Self::ExportModelStream>, Status> {
+        self.auth(&req)?;
+        let id = job_id(&req.get_ref().job_id)?;
+        let (round, state, sha) = self.coordinator.export(&id)?;
+        let (metas, chunks) = encode_state(&state);
+        let header = pb::ModelHeader {
+            job_id: id.to_string(),
+            round,
+            round_token: String::new(),
+            tensors: metas.iter().map(meta_to_proto).collect(),
+            model_sha256: sha,
+        };
+        Ok(Response::new(model_stream(header, chunks).0))
+    }
+}

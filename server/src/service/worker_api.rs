@@ -1,0 +1,184 @@
+//! fedcsg.v1.WorkerService: join, heartbeat, tasks, model download, update upload, evaluation
+//! reports, leave. Every call after Join authenticates with the worker's session token.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::proto::v1::worker_service_server::WorkerService;
+use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
+use fedcsg_common::wire::encode_state;
+use prost::Message;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info_span, instrument, warn, Instrument};
+
+use super::bearer;
+use super::convert::task_to_proto;
+use crate::coordinator::{Coordinator, JoinInfo, UpdateHeader};
+use crate::error::ServerError;
+use crate::ids::{JobId, RoundToken, WorkerId};
+
+pub struct WorkerApi {
+    coordinator: Arc<Coordinator>,
+}
+
+impl WorkerApi {
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        Self { coordinator }
+    }
+
+    fn auth<T>(&self, req: &Request<T>, worker_id: &str) -> Result<WorkerId, Status> {
+        if worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is missing"));
+        }
+        let id = WorkerId::new(worker_id);
+        self.coordinator.authenticate_worker(&id, bearer(req.metadata()))?;
+        Ok(id)
+    }
+}
+
+fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        return Err(Status::invalid_argument(format!("{field} is missing")));
+    }
+    if value.len() > 256 {
+        return Err(Status::invalid_argument(format!("{field} is longer than 256 bytes")));
+    }
+    Ok(value)
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
+
+/// Streams `state` as a header and data chunks; returns the stream and its encoded size.
+pub fn model_stream(header: pb::ModelHeader, chunks: Vec<Vec<u8>>) -> (ChunkStream, u64) {
+    let mut messages = Vec::with_capacity(chunks.len() + 1);
+    messages.push(pb::ModelChunk { part: Some(pb::model_chunk::Part::Header(header)) });
+    messages.extend(chunks.into_iter().map(|c| pb::ModelChunk { part: Some(pb::model_chunk::Part::Data(c)) }));
+    let bytes: u64 = messages.iter().map(|m| m.encoded_len() as u64).sum();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for m in messages {
+            // A failed send means the peer went away.
+            if tx.send(Ok(m)).await.is_err() {
+                break;
+            }
+        }
+    });
+    (Box::pin(ReceiverStream::new(rx)), bytes)
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    #[instrument(skip_all, fields(name = %req.get_ref().worker_name))]
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+        let token = bearer(req.metadata()).map(str::to_owned);
+        let r = req.into_inner();
+        let joined = self.coordinator.join(
+            JoinInfo {
+                protocol_version: r.protocol_version,
+                name: r.worker_name,
+                num_samples: r.num_samples,
+                in_channels: r.in_channels as usize,
+                num_classes: r.num_classes as usize,
+            },
+            token.as_deref(),
+        )?;
+        Ok(Response::new(pb::JoinResponse {
+            worker_id: joined.worker_id.to_string(),
+            session_token: joined.session_token,
+            heartbeat_interval_ms: joined.heartbeat_interval.as_millis() as u32,
+            protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let busy = &req.get_ref().busy_with_round_token;
+        let abandon = self.coordinator.heartbeat(&id, (!busy.is_empty()).then_some(busy.as_str()))?;
+        Ok(Response::new(pb::HeartbeatResponse { abandon_current_task: abandon }))
+    }
+
+    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        Ok(Response::new(task_to_proto(self.coordinator.next_task(&id)?)))
+    }
+
+    type DownloadModelStream = ChunkStream;
+
+    async fn download_model(&self, req: Request<pb::DownloadModelRequest>) -> Result<Response<Self::DownloadModelStream>, Status> {
+        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let r = req.into_inner();
+        let job = JobId::new(required(&r.job_id, "job_id")?);
+        let token = required(&r.round_token, "round_token")?;
+        let (round, state, sha) = self.coordinator.model_for_download(&id, &job, token)?;
+        let (metas, chunks) = encode_state(&state);
+        let header = pb::ModelHeader {
+            job_id: job.to_string(),
+            round,
+            round_token: token.to_string(),
+            tensors: metas.iter().map(meta_to_proto).collect(),
+            model_sha256: sha,
+        };
+        let (stream, bytes) = model_stream(header, chunks);
+        self.coordinator.record_download(&job, token, &id, bytes);
+        Ok(Response::new(stream))
+    }
+
+    async fn upload_update(&self, req: Request<Streaming<pb::UpdateChunk>>) -> Result<Response<pb::UploadUpdateResponse>, Status> {
+        let token = bearer(req.metadata()).map(str::to_owned);
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("upload is empty: the first message must be the header"))??;
+        let mut bytes_up = first.encoded_len() as u64;
+        let Some(pb::update_chunk::Part::Header(h)) = first.part else {
+            return Err(Status::invalid_argument("the first upload message must be the header"));
+        };
+        let worker = WorkerId::new(required(&h.worker_id, "header.worker_id")?);
+        self.coordinator.authenticate_worker(&worker, token.as_deref())?;
+        let limits = self.coordinator.settings().wire_limits;
+        let header = UpdateHeader {
+            worker: worker.clone(),
+            job: JobId::new(required(&h.job_id, "header.job_id")?),
+            round: h.round,
+            token: RoundToken::new(required(&h.round_token, "header.round_token")?),
+            num_samples: h.num_samples,
+            train_loss: h.train_loss,
+            train_seconds: h.train_seconds,
+            tensors: metas_from_proto(&h.tensors, &limits).map_err(ServerError::from)?,
+        };
+        let span = info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
+        async move {
+            let mut assembler = self.coordinator.begin_upload(&header)?;
+            while let Some(msg) = stream.next().await {
+                let msg = msg?;
+                bytes_up += msg.encoded_len() as u64;
+                match msg.part {
+                    Some(pb::update_chunk::Part::Data(d)) => assembler.push(&d).map_err(ServerError::from)?,
+                    _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
+                }
+            }
+            let update = assembler.finish().map_err(ServerError::from)?;
+            let duplicate = self.coordinator.finish_upload(&header, update, bytes_up).inspect_err(|e| warn!(error = %e, "update refused"))?;
+            Ok(Response::new(pb::UploadUpdateResponse { accepted: true, duplicate, bytes_received: bytes_up }))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn report_evaluation(&self, req: Request<pb::ReportEvaluationRequest>) -> Result<Response<pb::ReportEvaluationResponse>, Status> {
+        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let r = req.into_inner();
+        let job = JobId::new(required(&r.job_id, "job_id")?);
+        self.coordinator.report_evaluation(&id, &job, required(&r.round_token, "round_token")?, r.num_samples, r.correct)?;
+        Ok(Response::new(pb::ReportEvaluationResponse {}))
+    }
+
+    async fn leave(&self, req: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        self.coordinator.leave(&id);
+        Ok(Response::new(pb::LeaveResponse {}))
+    }
+}
