@@ -48,16 +48,30 @@ impl CustomOp2 for Conv2dForward {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = ConvGeometry::new(x.dims(), w.dims(), self.stride, self.padding)?;
-        g.check_output_grad(dy.dims())?;
-        // Gradients arriving from a sum are broadcasts with zero strides; the kernels want dense.
-        let dy = dy.contiguous()?;
-        // No backward of their own: nothing here differentiates twice, and `_no_bwd` keeps these
-        // tensors out of the graph.
-        let dx = dy.apply_op2_no_bwd(w, &Conv2dInputGrad { geometry: g })?;
-        let dw = x.apply_op2_no_bwd(&dy, &Conv2dWeightGrad { geometry: g })?;
-        Ok((Some(dx), Some(dw)))
+        // The stem's input is data: skip its gradient rather than compute and drop it.
+        let dx = if x.track_op() { Some(input_grad(dy, w, x.dims(), self.stride, self.padding)?) } else { None };
+        let dw = if w.track_op() { Some(weight_grad(x, dy, w.dims(), self.stride, self.padding)?) } else { None };
+        Ok((dx, dw))
     }
+}
+
+/// The gradient of `conv2d_fast(x, w)` with respect to `x` (of shape `x_dims`), given the output
+/// gradient `dy`; f32 on the CPU.
+pub fn input_grad(dy: &Tensor, w: &Tensor, x_dims: &[usize], stride: usize, padding: usize) -> Result<Tensor> {
+    let g = ConvGeometry::new(x_dims, w.dims(), stride, padding)?;
+    g.check_output_grad(dy.dims())?;
+    // Gradients arriving from a sum are broadcasts with zero strides; the kernels want dense.
+    // No backward of its own: nothing here differentiates twice, and `_no_bwd` keeps the result
+    // out of the graph.
+    dy.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &Conv2dInputGrad { geometry: g })
+}
+
+/// The gradient of `conv2d_fast(x, w)` with respect to `w` (of shape `w_dims`), given the output
+/// gradient `dy`; f32 on the CPU.
+pub fn weight_grad(x: &Tensor, dy: &Tensor, w_dims: &[usize], stride: usize, padding: usize) -> Result<Tensor> {
+    let g = ConvGeometry::new(x.dims(), w_dims, stride, padding)?;
+    g.check_output_grad(dy.dims())?;
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &Conv2dWeightGrad { geometry: g })
 }
 
 /// `(dy, w) -> dx`.

@@ -1,32 +1,34 @@
 //! The convolution forward and both gradients on plain f32 slices: im2col + one gemm per image,
-//! images spread over the rayon pool.
+//! images spread over the worker pool.
 //!
 //! All tensors are contiguous NCHW, the weight `[c_out, c_in, kh, kw]`. Per image, with
 //! `col = im2col(x)` of shape `[K, P]` (`K = c_in*kh*kw`, `P = oh*ow`):
 //! forward `y = W col`, input gradient `dx = col2im(W^T dy)`, weight gradient `dW = sum dy col^T`.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 use super::conv_geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
+use super::parallel::{for_each_index, for_each_part, threads, with_scratch};
 use super::sgemm::{MatMut, MatRef, sgemm};
 
-/// How to spread `batch` independent images over the pool: the number of threads each image's
-/// gemm may use itself. With at least one image per thread the images run in parallel and each
-/// gemm stays single-threaded (no fork/join per product); with fewer, gemm splits each product.
+/// Threads each image's gemm may use itself. With at least one image per thread the images run
+/// in parallel and each gemm stays single-threaded (no fork/join per product); with fewer, gemm
+/// splits each product over rayon's pool.
 fn gemm_threads(batch: usize) -> usize {
-    let threads = rayon::current_num_threads();
-    if batch >= threads { 1 } else { threads }
+    let threads = threads();
+    if batch >= threads { 1 } else { rayon::current_num_threads() }
 }
 
-/// One image's im2col matrix: the image itself for a pointwise conv, else `buf` after filling it.
-fn columns<'a>(g: &ConvGeometry, x_n: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+/// Runs `f` on one image's im2col matrix: the image itself for a pointwise conv, else scratch.
+fn with_columns<R>(g: &ConvGeometry, x_n: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
     if g.is_pointwise() {
-        return x_n;
+        return f(x_n);
     }
-    buf.resize(g.patch_len() * g.out_pixels(), 0.0);
-    im2col(g, x_n, buf);
-    buf
+    with_scratch(g.patch_len() * g.out_pixels(), |col| {
+        im2col(g, x_n, col);
+        f(col)
+    })
 }
 
 /// `y[n] = W im2col(x[n])`.
@@ -38,15 +40,16 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
         return y;
     }
     let threads = gemm_threads(g.batch);
-    y.par_chunks_mut(g.c_out * p).enumerate().for_each_init(Vec::new, |buf, (n, y_n)| {
-        let col = columns(g, &x[n * image..(n + 1) * image], buf);
-        sgemm(
-            MatMut::row_major(y_n, g.c_out, p),
-            MatRef::row_major(w, g.c_out, k),
-            MatRef::row_major(col, k, p),
-            false,
-            threads,
-        );
+    for_each_part(y.chunks_mut(g.c_out * p).collect(), |n, y_n: &mut &mut [f32]| {
+        with_columns(g, &x[n * image..(n + 1) * image], |col| {
+            sgemm(
+                MatMut::row_major(y_n, g.c_out, p),
+                MatRef::row_major(w, g.c_out, k),
+                MatRef::row_major(col, k, p),
+                false,
+                threads,
+            )
+        });
     });
     y
 }
@@ -61,16 +64,17 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     }
     let threads = gemm_threads(g.batch);
     let w_t = MatRef::row_major(w, g.c_out, k).t();
-    dx.par_chunks_mut(image).enumerate().for_each_init(Vec::new, |buf: &mut Vec<f32>, (n, dx_n)| {
+    for_each_part(dx.chunks_mut(image).collect(), |n, dx_n: &mut &mut [f32]| {
         let dy_n = MatRef::row_major(&dy[n * g.c_out * p..(n + 1) * g.c_out * p], g.c_out, p);
         if g.is_pointwise() {
             // The column matrix is the image gradient itself: write it in place.
             sgemm(MatMut::row_major(dx_n, k, p), w_t, dy_n, false, threads);
             return;
         }
-        buf.resize(k * p, 0.0);
-        sgemm(MatMut::row_major(buf, k, p), w_t, dy_n, false, threads);
-        col2im_add(g, buf, dx_n);
+        with_scratch(k * p, |dcol| {
+            sgemm(MatMut::row_major(dcol, k, p), w_t, dy_n, false, threads);
+            col2im_add(g, dcol, dx_n);
+        });
     });
     dx
 }
@@ -84,31 +88,29 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         return vec![0f32; len];
     }
     let threads = gemm_threads(g.batch);
-    // Twice as many tasks as threads lets work stealing even out a core slowed by other load,
-    // while each task still sums several images before the cheap cross-task reduction.
-    let tasks = (2 * rayon::current_num_threads()).clamp(1, g.batch);
-    let per_task = g.batch.div_ceil(tasks);
-    let partials: Vec<Vec<f32>> = (0..g.batch.div_ceil(per_task))
-        .into_par_iter()
-        .map(|t| {
-            let mut dw = vec![0f32; len];
-            let mut buf = Vec::new();
-            for n in t * per_task..((t + 1) * per_task).min(g.batch) {
-                let col = columns(g, &x[n * image..(n + 1) * image], &mut buf);
+    // Twice as many tasks as threads lets a thread slowed by other load hand work over, while
+    // each task still sums several images before the cheap cross-task reduction.
+    let per_task = g.batch.div_ceil((2 * self::threads()).clamp(1, g.batch));
+    let tasks = g.batch.div_ceil(per_task);
+    let partials: Vec<Mutex<Vec<f32>>> = (0..tasks).map(|_| Mutex::new(Vec::new())).collect();
+    for_each_index(tasks, |t| {
+        let mut dw = vec![0f32; len];
+        for n in t * per_task..((t + 1) * per_task).min(g.batch) {
+            with_columns(g, &x[n * image..(n + 1) * image], |col| {
                 sgemm(
                     MatMut::row_major(&mut dw, g.c_out, k),
                     MatRef::row_major(&dy[n * g.c_out * p..(n + 1) * g.c_out * p], g.c_out, p),
                     MatRef::row_major(col, k, p).t(),
                     true,
                     threads,
-                );
-            }
-            dw
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; len]);
-    for part in parts {
+                )
+            });
+        }
+        *partials[t].lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = dw;
+    });
+    let mut dw = vec![0f32; len];
+    for part in partials {
+        let part = part.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
     dw

@@ -2,16 +2,22 @@
 //! replace candle's reference ops without touching any model definition.
 //!
 //! `conv2d` with [`ConvBackend::Fast`] runs im2col + gemm custom ops (forward and both gradients)
-//! for f32 on the CPU and candle's own op everywhere else.
+//! for f32 on the CPU and candle's own op everywhere else. [`batch_norm`] is a drop-in for
+//! `x.apply_t(&bn, train)` whose training pass is one fused op with a fused backward.
 
+mod batch_norm;
+mod batch_norm_kernels;
 mod conv_fast;
 mod conv_geometry;
 mod conv_kernels;
 mod im2col;
+mod parallel;
 mod sgemm;
 
 use candle_core::{Result, Tensor};
 
+pub use batch_norm::{batch_norm, batch_norm_train};
+pub use conv_fast::{input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
 pub use conv_geometry::ConvShapeError;
 
 /// Which implementation a convolution uses.

@@ -1,0 +1,176 @@
+//! Training-mode batch norm as one fused candle custom op (forward and backward), replacing the
+//! dozen elementwise ops, transposes and copies candle-nn's `BatchNorm::forward_train` runs.
+
+use std::sync::{Arc, OnceLock};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Error, InplaceOp1, Layout, Result, Shape, Tensor};
+use candle_nn::BatchNorm;
+
+use super::batch_norm_kernels::{self, ChannelStats, Planes};
+
+/// `x.apply_t(bn, train)`, with the fused op when training on f32 CPU tensors of rank 4 and an
+/// affine `bn`; candle-nn's own code otherwise (evaluation above all).
+pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    match bn.weight_and_bias() {
+        Some((weight, bias)) if train && x.rank() == 4 && is_cpu_f32(&[x, weight, bias]) => {
+            batch_norm_train(x, weight, bias, bn.running_mean(), bn.running_var(), bn.momentum(), bn.eps())
+        }
+        _ => candle_core::ModuleT::forward_t(bn, x, train),
+    }
+}
+
+fn is_cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// Batch norm of `x` (`[n, c, h, w]`, f32, CPU) with the batch's statistics, scaled by `weight`
+/// and shifted by `bias` (both `[c]`), differentiable in all three.
+///
+/// Like candle-nn, it also moves `running_mean` and `running_var` (`[c]`) in place towards the
+/// batch mean and unbiased variance by `momentum`: they are the `Var`s of a `BatchNorm`.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    momentum: f64,
+    eps: f64,
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    for (what, t) in [("weight", weight), ("bias", bias), ("running mean", running_mean), ("running var", running_var)] {
+        if t.dims() != [c] {
+            candle_core::bail!("batch norm {what} has shape {:?}, expected [{c}]", t.dims());
+        }
+    }
+    let stats = Arc::new(OnceLock::new());
+    let op = BatchNormTrain { eps: eps as f32, stats: Arc::clone(&stats) };
+    let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let stats: &ChannelStats = stats.get().ok_or_else(|| Error::Msg("batch norm forward kept no statistics".into()))?;
+    let count = x.elem_count() / c.max(1);
+    // candle-nn (and PyTorch) track the unbiased variance.
+    let unbiased = count as f32 / (count.max(2) - 1) as f32;
+    running_mean.inplace_op1(&MoveTowards { target: stats.mean.clone(), momentum: momentum as f32 })?;
+    running_var.inplace_op1(&MoveTowards {
+        target: stats.var.iter().map(|v| v * unbiased).collect(),
+        momentum: momentum as f32,
+    })?;
+    Ok(y)
+}
+
+fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        return Err(Error::UnsupportedDTypeForOp(s.dtype(), op));
+    };
+    let (start, end) = l.contiguous_offsets().ok_or(Error::RequiresContiguous { op })?;
+    Ok(&data[start..end])
+}
+
+fn planes(dims: &[usize]) -> Result<Planes> {
+    match *dims {
+        [n, c, h, w] => Ok(Planes { n, c, hw: h * w }),
+        _ => Err(Error::UnexpectedNumberOfDims { expected: 4, got: dims.len(), shape: Shape::from(dims) }),
+    }
+}
+
+/// `(x, weight, bias) -> y`; keeps the batch statistics for its backward pass and its caller.
+struct BatchNormTrain {
+    eps: f32,
+    stats: Arc<OnceLock<ChannelStats>>,
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "fast-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(xl.dims())?;
+        let x = dense_f32(xs, xl, self.name())?;
+        let (gamma, beta) = (dense_f32(gs, gl, self.name())?, dense_f32(bs, bl, self.name())?);
+        let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps);
+        self.stats.set(stats).map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self.stats.get().ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
+        let c = gamma.elem_count();
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, gamma, &BatchNormGrad { stats: stats.clone() })?;
+        let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
+        let dgamma = packed.narrow(0, x.elem_count(), c)?;
+        let dbeta = packed.narrow(0, x.elem_count() + c, c)?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// `(x, dy, weight) -> [dx, dweight, dbias]` flattened into one vector.
+struct BatchNormGrad {
+    stats: ChannelStats,
+}
+
+impl CustomOp3 for BatchNormGrad {
+    fn name(&self) -> &'static str {
+        "fast-batch-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(xl.dims())?;
+        if dyl.dims() != xl.dims() {
+            return Err(Error::ShapeMismatchBinaryOp { lhs: xl.shape().clone(), rhs: dyl.shape().clone(), op: self.name() });
+        }
+        let x = dense_f32(xs, xl, self.name())?;
+        let dy = dense_f32(dys, dyl, self.name())?;
+        let gamma = dense_f32(gs, gl, self.name())?;
+        let out = batch_norm_kernels::backward(p, x, dy, gamma, &self.stats);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// `running = (1 - momentum) * running + momentum * target`, in place.
+struct MoveTowards {
+    target: Vec<f32>,
+    momentum: f32,
+}
+
+impl InplaceOp1 for MoveTowards {
+    fn name(&self) -> &'static str {
+        "batch-norm-running-update"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = s else {
+            return Err(Error::UnsupportedDTypeForOp(s.dtype(), self.name()));
+        };
+        let (start, end) = l.contiguous_offsets().ok_or(Error::RequiresContiguous { op: self.name() })?;
+        for (r, &t) in data[start..end].iter_mut().zip(&self.target) {
+            *r = (1.0 - self.momentum) * *r + self.momentum * t;
+        }
+        Ok(())
+    }
+}

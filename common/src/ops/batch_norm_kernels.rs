@@ -1,0 +1,111 @@
+//! Training-mode batch norm over contiguous NCHW f32 slices, one channel per task: statistics,
+//! normalisation and the backward pass each read the data in as few passes as the math allows.
+
+use super::parallel::for_each_part;
+
+/// Per-channel batch statistics of one forward pass, kept for its backward pass.
+#[derive(Debug, Clone)]
+pub struct ChannelStats {
+    pub mean: Vec<f32>,
+    /// Biased (divide by count) variance, the one the forward pass normalises with.
+    pub var: Vec<f32>,
+    pub inv_std: Vec<f32>,
+}
+
+/// Sizes of an `[n, c, hw]` tensor seen channel by channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Planes {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+}
+
+impl Planes {
+    /// Values per channel.
+    pub fn count(&self) -> usize {
+        self.n * self.hw
+    }
+
+    /// The `n` contiguous planes of each channel of `buf`, grouped by channel.
+    fn by_channel<'a>(&self, buf: &'a mut [f32]) -> Vec<Vec<&'a mut [f32]>> {
+        let mut groups: Vec<Vec<&mut [f32]>> = (0..self.c).map(|_| Vec::with_capacity(self.n)).collect();
+        for (i, plane) in buf.chunks_mut(self.hw.max(1)).enumerate().take(self.n * self.c) {
+            groups[i % self.c].push(plane);
+        }
+        groups
+    }
+
+    fn plane<'a>(&self, buf: &'a [f32], n: usize, c: usize) -> &'a [f32] {
+        let start = (n * self.c + c) * self.hw;
+        &buf[start..start + self.hw]
+    }
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics.
+pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, ChannelStats) {
+    let mut y = vec![0f32; x.len()];
+    let mut stats = vec![(0f32, 0f32, 0f32); p.c];
+    let count = p.count().max(1) as f64;
+    let parts: Vec<_> = p.by_channel(&mut y).into_iter().zip(stats.iter_mut()).collect();
+    for_each_part(parts, |c, (y_planes, stat)| {
+        // Two passes (mean, then squared deviations) in f64: one-pass E[x^2] - E[x]^2 loses
+        // the variance of large-mean activations to cancellation.
+        let sum: f64 = (0..p.n).map(|n| p.plane(x, n, c).iter().map(|&v| f64::from(v)).sum::<f64>()).sum();
+        let mean = sum / count;
+        let sq: f64 = (0..p.n)
+            .map(|n| p.plane(x, n, c).iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>())
+            .sum();
+        let var = sq / count;
+        let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
+        let scale = (f64::from(gamma[c]) * inv_std) as f32;
+        let shift = (f64::from(beta[c]) - mean * f64::from(gamma[c]) * inv_std) as f32;
+        for (n, out) in y_planes.iter_mut().enumerate() {
+            for (o, &v) in out.iter_mut().zip(p.plane(x, n, c)) {
+                *o = v * scale + shift;
+            }
+        }
+        **stat = (mean as f32, var as f32, inv_std as f32);
+    });
+    let stats = ChannelStats {
+        mean: stats.iter().map(|s| s.0).collect(),
+        var: stats.iter().map(|s| s.1).collect(),
+        inv_std: stats.iter().map(|s| s.2).collect(),
+    };
+    (y, stats)
+}
+
+/// Gradients of the forward pass, packed as `[dx (n*c*hw), dgamma (c), dbeta (c)]`:
+/// `dbeta = sum dy`, `dgamma = sum dy * xhat`,
+/// `dx = gamma * inv_std * (dy - dbeta / m - xhat * dgamma / m)` with `m` values per channel.
+pub fn backward(p: Planes, x: &[f32], dy: &[f32], gamma: &[f32], stats: &ChannelStats) -> Vec<f32> {
+    let len = p.n * p.c * p.hw;
+    let mut out = vec![0f32; len + 2 * p.c];
+    let (dx, params) = out.split_at_mut(len);
+    let (dgamma, dbeta) = params.split_at_mut(p.c);
+    let m = p.count().max(1) as f32;
+    let parts: Vec<_> = p.by_channel(dx).into_iter().zip(dgamma.iter_mut().zip(dbeta.iter_mut())).collect();
+    for_each_part(parts, |c, (dx_planes, (dg, db))| {
+        let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
+        let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
+        for n in 0..p.n {
+            let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
+            // f32 partial sums per plane keep the loop vectorised; planes are short.
+            let (a, b) = xs.iter().zip(dys).fold((0f32, 0f32), |(a, b), (&xv, &g)| (a + g, b + g * (xv - mean)));
+            sum_dy += f64::from(a);
+            sum_dy_xc += f64::from(b);
+        }
+        let dgamma_c = (sum_dy_xc * f64::from(inv_std)) as f32;
+        **db = sum_dy as f32;
+        **dg = dgamma_c;
+        let scale = gamma[c] * inv_std;
+        let mean_dy = sum_dy as f32 / m;
+        // xhat * dgamma / m = (x - mean) * inv_std * dgamma / m
+        let k = inv_std * dgamma_c / m;
+        for (n, out) in dx_planes.iter_mut().enumerate() {
+            for ((o, &xv), &g) in out.iter_mut().zip(p.plane(x, n, c)).zip(p.plane(dy, n, c)) {
+                *o = scale * (g - mean_dy - (xv - mean) * k);
+            }
+        }
+    });
+    out
+}
