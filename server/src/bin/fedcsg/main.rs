@@ -2,7 +2,9 @@
 //! machine; a local federation; and the commands that talk to a running coordinator.
 
 mod bench_cmd;
+mod local;
 mod model_cmd;
+mod remote;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,14 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Measure training-step and evaluation throughput (images/s) and peak memory.
     Bench(bench_cmd::BenchArgs),
+    /// Run a whole federation here: a coordinator and N worker processes on loopback.
+    Local(local::LocalArgs),
+    /// Jobs and workers of a running coordinator.
+    Status(remote::StatusArgs),
+    /// Follow a job's rounds with a progress bar until it ends.
+    Watch(remote::WatchArgs),
+    /// Save a job's global model as safetensors.
+    Export(remote::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +40,13 @@ fn main() -> anyhow::Result<()> {
         Command::Model(args) => model_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Local(args) => runtime()?.block_on(local::run(args)),
+        Command::Status(args) => runtime()?.block_on(remote::status(args)),
+        Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
+        Command::Export(args) => runtime()?.block_on(remote::export(args)),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
