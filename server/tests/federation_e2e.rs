@@ -1,0 +1,205 @@
+//! End-to-end federations with the real binaries: a `fedcsg-coordinator` process and
+//! `fedcsg-worker` processes on loopback, driven through the operator API.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
+use tonic::transport::Channel;
+
+fn bin(name: &str) -> PathBuf {
+    let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator"));
+    let path = coordinator.with_file_name(name);
+    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Real processes, killed when the cluster is dropped (also when a test fails).
+struct Cluster {
+    dir: PathBuf,
+    url: String,
+    coordinator: Child,
+    workers: Vec<Option<Child>>,
+    num_workers: usize,
+}
+
+impl Cluster {
+    fn start(name: &str, workers: usize, extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("fedcsg-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr_file = dir.join("addr");
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data", "bundled", "--test-limit", "500"];
+        args.extend_from_slice(extra);
+        let coordinator = Command::new(bin("fedcsg-coordinator"))
+            .args(&args)
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .stderr(std::fs::File::create(dir.join("coordinator.log")).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let addr = loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                break a;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "coordinator did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut c = Cluster { dir, url: format!("http://{addr}"), coordinator, workers: Vec::new(), num_workers: workers };
+        for i in 0..workers {
+            let w = c.spawn_worker(i);
+            c.workers.push(Some(w));
+        }
+        c
+    }
+
+    fn spawn_worker(&self, i: usize) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("worker-{i}.log"))).unwrap();
+        Command::new(bin("fedcsg-worker"))
+            .args(["--coordinator", &self.url, "--name", &format!("e2e-{i}"), "--data", "bundled"])
+            .args(["--num-partitions", &self.num_workers.to_string(), "--partition-id", &i.to_string()])
+            .env("RUST_LOG", "info")
+            .stderr(log)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn kill_worker(&mut self, i: usize) {
+        if let Some(mut w) = self.workers[i].take() {
+            w.kill().unwrap();
+            w.wait().unwrap();
+        }
+    }
+
+    fn restart_worker(&mut self, i: usize) {
+        self.kill_worker(i);
+        self.workers[i] = Some(self.spawn_worker(i));
+    }
+
+    async fn operator(&self) -> OperatorServiceClient<Channel> {
+        OperatorServiceClient::new(Channel::from_shared(self.url.clone()).unwrap().connect().await.unwrap())
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out += &format!("--- {}\n{}\n", entry.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in self.workers.iter_mut().flatten() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.coordinator.kill();
+        let _ = self.coordinator.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+fn job_spec(rounds: u32, min_workers: u32, deadline: u32, max_samples: u64) -> pb::JobSpec {
+    pb::JobSpec {
+        name: "e2e".into(),
+        model: Some(pb::ModelSpec { architecture: "resnet20".into(), csg: "12-72".into(), in_channels: 1, num_classes: 10 }),
+        training: Some(pb::TrainingConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            max_samples_per_round: max_samples,
+        }),
+        strategy: "fedavg".into(),
+        rounds,
+        fraction: 1.0,
+        min_workers,
+        round_deadline_seconds: deadline,
+        seed: 3,
+        bn_stats: "averaged".into(),
+        federated_evaluation: false,
+    }
+}
+
+/// Three real workers, three rounds of CSG ResNet-20 (12-72) on the bundled subset: every round
+/// has 3 participants, accuracy after round 3 beats round 1, and each worker's upload is the
+/// inventory's exchanged values plus framing, at most half a full-filter exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_three_rounds() {
+    let cluster = Cluster::start("main", 3, &[]);
+    let mut op = cluster.operator().await;
+    let job = op.create_job(pb::CreateJobRequest { spec: Some(job_spec(3, 3, 300, 320)) }).await.unwrap().into_inner();
+    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), stream.message()).await.expect("round timed out").unwrap() {
+        println!("round {} acc {:.3} loss {:.3} up {} participants {}", e.round, e.test_accuracy, e.train_loss, e.bytes_up, e.participants);
+        events.push(e);
+    }
+    assert_eq!(events.len(), 3, "{}", cluster.logs());
+    let done = op.get_job(pb::GetJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    for e in &events {
+        assert_eq!(e.participants, 3, "round {}", e.round);
+    }
+    assert!(events[2].test_accuracy > events[0].test_accuracy, "accuracy {} -> {}", events[0].test_accuracy, events[2].test_accuracy);
+    // Exchanged values of CSG ResNet-20 12-72 with 1 input channel: 115,138 parameters plus
+    // 1,424 batch-norm statistics (the inventory unit tests assert both).
+    assert_eq!(job.exchanged_values, 115_138 + 1_424);
+    let payload = job.exchanged_values * 4;
+    let full_payload = job.full_filter_exchanged_values * 4;
+    for e in &events {
+        for w in &e.workers {
+            assert!(w.bytes_up >= payload && w.bytes_up <= payload + payload / 100 + 16_384, "worker {} uploaded {} bytes for a {payload}-byte payload", w.worker_id, w.bytes_up);
+            assert!(w.bytes_up as f64 <= 0.5 * full_payload as f64, "{} > half of {full_payload}", w.bytes_up);
+        }
+    }
+}
+
+/// A worker killed mid-round does not stall the job: the round closes with the remaining quorum,
+/// the next round proceeds, and the restarted worker rejoins and contributes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_does_not_stall_the_job() {
+    let mut cluster = Cluster::start("kill", 3, &["--heartbeat-interval-ms", "300", "--heartbeat-timeout-secs", "2"]);
+    let mut op = cluster.operator().await;
+    let job = op.create_job(pb::CreateJobRequest { spec: Some(job_spec(4, 2, 60, 96)) }).await.unwrap().into_inner();
+    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(240), stream.message()).await.expect("round timed out").unwrap() {
+        println!("round {} participants {:?} {:.1}s", e.round, e.participant_ids, e.seconds);
+        if e.round == 1 {
+            // Round 2 has just started with all three workers: kill one of them mid-round.
+            cluster.kill_worker(0);
+        }
+        if e.round == 2 {
+            cluster.restart_worker(0);
+        }
+        events.push(e);
+    }
+    assert_eq!(events.len(), 4, "{}", cluster.logs());
+    assert_eq!(events[0].participants, 3);
+    assert_eq!(events[1].participants, 2, "round 2 should close with the two live workers");
+    let done = op.get_job(pb::GetJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(done.state, pb::JobState::Succeeded as i32);
+    let workers = op.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
+    let rejoined = workers.iter().find(|w| w.worker_name == "e2e-0").expect("worker e2e-0 rejoined");
+    assert_ne!(rejoined.state, "gone");
+    assert!(
+        events[2..].iter().any(|e| e.participants == 3),
+        "the restarted worker never contributed again: {:?}",
+        events.iter().map(|e| &e.participant_ids).collect::<Vec<_>>()
+    );
+}
