@@ -1,1 +1,31 @@
-//! placeholder
+//! fedcsg-worker: a training node of a fedcsg federation.
+//!
+//! The worker joins a coordinator, then asks it for tasks in a loop: download the global model,
+//! train it on this node's data partition (or evaluate it on the local test partition), send the
+//! result back. The binary `fedcsg-worker` only parses flags, sets up logging and calls [`run`].
+//!
+//! - [`config`]: the command-line flags and the validated [`WorkerConfig`] they become.
+//! - [`error`]: [`WorkerError`], and which errors the loop retries, re-joins after or stops on.
+//! - [`backoff`]: the reconnect schedule (exponential, capped, jittered).
+//! - [`client`]: the gRPC channel to the coordinator and the bearer token on every call.
+//! - [`assignment`]: tasks from the wire, validated into domain types.
+//! - [`transfer`]: the chunked model download and update upload.
+//! - [`local_data`]: this worker's train and test partitions.
+//! - [`local_work`]: the models kept per job and the training / evaluation run off the runtime.
+//! - [`heartbeat`]: the task that tells the coordinator this worker is alive (and hears "abandon").
+//! - [`run`](mod@run): the loop tying these together, with reconnects and graceful shutdown.
+
+pub mod assignment;
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod heartbeat;
+pub mod local_data;
+pub mod local_work;
+pub mod run;
+pub mod transfer;
+
+pub use config::{LogFormat, WorkerArgs, WorkerConfig};
+pub use error::WorkerError;
+pub use run::run;

@@ -1,1 +1,53 @@
-fn main() {}
+//! fedcsg-worker: parses flags, sets up logging, and runs the worker until done or signalled.
+
+use clap::{CommandFactory, Parser};
+use fedcsg_worker::{LogFormat, WorkerArgs, WorkerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = WorkerArgs::parse();
+    // Values clap cannot check itself are reported like clap's own errors (usage, exit code 2).
+    let config = WorkerConfig::from_args(args)
+        .unwrap_or_else(|e| WorkerArgs::command().error(clap::error::ErrorKind::ValueValidation, e).exit());
+    init_tracing(config.log_format);
+    fedcsg_worker::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,329 @@
+//! The worker's life: load the local data once, join, then ask for tasks until the coordinator
+//! says the work is done or shutdown is requested.
+//!
+//! Failures never lose local state (data, models): a coordinator that is down is waited for with
+//! backoff, one that forgot this worker (it restarted) is joined again, and a task that fails
+//! (its round closed meanwhile, say) is logged and the loop asks for the next one. Only a refused
+//! join stops the worker with an error.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fedcsg_common::proto::PROTOCOL_VERSION;
+use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::train::TrainError;
+use tokio::time::sleep;
+use tracing::{Instrument, debug, info, info_span, instrument, warn};
+
+use crate::assignment::{Assignment, EvalAssignment, TrainAssignment};
+use crate::backoff::Backoff;
+use crate::client::CoordinatorClient;
+use crate::config::WorkerConfig;
+use crate::error::{Recovery, WorkerError, is_transient};
+use crate::heartbeat::{BusySlot, Heartbeat, interval_from_ms};
+use crate::local_data::LocalData;
+use crate::local_work::{ModelCache, evaluate_round, on_blocking_thread, train_round};
+use crate::transfer::{self, update_chunks};
+
+/// Attempts at sending one update while the coordinator is unreachable (the update is kept and
+/// re-sent; the coordinator recognises a duplicate).
+const UPLOAD_ATTEMPTS: u32 = 4;
+/// How long a best-effort Leave may take at shutdown.
+const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs the worker until the coordinator says it is done (`Ok`), `shutdown` completes (`Ok`,
+/// after a best-effort Leave), or the coordinator refuses the join (`Err`).
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let span = info_span!("worker", name = %config.name, worker_id = tracing::field::Empty);
+    run_worker(config, shutdown).instrument(span).await
+}
+
+async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    tokio::pin!(shutdown);
+    let loading = config.clone();
+    let data = tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            info!("shutdown requested while loading data");
+            return Ok(());
+        }
+        data = on_blocking_thread("data loading", move || LocalData::load(&loading)) => data?,
+    };
+    info!(data = %data.description, coordinator = %config.coordinator, "local data ready");
+    let mut worker = Worker::new(config, data)?;
+    let stopping = Arc::clone(&worker.stopping);
+    let result = tokio::select! {
+        biased;
+        () = &mut shutdown => {
+            info!("shutdown requested");
+            // Training on a blocking thread cannot be dropped: it polls this flag instead.
+            stopping.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        result = worker.serve() => result,
+    };
+    worker.leave().await;
+    result
+}
+
+/// A joined worker's identity with the coordinator.
+struct Session {
+    worker_id: String,
+    /// Authenticates with the session token.
+    client: CoordinatorClient,
+    _heartbeat: Heartbeat,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+struct Worker {
+    config: WorkerConfig,
+    /// Authenticates with the enrollment token; used to join.
+    client: CoordinatorClient,
+    data: Arc<LocalData>,
+    models: ModelCache,
+    session: Option<Session>,
+    backoff: Backoff,
+    busy: BusySlot,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn new(config: WorkerConfig, data: LocalData) -> Result<Self, WorkerError> {
+        Ok(Self {
+            client: CoordinatorClient::connect_lazy(&config)?,
+            data: Arc::new(data),
+            models: ModelCache::new(config.conv),
+            session: None,
+            backoff: Backoff::new(config.max_retry),
+            busy: BusySlot::default(),
+            stopping: Arc::new(AtomicBool::new(false)),
+            config,
+        })
+    }
+
+    /// The task loop. Returns only when the coordinator says done or on a fatal error.
+    async fn serve(&mut self) -> Result<(), WorkerError> {
+        loop {
+            if self.session.is_none() {
+                self.join().await?;
+            }
+            let error = match self.next_task().await {
+                Ok(Step::Continue) => {
+                    self.backoff.reset();
+                    continue;
+                }
+                Ok(Step::Done) => return Ok(()),
+                Err(error) => error,
+            };
+            let recovery = error.recovery();
+            if recovery == Recovery::Fatal {
+                return Err(error);
+            }
+            let delay = self.backoff.next_delay(&mut rand::rng());
+            let attempt = self.backoff.failures();
+            if recovery == Recovery::Rejoin {
+                warn!(%error, "the coordinator does not know this session; joining again");
+                self.session = None;
+            } else if matches!(&error, WorkerError::Rpc { code, .. } if is_transient(*code)) {
+                warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "the coordinator is unreachable; retrying");
+            } else {
+                warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "task failed; asking for the next one");
+            }
+            sleep(delay).await;
+        }
+    }
+
+    /// Joins, retrying with backoff while the coordinator is unreachable.
+    async fn join(&mut self) -> Result<(), WorkerError> {
+        let train = &self.data.train;
+        let request = pb::JoinRequest {
+            protocol_version: PROTOCOL_VERSION,
+            worker_name: self.config.name.clone(),
+            num_samples: train.len() as u64,
+            in_channels: train.channels() as u32,
+            num_classes: train.num_classes() as u32,
+            data_description: self.data.description.clone(),
+        };
+        loop {
+            match self.client.join(request.clone()).await {
+                Ok(response) => return self.open_session(response),
+                Err(status) if is_transient(status.code()) => {
+                    let delay = self.backoff.next_delay(&mut rand::rng());
+                    let attempt = self.backoff.failures();
+                    let (code, message, retry_in_ms) = (status.code(), status.message(), delay.as_millis() as u64);
+                    if attempt <= 3 {
+                        info!(coordinator = %self.config.coordinator, ?code, message, attempt, retry_in_ms, "cannot join yet; retrying");
+                    } else {
+                        warn!(coordinator = %self.config.coordinator, ?code, message, attempt, retry_in_ms, "cannot join yet; retrying");
+                    }
+                    sleep(delay).await;
+                }
+                Err(status) => return Err(WorkerError::join_refused(status)),
+            }
+        }
+    }
+
+    fn open_session(&mut self, response: pb::JoinResponse) -> Result<(), WorkerError> {
+        if response.protocol_version != 0 && response.protocol_version != PROTOCOL_VERSION {
+            return Err(WorkerError::JoinRefused {
+                code: tonic::Code::FailedPrecondition,
+                message: format!("the coordinator speaks protocol {}, this worker {PROTOCOL_VERSION}", response.protocol_version),
+                hint: "",
+            });
+        }
+        if response.worker_id.is_empty() {
+            return Err(WorkerError::Protocol { what: "JoinResponse", why: "worker_id is empty".into() });
+        }
+        // A coordinator without authentication may hand out no session token.
+        let client = match response.session_token.as_str() {
+            "" => self.client.clone(),
+            token => self.client.with_session_token(token)?,
+        };
+        let interval = interval_from_ms(response.heartbeat_interval_ms);
+        tracing::Span::current().record("worker_id", response.worker_id.as_str());
+        info!(worker_id = %response.worker_id, heartbeat_ms = interval.as_millis() as u64, "joined");
+        let heartbeat = Heartbeat::spawn(client.clone(), response.worker_id.clone(), interval, self.busy.clone());
+        self.session = Some(Session { worker_id: response.worker_id, client, _heartbeat: heartbeat });
+        Ok(())
+    }
+
+    async fn next_task(&mut self) -> Result<Step, WorkerError> {
+        let Some(session) = &self.session else { return Ok(Step::Continue) };
+        let (client, worker_id) = (session.client.clone(), session.worker_id.clone());
+        let request = pb::GetTaskRequest { worker_id: worker_id.clone() };
+        let response = client.get_task(request).await.map_err(|s| WorkerError::rpc("GetTask", s))?;
+        match Assignment::from_proto(response)? {
+            Assignment::Wait { retry_after, reason } => {
+                debug!(reason, wait_ms = retry_after.as_millis() as u64, "nothing to do yet");
+                sleep(retry_after).await;
+            }
+            Assignment::Done { reason } => {
+                info!(reason, "the coordinator has no more work for this worker");
+                return Ok(Step::Done);
+            }
+            Assignment::Train(task) => self.train(&client, &worker_id, task).await?,
+            Assignment::Evaluate(task) => self.evaluate(&client, &worker_id, task).await?,
+        }
+        Ok(Step::Continue)
+    }
+
+    #[instrument(name = "task", skip_all, fields(job_id = %task.round.job_id, round = task.round.round, kind = "train"))]
+    async fn train(&mut self, client: &CoordinatorClient, worker_id: &str, task: TrainAssignment) -> Result<(), WorkerError> {
+        let busy = self.busy.start(&task.round.round_token);
+        info!(model = %task.spec, epochs = task.epochs, batch_size = task.batch_size, deadline_s = task.deadline.as_secs(), "training task");
+        let global = transfer::download(client, worker_id, &task.round).await?;
+        debug!(bytes_down = global.encoded_bytes, tensors = global.state.len(), sha256 = %global.model_sha256, "global model received");
+        let model = self.models.model_for(&task.round.job_id, task.spec).await?;
+        let should_stop = {
+            let (abandon, stopping) = (busy.abandon_flag(), Arc::clone(&self.stopping));
+            move || abandon.load(Ordering::Relaxed) || stopping.load(Ordering::Relaxed)
+        };
+        let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
+        let outcome = on_blocking_thread("training", move || train_round(&model, &data, &job, &state, &should_stop)).await;
+        let outcome = match outcome {
+            Err(WorkerError::Train(TrainError::Cancelled)) => {
+                info!("training stopped early; no update sent");
+                return Ok(());
+            }
+            Err(error @ WorkerError::Panicked { .. }) => {
+                // The model may be half-updated; the next round rebuilds it from the download.
+                self.models.forget(&task.round.job_id);
+                return Err(error);
+            }
+            other => other?,
+        };
+        if busy.abandoned() {
+            info!("the round no longer needs this update; not sending it");
+            return Ok(());
+        }
+        let summary = outcome.summary;
+        let (chunks, bytes_up) = update_chunks(worker_id, &task.round, summary, &outcome.update);
+        let response = upload(client, chunks, &self.config).await?;
+        info!(
+            samples = summary.num_samples,
+            train_loss = summary.train_loss,
+            train_seconds = summary.train_seconds,
+            bytes_down = global.encoded_bytes,
+            bytes_up,
+            accepted = response.accepted,
+            duplicate = response.duplicate,
+            "update sent"
+        );
+        if !response.accepted && !response.duplicate {
+            warn!("the coordinator did not accept the update");
+        }
+        Ok(())
+    }
+
+    #[instrument(name = "task", skip_all, fields(job_id = %task.round.job_id, round = task.round.round, kind = "evaluate"))]
+    async fn evaluate(&mut self, client: &CoordinatorClient, worker_id: &str, task: EvalAssignment) -> Result<(), WorkerError> {
+        let _busy = self.busy.start(&task.round.round_token);
+        let global = transfer::download(client, worker_id, &task.round).await?;
+        let model = self.models.model_for(&task.round.job_id, task.spec).await?;
+        let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
+        let report = on_blocking_thread("evaluation", move || evaluate_round(&model, &data, &job, &state)).await?;
+        let request = pb::ReportEvaluationRequest {
+            worker_id: worker_id.to_string(),
+            job_id: task.round.job_id.clone(),
+            round_token: task.round.round_token.clone(),
+            num_samples: report.samples as u64,
+            correct: report.correct as u64,
+            loss_sum: report.loss_sum,
+        };
+        client.report_evaluation(request).await.map_err(|s| WorkerError::rpc("ReportEvaluation", s))?;
+        info!(samples = report.samples, accuracy = report.accuracy(), loss = report.mean_loss(), "evaluation reported");
+        Ok(())
+    }
+
+    /// Best-effort Leave, so the coordinator stops counting on this worker at once.
+    async fn leave(&mut self) {
+        let Some(session) = self.session.take() else { return };
+        let request = pb::LeaveRequest { worker_id: session.worker_id.clone() };
+        match session.client.leave(request, LEAVE_TIMEOUT).await {
+            Ok(_) => info!("left the federation"),
+            Err(status) => warn!(code = ?status.code(), message = status.message(), "could not leave cleanly"),
+        }
+    }
+}
+
+/// Sends an update, re-sending it while the coordinator is briefly unreachable.
+async fn upload(client: &CoordinatorClient, chunks: Vec<pb::UpdateChunk>, config: &WorkerConfig) -> Result<pb::UploadUpdateResponse, WorkerError> {
+    let mut backoff = Backoff::new(config.max_retry);
+    loop {
+        match client.upload_update(chunks.clone()).await {
+            Ok(response) => return Ok(response),
+            Err(status) if is_transient(status.code()) && backoff.failures() + 1 < UPLOAD_ATTEMPTS => {
+                let delay = backoff.next_delay(&mut rand::rng());
+                warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64, "update upload failed; re-sending");
+                sleep(delay).await;
+            }
+            Err(status) => return Err(WorkerError::rpc("UploadUpdate", status)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `run` can be spawned on a multi-threaded runtime (an in-process cluster test does that).
+    #[test]
+    fn run_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let config = WorkerConfig::for_coordinator("http://127.0.0.1:1").unwrap();
+        let future = run(config, std::future::pending());
+        assert_send(&future);
+    }
+
+    /// A shutdown requested at once ends the worker cleanly even with no coordinator around.
+    #[tokio::test]
+    async fn immediate_shutdown_returns_ok() {
+        let config = WorkerConfig::for_coordinator("http://127.0.0.1:1").unwrap();
+        run(config, std::future::ready(())).await.unwrap();
+    }
+}
