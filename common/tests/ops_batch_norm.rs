@@ -1,6 +1,6 @@
 //! Proves the fused training batch norm agrees with candle-nn's `BatchNorm::forward_train`:
 //! output, the gradients reaching the input, the scale and the shift, and the running
-//! statistics it updates in place.
+//! statistics it updates in place; with the ReLU fused, against candle-nn followed by `relu`.
 
 use anyhow::{Context, Result};
 use candle_core::{D, Device, ModuleT, Tensor, Var};
@@ -35,14 +35,19 @@ struct Outcome {
     running: [Tensor; 2],
 }
 
-fn run(dims: [usize; 4], fused: bool, seed: u64) -> Result<Outcome> {
+fn run(dims: [usize; 4], fused: bool, relu: bool, seed: u64) -> Result<Outcome> {
     let c = dims[1];
     // A mean far from zero checks the variance is computed without cancellation.
     let x = Var::from_tensor(&random(&dims, seed)?.affine(3.0, 5.0)?)?;
     let weight = Var::from_tensor(&(random(&[c], seed + 1)? + 1.5)?)?;
     let bias = Var::from_tensor(&random(&[c], seed + 2)?)?;
     let bn = BatchNorm::new(c, random(&[c], seed + 3)?, (random(&[c], seed + 4)? + 2.0)?, weight.as_tensor().clone(), bias.as_tensor().clone(), 1e-5)?;
-    let y = if fused { ops::batch_norm(&bn, x.as_tensor(), true)? } else { bn.forward_t(x.as_tensor(), true)? };
+    let y = match (fused, relu) {
+        (true, false) => ops::batch_norm(&bn, x.as_tensor(), true)?,
+        (true, true) => ops::batch_norm_relu(&bn, x.as_tensor(), true)?,
+        (false, false) => bn.forward_t(x.as_tensor(), true)?,
+        (false, true) => bn.forward_t(x.as_tensor(), true)?.relu()?,
+    };
     let grads = (&y * random(y.dims(), seed + 5)?)?.sum_all()?.backward()?;
     let grad = |v: &Var| grads.get(v.as_tensor()).cloned().context("missing gradient");
     Ok(Outcome {
@@ -54,14 +59,15 @@ fn run(dims: [usize; 4], fused: bool, seed: u64) -> Result<Outcome> {
 
 #[test]
 fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
-    for (i, dims) in [[4, 16, 28, 28], [2, 3, 5, 7], [1, 7, 3, 3], [8, 64, 7, 7], [3, 10, 1, 1]].into_iter().enumerate() {
+    let shapes = [[4, 16, 28, 28], [2, 3, 5, 7], [1, 7, 3, 3], [8, 64, 7, 7], [3, 10, 1, 1]];
+    for (i, (dims, relu)) in shapes.into_iter().flat_map(|d| [(d, false), (d, true)]).enumerate() {
         let seed = 10 * i as u64;
-        let fast = run(dims, true, seed)?;
-        let reference = run(dims, false, seed)?;
-        assert!(rel_err(&fast.y, &reference.y)? < 1e-4, "{dims:?} output");
+        let fast = run(dims, true, relu, seed)?;
+        let reference = run(dims, false, relu, seed)?;
+        assert!(rel_err(&fast.y, &reference.y)? < 1e-4, "{dims:?} relu {relu} output");
         for (what, (got, want)) in ["input", "weight", "bias"].iter().zip(fast.grads.iter().zip(&reference.grads)) {
             let err = rel_err(got, want)?;
-            assert!(err < 1e-4, "{dims:?} {what} gradient: relative error {err}");
+            assert!(err < 1e-4, "{dims:?} relu {relu} {what} gradient: relative error {err}");
         }
         for (what, (got, want)) in ["mean", "var"].iter().zip(fast.running.iter().zip(&reference.running)) {
             assert!(rel_err(got, want)? < 1e-5, "{dims:?} running {what}");

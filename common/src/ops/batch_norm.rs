@@ -12,12 +12,31 @@ use super::batch_norm_kernels::{self, ChannelStats, Planes};
 /// `x.apply_t(bn, train)`, with the fused op when training on f32 CPU tensors of rank 4 and an
 /// affine `bn`; candle-nn's own code otherwise (evaluation above all).
 pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    dispatch(bn, x, train, false)
+}
+
+/// `x.apply_t(bn, train)?.relu()`, fused into the batch norm op (forward and backward) when
+/// training, as [`batch_norm`] is.
+pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    dispatch(bn, x, train, true)
+}
+
+fn dispatch(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
     match bn.weight_and_bias() {
         Some((weight, bias)) if train && x.rank() == 4 && is_cpu_f32(&[x, weight, bias]) => {
-            batch_norm_train(x, weight, bias, bn.running_mean(), bn.running_var(), bn.momentum(), bn.eps())
+            let stats = RunningStats { mean: bn.running_mean(), var: bn.running_var(), momentum: bn.momentum() };
+            fused_train(x, weight, bias, stats, bn.eps(), relu)
         }
+        _ if relu => candle_core::ModuleT::forward_t(bn, x, train)?.relu(),
         _ => candle_core::ModuleT::forward_t(bn, x, train),
     }
+}
+
+/// The running statistics a training pass updates, and how far it moves them.
+struct RunningStats<'a> {
+    mean: &'a Tensor,
+    var: &'a Tensor,
+    momentum: f64,
 }
 
 fn is_cpu_f32(ts: &[&Tensor]) -> bool {
@@ -38,6 +57,11 @@ pub fn batch_norm_train(
     momentum: f64,
     eps: f64,
 ) -> Result<Tensor> {
+    fused_train(x, weight, bias, RunningStats { mean: running_mean, var: running_var, momentum }, eps, false)
+}
+
+fn fused_train(x: &Tensor, weight: &Tensor, bias: &Tensor, running: RunningStats, eps: f64, relu: bool) -> Result<Tensor> {
+    let (running_mean, running_var, momentum) = (running.mean, running.var, running.momentum);
     let (_, c, _, _) = x.dims4()?;
     for (what, t) in [("weight", weight), ("bias", bias), ("running mean", running_mean), ("running var", running_var)] {
         if t.dims() != [c] {
@@ -45,7 +69,7 @@ pub fn batch_norm_train(
         }
     }
     let stats = Arc::new(OnceLock::new());
-    let op = BatchNormTrain { eps: eps as f32, stats: Arc::clone(&stats) };
+    let op = BatchNormTrain { eps: eps as f32, relu, stats: Arc::clone(&stats) };
     let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     let stats: &ChannelStats = stats.get().ok_or_else(|| Error::Msg("batch norm forward kept no statistics".into()))?;
     let count = x.elem_count() / c.max(1);
@@ -77,6 +101,7 @@ fn planes(dims: &[usize]) -> Result<Planes> {
 /// `(x, weight, bias) -> y`; keeps the batch statistics for its backward pass and its caller.
 struct BatchNormTrain {
     eps: f32,
+    relu: bool,
     stats: Arc<OnceLock<ChannelStats>>,
 }
 
@@ -97,7 +122,7 @@ impl CustomOp3 for BatchNormTrain {
         let p = planes(xl.dims())?;
         let x = dense_f32(xs, xl, self.name())?;
         let (gamma, beta) = (dense_f32(gs, gl, self.name())?, dense_f32(bs, bl, self.name())?);
-        let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps);
+        let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, self.relu);
         self.stats.set(stats).map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -106,13 +131,16 @@ impl CustomOp3 for BatchNormTrain {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let stats = self.stats.get().ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
         let c = gamma.elem_count();
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, gamma, &BatchNormGrad { stats: stats.clone() })?;
+        // gamma and beta travel as one tensor so that the gradient op keeps three operands.
+        let params = Tensor::cat(&[gamma, beta], 0)?;
+        let grad_op = BatchNormGrad { stats: stats.clone(), relu: self.relu };
+        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, &params, &grad_op)?;
         let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
         let dgamma = packed.narrow(0, x.elem_count(), c)?;
         let dbeta = packed.narrow(0, x.elem_count() + c, c)?;
@@ -120,9 +148,10 @@ impl CustomOp3 for BatchNormTrain {
     }
 }
 
-/// `(x, dy, weight) -> [dx, dweight, dbias]` flattened into one vector.
+/// `(x, dy, [weight, bias]) -> [dx, dweight, dbias]` flattened into one vector.
 struct BatchNormGrad {
     stats: ChannelStats,
+    relu: bool,
 }
 
 impl CustomOp3 for BatchNormGrad {
@@ -145,8 +174,12 @@ impl CustomOp3 for BatchNormGrad {
         }
         let x = dense_f32(xs, xl, self.name())?;
         let dy = dense_f32(dys, dyl, self.name())?;
-        let gamma = dense_f32(gs, gl, self.name())?;
-        let out = batch_norm_kernels::backward(p, x, dy, gamma, &self.stats);
+        let params = dense_f32(gs, gl, self.name())?;
+        if params.len() != 2 * p.c {
+            return Err(Error::Msg(format!("batch norm gradient got {} parameters for {} channels", params.len(), p.c)));
+        }
+        let (gamma, beta) = params.split_at(p.c);
+        let out = batch_norm_kernels::backward(p, x, dy, gamma, beta, &self.stats, self.relu);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

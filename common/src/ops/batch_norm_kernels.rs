@@ -41,8 +41,9 @@ impl Planes {
     }
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics.
-pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, ChannelStats) {
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics, followed
+/// by `max(y, 0)` when `relu` is set.
+pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, relu: bool) -> (Vec<f32>, ChannelStats) {
     let mut y = vec![0f32; x.len()];
     let mut stats = vec![(0f32, 0f32, 0f32); p.c];
     let count = p.count().max(1) as f64;
@@ -59,9 +60,10 @@ pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (
         let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
         let scale = (f64::from(gamma[c]) * inv_std) as f32;
         let shift = (f64::from(beta[c]) - mean * f64::from(gamma[c]) * inv_std) as f32;
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
         for (n, out) in y_planes.iter_mut().enumerate() {
             for (o, &v) in out.iter_mut().zip(p.plane(x, n, c)) {
-                *o = v * scale + shift;
+                *o = (v * scale + shift).max(floor);
             }
         }
         **stat = (mean as f32, var as f32, inv_std as f32);
@@ -77,7 +79,9 @@ pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (
 /// Gradients of the forward pass, packed as `[dx (n*c*hw), dgamma (c), dbeta (c)]`:
 /// `dbeta = sum dy`, `dgamma = sum dy * xhat`,
 /// `dx = gamma * inv_std * (dy - dbeta / m - xhat * dgamma / m)` with `m` values per channel.
-pub fn backward(p: Planes, x: &[f32], dy: &[f32], gamma: &[f32], stats: &ChannelStats) -> Vec<f32> {
+/// With `relu`, `dy` first passes only where the normalised output (recomputed from `x`; `beta`
+/// is needed for that) was positive.
+pub fn backward(p: Planes, x: &[f32], dy: &[f32], gamma: &[f32], beta: &[f32], stats: &ChannelStats, relu: bool) -> Vec<f32> {
     let len = p.n * p.c * p.hw;
     let mut out = vec![0f32; len + 2 * p.c];
     let (dx, params) = out.split_at_mut(len);
@@ -86,11 +90,17 @@ pub fn backward(p: Planes, x: &[f32], dy: &[f32], gamma: &[f32], stats: &Channel
     let parts: Vec<_> = p.by_channel(dx).into_iter().zip(dgamma.iter_mut().zip(dbeta.iter_mut())).collect();
     for_each_part(parts, |c, (dx_planes, (dg, db))| {
         let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
+        // The forward's affine map, to recompute which outputs the ReLU let through.
+        let (fwd_scale, fwd_shift) = (gamma[c] * inv_std, beta[c] - mean * gamma[c] * inv_std);
+        let pass = |xv: f32, g: f32| if !relu || xv * fwd_scale + fwd_shift > 0.0 { g } else { 0.0 };
         let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
         for n in 0..p.n {
             let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
             // f32 partial sums per plane keep the loop vectorised; planes are short.
-            let (a, b) = xs.iter().zip(dys).fold((0f32, 0f32), |(a, b), (&xv, &g)| (a + g, b + g * (xv - mean)));
+            let (a, b) = xs.iter().zip(dys).fold((0f32, 0f32), |(a, b), (&xv, &g)| {
+                let g = pass(xv, g);
+                (a + g, b + g * (xv - mean))
+            });
             sum_dy += f64::from(a);
             sum_dy_xc += f64::from(b);
         }
@@ -103,7 +113,7 @@ pub fn backward(p: Planes, x: &[f32], dy: &[f32], gamma: &[f32], stats: &Channel
         let k = inv_std * dgamma_c / m;
         for (n, out) in dx_planes.iter_mut().enumerate() {
             for ((o, &xv), &g) in out.iter_mut().zip(p.plane(x, n, c)).zip(p.plane(dy, n, c)) {
-                *o = scale * (g - mean_dy - (xv - mean) * k);
+                *o = scale * (pass(xv, g) - mean_dy - (xv - mean) * k);
             }
         }
     });

@@ -3,8 +3,11 @@
 //!
 //! `conv2d` with [`ConvBackend::Fast`] runs im2col + gemm custom ops (forward and both gradients)
 //! for f32 on the CPU and candle's own op everywhere else. [`batch_norm`] is a drop-in for
-//! `x.apply_t(&bn, train)` whose training pass is one fused op with a fused backward.
+//! `x.apply_t(&bn, train)` whose training pass is one fused op with a fused backward;
+//! [`batch_norm_relu`] and [`add_relu`] fold in the ReLU that follows a batch norm or a residual
+//! sum, saving candle's separate passes (and the three ops of its ReLU backward).
 
+mod add_relu;
 mod batch_norm;
 mod batch_norm_kernels;
 mod conv_fast;
@@ -16,7 +19,8 @@ mod sgemm;
 
 use candle_core::{Result, Tensor};
 
-pub use batch_norm::{batch_norm, batch_norm_train};
+pub use add_relu::add_relu;
+pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use conv_fast::{input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
 pub use conv_geometry::ConvShapeError;
 
