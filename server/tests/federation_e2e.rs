@@ -85,6 +85,19 @@ impl Cluster {
         OperatorServiceClient::new(Channel::from_shared(self.url.clone()).unwrap().connect().await.unwrap())
     }
 
+    /// Waits until `n` workers have joined, so the first round samples all of them.
+    async fn wait_for_workers(&self, op: &mut OperatorServiceClient<Channel>, n: usize) {
+        let start = Instant::now();
+        loop {
+            let workers = op.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
+            if workers.iter().filter(|w| w.state != "gone").count() >= n {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "only {} workers joined\n{}", workers.len(), self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn logs(&self) -> String {
         let mut out = String::new();
         for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
@@ -142,6 +155,7 @@ fn job_spec(rounds: u32, min_workers: u32, deadline: u32, max_samples: u64) -> p
 async fn three_workers_three_rounds() {
     let cluster = Cluster::start("main", 3, &[]);
     let mut op = cluster.operator().await;
+    cluster.wait_for_workers(&mut op, 3).await;
     let job = op.create_job(pb::CreateJobRequest { spec: Some(job_spec(3, 3, 300, 320)) }).await.unwrap().into_inner();
     let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
     let mut events = Vec::new();
@@ -175,6 +189,7 @@ async fn three_workers_three_rounds() {
 async fn killed_worker_does_not_stall_the_job() {
     let mut cluster = Cluster::start("kill", 3, &["--heartbeat-interval-ms", "300", "--heartbeat-timeout-secs", "2"]);
     let mut op = cluster.operator().await;
+    cluster.wait_for_workers(&mut op, 3).await;
     let job = op.create_job(pb::CreateJobRequest { spec: Some(job_spec(4, 2, 60, 96)) }).await.unwrap().into_inner();
     let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
     let mut events = Vec::new();
