@@ -5,6 +5,7 @@ mod bench_cmd;
 mod local;
 mod model_cmd;
 mod remote;
+mod submit;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Command {
     Watch(remote::WatchArgs),
     /// Save a job's global model as safetensors.
     Export(remote::ExportArgs),
+    /// Create a job on a running coordinator and optionally wait for it.
+    Submit(submit::SubmitArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => runtime()?.block_on(remote::status(args)),
         Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
         Command::Export(args) => runtime()?.block_on(remote::export(args)),
+        Command::Submit(args) => runtime()?.block_on(submit::run(args)),
     }
 }
 
