@@ -4,6 +4,9 @@
 //! `CANDLE_NUM_THREADS - 1` workers that spin for a while after each op). Running our kernels on
 //! rayon's pool instead would put two sets of busy threads on the same cores and have them fight
 //! (measured: a third of the step in spin loops). Sharing candle's pool keeps one thread per core.
+//! With `CANDLE_NUM_THREADS=1` candle's pool has no workers and its elementwise ops run on the
+//! calling thread; the kernels here then use rayon's pool (`RAYON_NUM_THREADS`) instead, which
+//! parks idle threads rather than spinning: the better choice on a machine shared with other work.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -13,12 +16,21 @@ use candle_core::utils::barrier_pool;
 
 /// Threads that `for_each_index` spreads work over (the caller included).
 pub fn threads() -> usize {
-    barrier_pool().n_workers() + 1
+    match barrier_pool().n_workers() {
+        0 => rayon::current_num_threads(),
+        workers => workers + 1,
+    }
 }
 
 /// Calls `f(i)` for every `i < n`, in parallel, each index exactly once.
 pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
-    barrier_pool().execute_chunked(n, |range: Range<usize>| range.for_each(&f));
+    let pool = barrier_pool();
+    if pool.n_workers() > 0 {
+        pool.execute_chunked(n, |range: Range<usize>| range.for_each(&f));
+    } else {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each(|i| f(i));
+    }
 }
 
 /// Calls `f(i, &mut parts[i])` for every part, in parallel (parts are usually `&mut` slices).
