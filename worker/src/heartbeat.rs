@@ -112,7 +112,8 @@ async fn beat(client: CoordinatorClient, worker_id: String, interval: Duration, 
             worker_id: worker_id.clone(),
             busy_with_round_token: current.as_ref().map(|(token, _)| token.clone()).unwrap_or_default(),
         };
-        // A heartbeat older than the next one is worthless: never let one outlive the interval.
+        // An answer that arrives after the next heartbeat is due is worthless: bound each call by
+        // the interval (but give a slow link at least a second).
         match client.heartbeat(request, interval.max(Duration::from_secs(1))).await {
             Ok(response) => {
                 if failures > 0 {

@@ -1,18 +1,25 @@
 //! fedcsg-worker: parses flags, sets up logging, and runs the worker until done or signalled.
 
+use std::time::Duration;
+
 use clap::{CommandFactory, Parser};
 use fedcsg_worker::{LogFormat, WorkerArgs, WorkerConfig};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long an evaluation still running on a blocking thread may delay the exit after shutdown
+/// (training stops by itself; evaluation and data loading cannot be interrupted).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+fn main() -> anyhow::Result<()> {
     let args = WorkerArgs::parse();
     // Values clap cannot check itself are reported like clap's own errors (usage, exit code 2).
     let config = WorkerConfig::from_args(args)
         .unwrap_or_else(|e| WorkerArgs::command().error(clap::error::ErrorKind::ValueValidation, e).exit());
     init_tracing(config.log_format);
-    fedcsg_worker::run(config, shutdown_signal()).await?;
-    Ok(())
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(fedcsg_worker::run(config, shutdown_signal()));
+    runtime.shutdown_timeout(EXIT_GRACE);
+    Ok(result?)
 }
 
 fn init_tracing(format: LogFormat) {
