@@ -7,6 +7,8 @@
 //! - [`optim`]: SGD with momentum and weight decay, AdamW, learning-rate schedules.
 //! - [`train`]: the local training and evaluation loops.
 //! - [`error`]: typed errors.
+//! - [`secret`]: tokens that never show in logs, compared in constant time.
+//! - [`tls`]: TLS material for the coordinator and its clients, and the client TLS flags.
 
 pub mod data;
 pub mod error;
@@ -14,6 +16,8 @@ pub mod model;
 pub mod ops;
 pub mod proto;
 pub mod optim;
+pub mod secret;
 pub mod tensor;
+pub mod tls;
 pub mod train;
 pub mod wire;

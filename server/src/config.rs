@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use fedcsg_common::secret::Secret;
+use fedcsg_common::tls::ServerTls;
+
 use crate::error::ServerError;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -41,6 +44,22 @@ pub struct CoordinatorArgs {
     /// Write the bound address here once listening (for scripts and tests using port 0).
     #[arg(long, env = "FEDCSG_ADDR_FILE")]
     pub addr_file: Option<PathBuf>,
+    /// PEM certificate chain of the coordinator: serve TLS (needs --tls-key).
+    #[arg(long, env = "FEDCSG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FEDCSG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate: require every client to present a certificate it signed (mutual TLS).
+    #[arg(long, env = "FEDCSG_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow plaintext on a non-loopback address (tokens then cross the network in the clear).
+    #[arg(long, env = "FEDCSG_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
+    /// Directory for durable state (SQLite database and model files); without it state is
+    /// in memory only and lost on restart.
+    #[arg(long, env = "FEDCSG_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -54,6 +73,11 @@ struct FileConfig {
     heartbeat_interval_ms: Option<u64>,
     heartbeat_timeout_secs: Option<u64>,
     addr_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    insecure: Option<bool>,
+    state_dir: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -62,11 +86,17 @@ pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     pub data: Option<fedcsg_common::data::DataSource>,
     pub test_limit: usize,
-    pub enrollment_token: Option<String>,
-    pub admin_token: Option<String>,
+    pub enrollment_token: Option<Secret>,
+    pub admin_token: Option<Secret>,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub addr_file: Option<PathBuf>,
+    /// Serve TLS with this material; `None` is plaintext.
+    pub tls: Option<ServerTls>,
+    /// Plaintext is allowed on a non-loopback address.
+    pub insecure: bool,
+    /// Durable state directory; `None` keeps state in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl CoordinatorArgs {
@@ -100,12 +130,24 @@ impl CoordinatorArgs {
                 heartbeat_interval
             )));
         }
-        let non_empty = |t: Option<String>, what: &str| -> Result<Option<String>, ServerError> {
+        let non_empty = |t: Option<String>, what: &str| -> Result<Option<Secret>, ServerError> {
             match t {
                 Some(t) if t.len() < 8 => Err(ServerError::Config(format!("{what} must be at least 8 characters"))),
-                other => Ok(other),
+                Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                    Err(ServerError::Config(format!("{what} must be printable ASCII without spaces (it travels in a header)")))
+                }
+                other => Ok(other.map(Secret::from)),
             }
         };
+        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key), self.tls_client_ca.or(file.tls_client_ca)) {
+            (Some(cert), Some(key), ca) => Some(ServerTls::from_files(&cert, &key, ca.as_deref()).map_err(|e| ServerError::Config(e.to_string()))?),
+            (None, None, None) => None,
+            (None, None, Some(_)) => return Err(ServerError::Config("--tls-client-ca needs --tls-cert and --tls-key".into())),
+            (Some(_), None, _) => return Err(ServerError::Config("--tls-cert needs --tls-key".into())),
+            (None, Some(_), _) => return Err(ServerError::Config("--tls-key needs --tls-cert".into())),
+        };
+        let insecure = self.insecure || file.insecure.unwrap_or(false);
+        check_plaintext_listen(listen, tls.is_some(), insecure)?;
         Ok(CoordinatorConfig {
             listen,
             data,
@@ -115,8 +157,23 @@ impl CoordinatorArgs {
             heartbeat_interval,
             heartbeat_timeout,
             addr_file: self.addr_file.or(file.addr_file),
+            tls,
+            insecure,
+            state_dir: self.state_dir.or(file.state_dir),
         })
     }
+}
+
+/// Tokens must not cross a network in the clear by accident: plaintext is only for loopback
+/// unless the operator says `--insecure` (e.g. behind a TLS-terminating proxy).
+pub fn check_plaintext_listen(listen: SocketAddr, tls: bool, insecure: bool) -> Result<(), ServerError> {
+    if tls || insecure || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(ServerError::Config(format!(
+        "refusing to serve plaintext on the non-loopback address {listen}: give --tls-cert and --tls-key, \
+         or --insecure (FEDCSG_INSECURE=true) to send tokens unencrypted"
+    )))
 }
 
 #[cfg(test)]

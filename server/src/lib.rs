@@ -7,6 +7,8 @@
 //! - [`ids`]: identifier newtypes.
 //! - [`service`]: the gRPC edge (worker and operator services, conversions).
 //! - [`server`]: `run(listener, config, shutdown)`, serving everything on one port.
+//! - [`store`]: durable state in SQLite plus atomically written model files.
+//! - [`fault`]: fault injection points for crash tests.
 //! - [`error`]: the error type and its single mapping to gRPC statuses.
 //! - [`telemetry`]: tracing setup shared by the binaries.
 
@@ -14,10 +16,12 @@ pub mod aggregate;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod fault;
 pub mod ids;
 pub mod job;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 
 pub use server::run;

@@ -8,12 +8,13 @@ use fedcsg_common::proto::v1::{self as pb, operator_service_server::OperatorServ
 use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::CoordinatorConfig;
 use crate::coordinator::{Coordinator, CoordinatorSettings, TestSet};
 use crate::error::{Result, ServerError};
 use crate::service::{operator_api::OperatorApi, worker_api::WorkerApi};
+use crate::store::Store;
 
 /// Loads the coordinator's test set (if configured) and builds the coordinator.
 pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>> {
@@ -31,7 +32,14 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         enrollment_token: config.enrollment_token.clone(),
         ..CoordinatorSettings::default()
     };
-    Ok(Coordinator::new(settings, test_set))
+    let store = match &config.state_dir {
+        Some(dir) => Some(Store::open(dir).map_err(|e| ServerError::Config(format!("--state-dir {}: {e}", dir.display())))?),
+        None => {
+            warn!("no --state-dir: coordinator state is in memory only and is lost on restart");
+            None
+        }
+    };
+    Coordinator::new(settings, test_set, store)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, tells workers they are done and
@@ -48,6 +56,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
+    // Checked again on the bound address: a caller may hand over any listener.
+    crate::config::check_plaintext_listen(addr, config.tls.is_some(), config.insecure)?;
     if let Some(path) = &config.addr_file {
         // Write then rename, so a reader never sees a partial address.
         let tmp = path.with_extension("tmp");
@@ -76,7 +86,15 @@ pub async fn run_with(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
-    info!(%addr, "coordinator listening");
+    if !addr.ip().is_loopback() {
+        if config.admin_token.is_none() {
+            warn!(%addr, "no --admin-token: anyone who reaches this address may create and cancel jobs");
+        }
+        if config.enrollment_token.is_none() {
+            warn!(%addr, "no --enrollment-token: anyone who reaches this address may join as a worker");
+        }
+    }
+    info!(%addr, tls = config.tls.is_some(), mutual_tls = config.tls.as_ref().is_some_and(|t| t.mutual()), "coordinator listening");
     let coord = Arc::clone(&coordinator);
     let serve_shutdown = async move {
         shutdown.await;
@@ -84,7 +102,13 @@ pub async fn run_with(
         coord.begin_shutdown();
         let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.config())
+            .map_err(|e| ServerError::Config(format!("TLS (--tls-cert, --tls-key, --tls-client-ca): {e}")))?;
+    }
+    builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(worker)

@@ -1,5 +1,6 @@
-//! The connection to the coordinator: one lazily (re)connecting gRPC channel with explicit
-//! message-size limits, and the `authorization: Bearer` metadata on every call.
+//! The connection to the coordinator: one lazily (re)connecting gRPC channel (TLS for an
+//! https:// coordinator) with explicit message-size limits, and the `authorization: Bearer`
+//! metadata on every call.
 //!
 //! The channel reconnects by itself; a call made while the coordinator is down fails with
 //! `UNAVAILABLE`, which the task loop answers with backoff. Unary calls carry a deadline; the
@@ -33,7 +34,11 @@ impl CoordinatorClient {
     /// A client for `config.coordinator` that authenticates with the enrollment token (if any).
     /// Connects on first use, so this never fails for an unreachable coordinator.
     pub fn connect_lazy(config: &WorkerConfig) -> Result<Self, WorkerError> {
-        let channel = Endpoint::from(config.coordinator.clone())
+        let mut endpoint = Endpoint::from(config.coordinator.clone());
+        if let Some(tls) = &config.tls {
+            endpoint = endpoint.tls_config(tls.config()).map_err(|e| WorkerError::Config { flag: "--ca-cert", why: format!("unusable TLS material: {e}") })?;
+        }
+        let channel = endpoint
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE)
@@ -44,7 +49,7 @@ impl CoordinatorClient {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let bearer = match &config.token {
-            Some(t) => Some(bearer(t).map_err(|why| WorkerError::Config { flag: "--token", why })?),
+            Some(t) => Some(bearer(t.expose()).map_err(|why| WorkerError::Config { flag: "--token", why })?),
             None => None,
         };
         Ok(Self { inner, bearer })

@@ -7,6 +7,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
 use fedcsg_common::data::{DataSource, Partitioning};
 use fedcsg_common::ops::ConvBackend;
+use fedcsg_common::secret::Secret;
+use fedcsg_common::tls::{ClientTls, ClientTlsArgs};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Uri;
 
@@ -32,7 +34,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "fedcsg-worker", version, about, long_about = None)]
 pub struct WorkerArgs {
-    /// Coordinator address, http://HOST:PORT.
+    /// Coordinator address: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
     #[arg(long, env = "FEDCSG_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     pub coordinator: String,
 
@@ -80,6 +82,9 @@ pub struct WorkerArgs {
         value_parser = PossibleValuesParser::new(["fast", "reference"]).map(|s| conv_backend(&s)),
     )]
     pub conv: ConvBackend,
+
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 fn conv_backend(name: &str) -> ConvBackend {
@@ -93,8 +98,10 @@ fn conv_backend(name: &str) -> ConvBackend {
 /// tests with [`WorkerConfig::for_coordinator`] and then change the public fields.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The coordinator's address (scheme http, with a host).
+    /// The coordinator's address (scheme http, or https with `tls` set, and a host).
     pub coordinator: Uri,
+    /// What verifies an https:// coordinator (and identifies this worker for mutual TLS).
+    pub tls: Option<ClientTls>,
     /// The name this worker joins under.
     pub name: String,
     pub data: DataSource,
@@ -104,7 +111,7 @@ pub struct WorkerConfig {
     pub partition_id: usize,
     pub partition_seed: u64,
     /// The enrollment token, already checked to be a valid header value.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub log_format: LogFormat,
     /// Cap of the reconnect backoff.
     pub max_retry: Duration,
@@ -116,6 +123,7 @@ impl WorkerConfig {
     /// Checks every flag and fills in the derived defaults (the name).
     pub fn from_args(args: WorkerArgs) -> Result<Self, WorkerError> {
         let coordinator = parse_coordinator(&args.coordinator)?;
+        let tls = args.tls.resolve(coordinator.scheme_str() == Some("https")).map_err(|e| config_err(e.flag, e.why))?;
         let data: DataSource =
             args.data.parse().map_err(|e: fedcsg_common::data::DataError| config_err("--data", e.to_string()))?;
         let partitioning: Partitioning = args
@@ -144,7 +152,7 @@ impl WorkerConfig {
             Some(t) if t.is_empty() => None,
             Some(t) => {
                 bearer(&t).map_err(|why| config_err("--token", why))?;
-                Some(t)
+                Some(Secret::from(t))
             }
             None => None,
         };
@@ -154,6 +162,7 @@ impl WorkerConfig {
         }
         Ok(Self {
             coordinator,
+            tls,
             name,
             data,
             partitioning,
@@ -193,11 +202,8 @@ fn parse_coordinator(text: &str) -> Result<Uri, WorkerError> {
     let bad = |why: String| config_err("--coordinator", format!("{text:?}: {why}"));
     let uri: Uri = text.trim().parse().map_err(|e| bad(format!("not a URL ({e}); use http://HOST:PORT")))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad("TLS is not built into this worker; use http:// (behind a TLS-terminating proxy if needed)".into()));
-        }
-        Some(other) => return Err(bad(format!("scheme {other:?} is not supported; use http://HOST:PORT"))),
+        Some("http" | "https") => {}
+        Some(other) => return Err(bad(format!("scheme {other:?} is not supported; use http://HOST:PORT or https://HOST:PORT"))),
         None => return Err(bad("missing scheme; use http://HOST:PORT".into())),
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -279,7 +285,8 @@ mod tests {
         assert_eq!(c.name, "w7");
         assert_eq!(c.partitioning, Partitioning::Dirichlet { alpha: 0.5 });
         assert_eq!((c.num_partitions, c.partition_id, c.partition_seed), (4, 3, 9));
-        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"), "the token shows in Debug output");
         assert_eq!(c.max_retry, Duration::from_millis(500));
         assert_eq!(c.conv, ConvBackend::Reference);
         assert_eq!(c.log_format, LogFormat::Json);
@@ -312,7 +319,6 @@ mod tests {
         assert_eq!(config(&["--coordinator", "http://[::1]:7070"]).unwrap().coordinator.port_u16(), Some(7070));
         for (bad, why) in [
             ("localhost:7070", "missing scheme"),
-            ("https://c:7070", "TLS"),
             ("ftp://c:7070", "scheme"),
             ("http://c:7070/api", "no path"),
             ("http://", "not a URL"),
@@ -323,12 +329,21 @@ mod tests {
         }
     }
 
+    /// An https:// coordinator needs the CA to verify it; TLS flags need an https:// URL.
+    #[test]
+    fn tls_flags_follow_the_scheme() {
+        assert!(err(&["--coordinator", "https://c:7070"]).starts_with("invalid --ca-cert"));
+        assert!(err(&["--coordinator", "http://c:7070", "--ca-cert", "/nonexistent.pem"]).contains("https://"));
+        assert!(err(&["--coordinator", "https://c:7070", "--ca-cert", "/nonexistent.pem"]).contains("cannot read"));
+        assert!(config(&[]).unwrap().tls.is_none());
+    }
+
     /// Values that cannot become a header or a sane delay are refused; an empty token means none.
     #[test]
     fn token_name_and_retry_cap_are_checked() {
         assert!(err(&["--token", "a b"]).contains("--token"));
         assert!(err(&["--token", "tök"]).contains("--token"));
-        assert_eq!(config(&["--token", ""]).unwrap().token, None);
+        assert!(config(&["--token", ""]).unwrap().token.is_none());
         assert!(err(&["--name", " "]).contains("--name"));
         assert!(err(&["--max-retry-seconds", "0"]).contains("--max-retry-seconds"));
         assert!(err(&["--max-retry-seconds", "NaN"]).contains("--max-retry-seconds"));

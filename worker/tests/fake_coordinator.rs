@@ -209,7 +209,7 @@ async fn start(script: Script) -> (String, Arc<Mutex<Seen>>) {
 fn config(url: &str) -> WorkerConfig {
     let mut c = WorkerConfig::for_coordinator(url).unwrap();
     c.name = "fake-test".into();
-    c.token = Some("enroll".into());
+    c.token = Some(fedcsg_common::secret::Secret::new("enroll"));
     c.num_partitions = 10;
     c.partition_id = 3;
     c.max_retry = Duration::from_millis(200);

@@ -12,6 +12,8 @@ use fedcsg_common::data::{Dataset, Normalization};
 use fedcsg_common::model::{BnStatsPolicy, Model, ModelSpec};
 use fedcsg_common::ops::ConvBackend;
 use fedcsg_common::proto::PROTOCOL_VERSION;
+pub use fedcsg_common::secret::constant_time_eq;
+use fedcsg_common::secret::Secret;
 use fedcsg_common::tensor::StateDict;
 use fedcsg_common::wire::{ModelAssembler, TensorMeta, WireLimits};
 use tokio::sync::{Notify, broadcast};
@@ -19,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::error::{Result, ServerError};
 use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
+use crate::store::Store;
 use crate::job::{JobSpec, JobState, LocalTraining, RoundRecord, WorkerRoundStats};
 use state::{AcceptedUpdate, JobEntry, Phase, State, TaskKind, WorkerEntry};
 
@@ -28,7 +31,7 @@ pub struct CoordinatorSettings {
     pub heartbeat_interval: Duration,
     /// A worker silent for this long is considered gone.
     pub heartbeat_timeout: Duration,
-    pub enrollment_token: Option<String>,
+    pub enrollment_token: Option<Secret>,
     pub tick: Duration,
     pub eval_batch: usize,
     pub wire_limits: WireLimits,
@@ -133,22 +136,38 @@ pub struct WorkerView {
 
 pub struct Coordinator {
     state: Mutex<State>,
+    store: Option<Arc<Store>>,
     settings: CoordinatorSettings,
     test_set: Option<Arc<TestSet>>,
     events: broadcast::Sender<JobEvent>,
     wake: Notify,
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Coordinator {
-    pub fn new(settings: CoordinatorSettings, test_set: Option<TestSet>) -> Arc<Self> {
+    /// A coordinator with durable state in `store` (resuming every job it holds), or with
+    /// in-memory state only.
+    pub fn new(settings: CoordinatorSettings, test_set: Option<TestSet>, store: Option<Store>) -> Result<Arc<Self>> {
         let (events, _) = broadcast::channel(1024);
-        Arc::new(Self { state: Mutex::new(State::default()), settings, test_set: test_set.map(Arc::new), events, wake: Notify::new() })
+        let mut state = State::default();
+        if let Some(store) = &store {
+            for job in store.load_jobs().map_err(|e| ServerError::Internal(e.to_string()))? {
+                let entry = resume_job(job)?;
+                info!(job_id = %entry.id, state = ?entry.state, rounds_committed = entry.records.len(), "job loaded from the state store");
+                state.jobs.insert(entry.id.clone(), entry);
+            }
+        }
+        Ok(Arc::new(Self {
+            state: Mutex::new(state),
+            store: store.map(Arc::new),
+            settings,
+            test_set: test_set.map(Arc::new),
+            events,
+            wake: Notify::new(),
+        }))
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     pub fn settings(&self) -> &CoordinatorSettings {
@@ -169,7 +188,7 @@ impl Coordinator {
     pub fn join(&self, info: JoinInfo, enrollment_token: Option<&str>) -> Result<Joined> {
         if let Some(expected) = &self.settings.enrollment_token {
             match enrollment_token {
-                Some(t) if constant_time_eq(t, expected) => {}
+                Some(t) if constant_time_eq(t, expected.expose()) => {}
                 Some(_) => return Err(ServerError::Unauthenticated("enrollment token is wrong".into())),
                 None => return Err(ServerError::Unauthenticated("enrollment token missing: send authorization: Bearer <token>".into())),
             }
@@ -199,7 +218,14 @@ impl Coordinator {
             st.workers.remove(&id);
         }
         st.next_worker += 1;
-        let id = WorkerId::new(format!("w-{}", st.next_worker));
+        let seq = match &self.store {
+            Some(store) => store.next_id("worker").map_err(|e| ServerError::Internal(e.to_string()))?,
+            None => st.next_worker,
+        };
+        let id = WorkerId::new(format!("w-{seq}"));
+        if let Some(store) = &self.store {
+            store.record_worker(id.as_str(), &info.name, info.num_samples).map_err(|e| ServerError::Internal(e.to_string()))?;
+        }
         let session_token = random_hex();
         st.workers.insert(
             id.clone(),
@@ -311,6 +337,7 @@ impl Coordinator {
                 )));
             }
         }
+        crate::fault::hit("download", j.rounds_completed() + 1);
         Ok((j.rounds_completed(), j.exchanged_global(), j.global_sha256.clone()))
     }
 
@@ -397,6 +424,7 @@ impl Coordinator {
         self.check_upload_target(&st, h)?;
         let job = st.jobs.get_mut(&h.job).expect("checked");
         let active = job.active.as_mut().expect("checked");
+        crate::fault::hit("upload", active.round);
         if let Some(prev) = active.accepted.get(&h.worker) {
             if prev.fingerprint == fingerprint {
                 return Ok(true);
@@ -457,9 +485,20 @@ impl Coordinator {
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .inventory(spec.bn_stats);
         let global = model.state().map_err(|e| ServerError::Internal(e.to_string()))?;
+        let id = match &self.store {
+            Some(store) => {
+                let id = JobId::new(format!("job-{}", store.next_id("job").map_err(|e| ServerError::Internal(e.to_string()))?));
+                // Durable before it is visible: the initial model file, then the job row.
+                store.insert_job(id.as_str(), &spec, &global).map_err(|e| ServerError::Internal(e.to_string()))?;
+                id
+            }
+            None => {
+                let mut st = self.lock();
+                st.next_job += 1;
+                JobId::new(format!("job-{}", st.next_job))
+            }
+        };
         let mut st = self.lock();
-        st.next_job += 1;
-        let id = JobId::new(format!("job-{}", st.next_job));
         let entry = JobEntry {
             id: id.clone(),
             global_sha256: global.fingerprint(),
@@ -494,6 +533,9 @@ impl Coordinator {
         let mut st = self.lock();
         let j = st.jobs.get_mut(job).ok_or_else(|| ServerError::NotFound(format!("job {job} does not exist")))?;
         if !j.state.is_finished() {
+            if let Some(store) = &self.store {
+                store.set_job_state(job.as_str(), JobState::Cancelled, "cancelled by an operator").map_err(|e| ServerError::Internal(e.to_string()))?;
+            }
             j.state = JobState::Cancelled;
             j.message = "cancelled by an operator".into();
             j.active = None;
@@ -545,6 +587,31 @@ impl Coordinator {
     pub fn begin_shutdown(&self) {
         self.lock().shutting_down = true;
     }
+}
+
+/// Rebuilds a job's in-memory entry from the store; an unfinished job resumes with the round
+/// after its last committed one.
+fn resume_job(p: crate::store::PersistedJob) -> Result<JobEntry> {
+    let model = Model::new(&p.spec.model, p.spec.seed, ConvBackend::Reference).map_err(|e| ServerError::Internal(e.to_string()))?;
+    let inventory = model.inventory(p.spec.bn_stats);
+    let full = Model::new(&p.spec.model.full_filter(), p.spec.seed, ConvBackend::Reference)
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .inventory(p.spec.bn_stats);
+    model.check_state(&p.global, true).map_err(|e| ServerError::Internal(format!("stored model of {}: {e}", p.id)))?;
+    Ok(JobEntry {
+        id: JobId::new(p.id),
+        global_sha256: p.records.last().map(|r| r.model_sha256.clone()).unwrap_or(p.global_file_sha256),
+        global: Arc::new(p.global),
+        exchanged_names: inventory.exchanged_names().into_iter().map(String::from).collect(),
+        exchanged_values: inventory.exchanged_value_count() as u64,
+        full_filter_exchanged_values: full.exchanged_value_count() as u64,
+        message: p.message,
+        state: p.state,
+        spec: p.spec,
+        records: p.records,
+        active: None,
+        retries: 0,
+    })
 }
 
 fn view_of(j: &JobEntry) -> JobView {

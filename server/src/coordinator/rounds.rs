@@ -26,6 +26,7 @@ use crate::job::{JobState, RoundRecord};
 /// A round whose new global model must be evaluated and committed.
 struct Closing {
     job: JobId,
+    round: u64,
     token: RoundToken,
     model: fedcsg_common::model::ModelSpec,
     global: StateDict,
@@ -50,18 +51,31 @@ impl Coordinator {
                     let span = info_span!("round_close", job_id = %closing.job);
                     let _enter = span.enter();
                     drop(_enter);
-                    let eval_self = Arc::clone(&this);
+                    let work_self = Arc::clone(&this);
                     let spec = closing.model;
                     let global = closing.global.clone();
-                    let evaluation = tokio::task::spawn_blocking(move || eval_self.evaluate_global(&spec, &global)).await;
-                    let evaluation = match evaluation {
-                        Ok(e) => e,
+                    let (job, round) = (closing.job.clone(), closing.round);
+                    // Evaluation and the model file write are CPU and disk work: off the runtime.
+                    let work = tokio::task::spawn_blocking(move || {
+                        let evaluation = work_self.evaluate_global(&spec, &global);
+                        let file = match &work_self.store {
+                            Some(store) => Some(store.write_model(job.as_str(), round, &global)),
+                            None => None,
+                        };
+                        (evaluation, file)
+                    })
+                    .await;
+                    let (evaluation, file) = match work {
+                        Ok(w) => w,
                         Err(e) => {
-                            error!(error = %e, "evaluation task failed");
-                            None
+                            error!(error = %e, "round closing task failed");
+                            (None, Some(Err(crate::store::StoreError::Io { path: "model".into(), why: e.to_string() })))
                         }
                     };
-                    this.commit(closing, evaluation);
+                    crate::fault::hit("after-model-write", closing.round);
+                    let round = closing.round;
+                    this.commit(closing, evaluation, file);
+                    crate::fault::hit("after-commit", round);
                     this.wake.notify_one();
                 });
             }
@@ -132,7 +146,7 @@ impl Coordinator {
 
     /// Makes the evaluated round durable in memory, then starts federated evaluation or ends
     /// the round.
-    fn commit(&self, closing: Closing, evaluation: Evaluation) {
+    fn commit(&self, closing: Closing, evaluation: Evaluation, file: Option<Result<(String, String), crate::store::StoreError>>) {
         let mut st = self.lock();
         let Some(job) = st.jobs.get_mut(&closing.job) else { return };
         let Some(active) = job.active.as_mut().filter(|a| a.token == closing.token && a.phase == Phase::Closing) else {
@@ -151,9 +165,28 @@ impl Coordinator {
             bytes_down: active.bytes_down.values().sum(),
             bytes_up: accepted.iter().map(|s| s.bytes_up).sum(),
             seconds: active.started.elapsed().as_secs_f64(),
-            model_sha256: closing.global.fingerprint(),
+            model_sha256: match &file {
+                Some(Ok((_, sha))) => sha.clone(),
+                _ => closing.global.fingerprint(),
+            },
             workers: accepted,
         };
+        if let (Some(store), Some(file)) = (&self.store, file) {
+            let last = job.records.len() as u64 + 1 >= job.spec.rounds;
+            let (state, message) = if last {
+                (JobState::Succeeded, format!("completed {} rounds", job.records.len() + 1))
+            } else {
+                (JobState::Running, format!("round {} committed", record.round))
+            };
+            let committed = file.and_then(|(path, sha)| store.commit_round(job.id.as_str(), &record, &path, &sha, state, &message));
+            if let Err(e) = committed {
+                // The round is not durable: do not pretend it happened. Retry it later.
+                error!(job_id = %job.id, round = record.round, error = %e, "cannot commit the round: it will be retried");
+                job.active = None;
+                job.message = format!("round {} could not be committed: {e}", record.round);
+                return;
+            }
+        }
         info!(
             job_id = %job.id, round = record.round, participants = record.participants.len(),
             train_loss = record.train_loss, test_accuracy = ?record.test_accuracy, seconds = record.seconds,
@@ -211,6 +244,11 @@ impl Coordinator {
         let (samples, correct) = active.evaluations.values().fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
         if let Some(r) = job.records.last_mut() {
             r.federated_accuracy = (samples > 0).then(|| correct as f64 / samples as f64);
+            if let Some(store) = &self.store {
+                if let Err(e) = store.update_round_record(job.id.as_str(), r) {
+                    warn!(job_id = %job.id, error = %e, "cannot store the federated accuracy");
+                }
+            }
         }
         let token = active.token.clone();
         for w in st.workers.values_mut() {
@@ -300,6 +338,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_mut().expect("training");
         let Some(mean) = active.sum.mean() else { return None };
+        crate::fault::hit("aggregate", active.round);
         if !all_in {
             warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), sampled = active.sampled.len(), "round closing with the quorum");
         }
@@ -312,7 +351,8 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
                 w.assignment = None;
             }
         }
-        return Some(Closing { job: id.clone(), token, model, global });
+        let round = active.round;
+        return Some(Closing { job: id.clone(), round, token, model, global });
     }
     if past_deadline {
         let job = st.jobs.get_mut(id).expect("exists");

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::secret::Secret;
 use fedcsg_common::proto::v1::operator_service_server::OperatorService;
 use fedcsg_common::wire::convert::meta_to_proto;
 use fedcsg_common::wire::encode_state;
@@ -20,18 +21,18 @@ use crate::ids::JobId;
 
 pub struct OperatorApi {
     coordinator: Arc<Coordinator>,
-    admin_token: Option<String>,
+    admin_token: Option<Secret>,
 }
 
 impl OperatorApi {
-    pub fn new(coordinator: Arc<Coordinator>, admin_token: Option<String>) -> Self {
+    pub fn new(coordinator: Arc<Coordinator>, admin_token: Option<Secret>) -> Self {
         Self { coordinator, admin_token }
     }
 
     fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let Some(expected) = &self.admin_token else { return Ok(()) };
         match bearer(req.metadata()) {
-            Some(t) if constant_time_eq(t, expected) => Ok(()),
+            Some(t) if constant_time_eq(t, expected.expose()) => Ok(()),
             Some(_) => Err(Status::permission_denied("this token may not use the operator API")),
             None => Err(Status::unauthenticated("admin token missing: send authorization: Bearer <token>")),
         }

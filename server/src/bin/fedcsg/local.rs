@@ -161,7 +161,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 }
 
 async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::Result<()> {
-    let mut op = Operator::connect(&Remote { coordinator: url.to_string(), admin_token: None }).await?;
+    let mut op = Operator::connect(&Remote { coordinator: url.to_string(), ..Remote::default() }).await?;
     let spec = pb::JobSpec {
         name: "local".into(),
         model: Some(pb::ModelSpec { architecture: args.model.clone(), csg: args.csg.clone(), in_channels: 0, num_classes: 0 }),

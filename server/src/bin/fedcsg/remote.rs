@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use fedcsg_common::proto::v1 as pb;
 use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_common::secret::Secret;
+use fedcsg_common::tls::ClientTlsArgs;
 use fedcsg_common::wire::convert::metas_from_proto;
 use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
 use fedcsg_common::wire::{ModelAssembler, WireLimits};
@@ -15,25 +17,30 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tonic::Request;
 use tonic::transport::Channel;
 
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Default)]
 pub struct Remote {
-    /// Coordinator URL.
+    /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
     #[arg(long, env = "FEDCSG_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     pub coordinator: String,
     /// Admin token for the operator API.
     #[arg(long, env = "FEDCSG_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 pub struct Operator {
     client: OperatorServiceClient<Channel>,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl Operator {
     pub async fn connect(remote: &Remote) -> anyhow::Result<Self> {
-        let channel = Channel::from_shared(remote.coordinator.clone())
-            .with_context(|| format!("coordinator URL {:?}", remote.coordinator))?
+        let endpoint = match remote.tls.resolve(remote.coordinator.trim_start().starts_with("https://"))? {
+            Some(tls) => tls.endpoint(&remote.coordinator)?,
+            None => Channel::from_shared(remote.coordinator.clone()).with_context(|| format!("coordinator URL {:?}", remote.coordinator))?,
+        };
+        let channel = endpoint
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
@@ -41,13 +48,13 @@ impl Operator {
         let client = OperatorServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self { client, token: remote.admin_token.clone() })
+        Ok(Self { client, token: remote.admin_token.clone().map(Secret::from) })
     }
 
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         if let Some(t) = &self.token {
-            if let Ok(v) = format!("Bearer {t}").parse() {
+            if let Ok(v) = format!("Bearer {}", t.expose()).parse() {
                 req.metadata_mut().insert("authorization", v);
             }
         }
