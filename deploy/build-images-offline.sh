@@ -65,9 +65,15 @@ cp -L /bin/dash "$rootfs/bin/sh"
 printf 'root:x:0:0:root:/root:/bin/sh\nfedcsg:x:10001:10001:fedcsg:/var/lib/fedcsg:/bin/sh\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nfedcsg:x:10001:\n' >"$rootfs/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
-tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$work/base.tar" .
-docker import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$work/base.tar" "$base" >/dev/null
-echo "== base image $base: $(find "$rootfs" -type f | wc -l) files, $(du -sh "$rootfs" | cut -f1)"
+find "$rootfs" -exec touch -h -d @0 {} +
+tar --sort=name --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$work/base.tar" .
+# Imported again only when its files changed (the tar is reproducible: sorted, fixed times).
+base_sum="$(sha256sum "$work/base.tar" | cut -c1-16)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "org.fedcsg.base-sha256"}}' "$base" 2>/dev/null || true)" != "$base_sum" ]; then
+  docker import --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' --change "LABEL org.fedcsg.base-sha256=$base_sum" \
+    "$work/base.tar" "$base" >/dev/null
+fi
+echo "== base image $base ($base_sum): $(find "$rootfs" -type f | wc -l) files, $(du -sh "$rootfs" | cut -f1)"
 
 # The runtime image: deploy/Dockerfile.prebuilt on that base.
 for b in "${binaries[@]}"; do
@@ -78,11 +84,16 @@ cp deploy/Dockerfile.prebuilt "$ctx/Dockerfile"
 # Without the buildx plugin, the classic builder (it builds FROM a local image without pulling).
 docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
 revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+previous="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
 if ! docker build --build-arg "BASE_IMAGE=$base" \
   --label "org.opencontainers.image.revision=$revision" --label "org.fedcsg.profile=$profile" \
   -t "$tag" "$ctx" >"$work/build.log" 2>&1; then
   cat "$work/build.log" >&2
   exit 1
+fi
+# The image this tag named before, unless something still uses it.
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+  docker rmi "$previous" >/dev/null 2>&1 || true
 fi
 bytes="$(docker image inspect -f '{{.Size}}' "$tag")"
 echo "== image $tag ($profile binaries, revision $revision): $((bytes / 1000000)) MB ($bytes bytes)"

@@ -12,8 +12,9 @@ Checks:
     headless Service, named target ports exist, and probes are gRPC probes on the container port;
   * every secretKeyRef names a key of the Secret, every volumeMount a volume of its pod; every
     container has resource requests;
-  * images equal the compose file's default image; the coordinator port, listen address and the
-    workers' coordinator URL agree between compose and Kubernetes; the commands run are binaries
+  * images equal the compose file's default image; the coordinator port, listen address, state
+    directory (mounted volume), plaintext setting and the workers' coordinator URL agree between
+    compose and Kubernetes; the commands run are binaries
     both Dockerfiles install;
   * worker partitions: FEDCSG_NUM_PARTITIONS equals the StatefulSet's replicas, and the compose
     workers cover partitions 0..N-1 once each; the runtime stages of both Dockerfiles agree.
@@ -288,6 +289,11 @@ def check_against_compose(by_kind: dict, workloads: dict, services: dict) -> Non
         problem("StatefulSet fedcsg-coordinator has no volumeClaimTemplates (PersistentVolumeClaim)")
     if mounts != compose_mounts:
         problem(f"coordinator state: k8s mounts its claim at {mounts}, compose its named volume at {compose_mounts}")
+    for name in ("FEDCSG_STATE_DIR", "FEDCSG_INSECURE", "FEDCSG_DATA"):
+        if str(env_of(c).get(name)) != compose_default(coord["environment"].get(name)):
+            problem(f"coordinator {name}: k8s {env_of(c).get(name)!r}, compose {coord['environment'].get(name)!r}")
+    if {env_of(c).get("FEDCSG_STATE_DIR")} != mounts:
+        problem(f"coordinator FEDCSG_STATE_DIR {env_of(c).get('FEDCSG_STATE_DIR')!r} is not where its claim is mounted ({mounts})")
     for name in ("FEDCSG_ENROLLMENT_TOKEN", "FEDCSG_ADMIN_TOKEN"):
         if not isinstance(env_of(c).get(name), dict):
             problem(f"k8s coordinator: {name} does not come from the Secret")

@@ -5,10 +5,11 @@
 #      API from this host on the published port (job succeeded 3/3, every worker contributed, each
 #      worker trained its own partition, the coordinator's gRPC health check is healthy);
 #   2. a fresh `up`: one worker process is killed mid-round; the job still completes (the round
-#      closes with the quorum), and the restart policy brings the worker back;
-#   3. with durable coordinator state (`fedcsg-coordinator --state-dir`): the coordinator is killed
-#      mid-job, comes back and resumes from its last committed round. Skipped, saying so, while
-#      the coordinator has no --state-dir;
+#      closes with the quorum of 2), and the restart policy brings the worker back to join again;
+#   3. with durable coordinator state (`fedcsg-coordinator --state-dir`, FEDCSG_STATE_DIR in the
+#      compose file): the coordinator's process is killed mid-job, the restart policy brings it
+#      back, and the job resumes from its last committed round. Skipped, saying so, while the
+#      coordinator has no --state-dir;
 # and tears everything down, volumes included. Prints SKIP and exits 0 when no Docker engine
 # answers.
 #
@@ -76,8 +77,7 @@ FEDCSG_MAX_SAMPLES=$max_samples
 FEDCSG_MIN_WORKERS=2
 FEDCSG_ROUND_DEADLINE_SECS=300
 ENV
-compose_files=(-f deploy/docker-compose.yml)
-compose() { "${compose_cmd[@]}" -p "$project" --env-file "$work/env" "${compose_files[@]}" "$@"; }
+compose() { "${compose_cmd[@]}" -p "$project" --env-file "$work/env" -f deploy/docker-compose.yml "$@"; }
 
 teardown() {
   if [ "$1" != 0 ]; then
@@ -191,12 +191,14 @@ check_job_succeeded
 log_has submit "round +[0-9]+: .* 2/3 workers" \
   || fail "no round closed with 2 of 3 workers: the kill did not hit a round"
 check "a round closed with the quorum, 2 of 3 workers"
-log_has coordinator "missed its heartbeats" || fail "the coordinator never dropped the killed worker"
-check "the coordinator dropped the silent worker (missed heartbeats)"
+log_has coordinator "round closing with the quorum" || fail "no round closed with the quorum"
+check "the coordinator closed the round with the quorum, before its deadline"
 restarts="$(docker inspect -f '{{.RestartCount}}' "$victim")"
 if [ "$how" != "${how#SIGKILL}" ]; then
   [ "$restarts" -ge 1 ] || fail "the restart policy did not restart worker-1 (RestartCount $restarts)"
-  check "the restart policy restarted worker-1 ($restarts restart(s))"
+  joins="$(logs_of coordinator | grep -c "worker joined .*name=worker-1" || true)"
+  [ "$joins" -ge 2 ] || fail "worker-1 did not join again after its restart"
+  check "the restart policy restarted worker-1 ($restarts restart(s)) and it joined again"
 fi
 compose down --volumes --timeout 10 >/dev/null 2>&1
 
@@ -206,12 +208,6 @@ coordinator_help="$(docker run --rm "$image" fedcsg-coordinator --help)"
 if [[ "$coordinator_help" != *--state-dir* ]]; then
   echo "SKIP: coordinator restart/resume check not run: durable coordinator state is not built yet (fedcsg-coordinator --help lists no --state-dir)"
 else
-  cat >"$work/state.yml" <<'YML'
-services:
-  coordinator:
-    command: ["fedcsg-coordinator", "--state-dir", "/var/lib/fedcsg"]
-YML
-  compose_files=(-f deploy/docker-compose.yml -f "$work/state.yml")
   started=$SECONDS
   up
   wait_training_round 2
@@ -220,22 +216,30 @@ YML
   committed="$(echo "$before" | awk '{ split($2, r, "/"); print r[1] }')"
   coordinator="$(cid coordinator)"
   kill -9 "$(docker inspect -f '{{.State.Pid}}' "$coordinator")" 2>/dev/null || docker restart -t 0 "$coordinator" >/dev/null
-  echo "  killed the coordinator during round 2 (job was: $before)"
+  echo "  killed the coordinator's process during round 2 (job was: $before)"
   deadline=$((SECONDS + 120))
-  after=""
-  until after="$(job_line)" && [ -n "$after" ]; do
+  sleep 2
+  until ops >/dev/null; do
     [ $SECONDS -lt $deadline ] || fail "the coordinator did not come back within 120 s"
     sleep 1
   done
-  echo "  back: $after"
+  after="$(job_line)"
+  [ -n "$after" ] || fail "the coordinator came back without job-1: its state was not kept"
+  echo "  back after $((SECONDS - deadline + 120)) s (restarts: $(docker inspect -f '{{.RestartCount}}' "$coordinator")): job-1 $after"
   resumed="$(echo "$after" | awk '{ split($2, r, "/"); print r[1] }')"
-  [ "$resumed" -ge "$committed" ] || fail "the job restarted from round $resumed, behind its $committed committed round(s)"
-  check "the job came back with $resumed committed round(s) (had $committed before the kill)"
+  [ "$resumed" -ge "$committed" ] || fail "job-1 came back with $resumed committed round(s), behind the $committed it had"
+  check "job-1 came back with $resumed committed round(s) (it had $committed before the kill), not from round 0"
   code="$(wait_submit)"
   logs_of submit | sed 's/^/    /'
   [ "$code" = 0 ] || fail "the submit service exited $code across the coordinator restart"
   check "the job completed across the coordinator restart in $((SECONDS - started)) s"
   check_job_succeeded
 fi
+
+echo "== teardown"
+compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1
+left="$(docker ps -aq --filter "label=com.docker.compose.project=$project")$(docker volume ls -q --filter "label=com.docker.compose.project=$project")"
+[ -z "$left" ] || fail "containers or volumes of $project are left: $left"
+check "no container or volume of $project is left"
 
 echo "PASS: compose test (image $image, $profile binaries; run 1: up -> finished $rounds-round job in ${elapsed} s)"
