@@ -5,7 +5,9 @@
 #
 #   bench/compare.sh [ROUNDS]            (default 5)
 # Environment:
-#   THREADS=2        threads for both sides (RAYON_NUM_THREADS/CANDLE_NUM_THREADS, torch --threads)
+#   THREADS=2        threads for both sides (RAYON_NUM_THREADS, torch --threads)
+#   CANDLE_NUM_THREADS=1  candle's elementwise pool; 1 (no spinning workers) is fastest, see
+#                    common/src/ops/parallel.rs
 #   BATCH=64 STEPS=20
 #   RUST_CMD=...     the candle bench; default: `fedcsg bench` when built, else the
 #                    resnet_step example (both print "train images/s N")
@@ -37,7 +39,7 @@ train_rate() {
 
 ratios=()
 for ((i = 1; i <= ROUNDS; i++)); do
-    rust=$(RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=$THREADS $RUST_CMD | train_rate)
+    rust=$(RAYON_NUM_THREADS=$THREADS CANDLE_NUM_THREADS=${CANDLE_NUM_THREADS:-1} $RUST_CMD | train_rate)
     torch=$("$PYTHON" bench/pytorch_reference.py --batch "$BATCH" --steps "$STEPS" --threads "$THREADS" ${TORCH_ARGS:-} | train_rate)
     ratio=$("$PYTHON" -c "print(f'{$rust / $torch:.3f}')")
     ratios+=("$ratio")

@@ -19,6 +19,13 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() -> Result<()> {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // candle's elementwise pool spins its workers after every op and fights the kernels'
+        // rayon threads for the cores (2x slower steps on a busy 2-core machine); with one
+        // thread it has no workers. See fedcsg_common::ops.
+        // SAFETY: no other thread exists yet this early in main.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let backend = match arg("--conv").as_deref() {
         None | Some("fast") => ConvBackend::Fast,
         Some("reference") => ConvBackend::Reference,

@@ -6,6 +6,12 @@
 //! `x.apply_t(&bn, train)` whose training pass is one fused op with a fused backward;
 //! [`batch_norm_relu`] and [`add_relu`] fold in the ReLU that follows a batch norm or a residual
 //! sum, saving candle's separate passes (and the three ops of its ReLU backward).
+//!
+//! Threads: run training with `CANDLE_NUM_THREADS=1`. candle 0.11's own elementwise pool spins
+//! its workers after each op; with it on, those spinners and the kernels' threads fight for the
+//! cores (ResNet-20 steps 1.5-2x slower on the shared 2-core dev machine). With it off, the
+//! kernels here (and candle's gemm) run on rayon's pool, sized by `RAYON_NUM_THREADS`. See
+//! `bench/README.md` for the measurements.
 
 mod add_relu;
 mod batch_norm;
