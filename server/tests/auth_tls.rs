@@ -336,14 +336,17 @@ async fn mutual_tls_requires_a_client_certificate() {
     let (addr, _stop) = start(config).await;
 
     let refused = [
-        ("no client certificate", tls_endpoint(addr, &pki.ca, None, None), "CertificateRequired"),
-        ("a client certificate of an unrelated CA", tls_endpoint(addr, &pki.ca, None, Some((&pki.other_client_cert, &pki.other_client_key))), "UnknownCA"),
+        ("no client certificate", tls_endpoint(addr, &pki.ca, None, None)),
+        ("a client certificate of an unrelated CA", tls_endpoint(addr, &pki.ca, None, Some((&pki.other_client_cert, &pki.other_client_key)))),
         // Signed by the right CA but for server authentication only (extended key usage).
-        ("the server's certificate as a client certificate", tls_endpoint(addr, &pki.ca, None, Some((&pki.server_cert, &pki.server_key))), ""),
+        ("the server's certificate as a client certificate", tls_endpoint(addr, &pki.ca, None, Some((&pki.server_cert, &pki.server_key)))),
     ];
-    for (case, endpoint, why) in refused {
+    for (case, endpoint) in refused {
         let err = try_list_workers(endpoint.clone()).await.expect_err(case);
-        assert!(err.contains(why), "{case}: refused for another reason: {err}");
+        // The server's alert (CertificateRequired, UnknownCA) races with its closing the
+        // connection, so the client sees either; what matters is that the transport failed and
+        // no gRPC status came from a handler.
+        assert!(err.contains("Transport"), "{case}: refused for another reason: {err}");
         // A join attempt on the same footing registers nothing.
         if let Ok(channel) = endpoint.connect().await {
             assert!(WorkerServiceClient::new(channel).join(with_token(join_request("intruder"), Some(ENROLL))).await.is_err(), "{case}: join went through");
