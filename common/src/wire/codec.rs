@@ -1,9 +1,13 @@
 //! The chunked tensor codec: a header describing every tensor (name, shape, encoding, byte
 //! length, CRC-32), then the tensors' little-endian f32 bytes in header order, cut into chunks.
 //! The receiver checks every declared fact before accepting a byte and assembles incrementally,
-//! so memory is bounded by the declared (and limited) size.
+//! so memory is bounded by the declared (and limited) size, and grows only as data arrives: a
+//! header alone reserves at most [`INITIAL_RESERVE`] bytes, however large it claims to be.
 
 use super::{WireError, WireLimits, limits::CHUNK_BYTES};
+
+/// Bytes an assembler reserves before any data arrived.
+pub const INITIAL_RESERVE: usize = 4 * CHUNK_BYTES;
 use crate::tensor::{NamedTensor, StateDict};
 
 /// How a tensor's values are encoded. Only `F32` is produced and accepted today.
@@ -96,7 +100,14 @@ impl ModelAssembler {
                 return Err(WireError::TooLarge { total, limit: limits.max_total_bytes });
             }
         }
-        Ok(Self { metas, limits, expected: total, buffer: Vec::with_capacity(total as usize) })
+        let reserve = (total as usize).min(INITIAL_RESERVE);
+        Ok(Self { metas, limits, expected: total, buffer: Vec::with_capacity(reserve) })
+    }
+
+    /// Bytes the receive buffer holds allocated: never more than [`Self::expected_bytes`]
+    /// (nor than [`INITIAL_RESERVE`] before data arrives).
+    pub fn allocated_bytes(&self) -> usize {
+        self.buffer.capacity()
     }
 
     pub fn expected_bytes(&self) -> u64 {
@@ -114,6 +125,11 @@ impl ModelAssembler {
         let got = self.buffer.len() as u64 + chunk.len() as u64;
         if got > self.expected {
             return Err(WireError::LengthMismatch { expected: self.expected, got });
+        }
+        if got as usize > self.buffer.capacity() {
+            // Double, as Vec would, but never past the declared size.
+            let target = (self.buffer.capacity() * 2).max(got as usize).min(self.expected as usize);
+            self.buffer.reserve_exact(target - self.buffer.len());
         }
         self.buffer.extend_from_slice(chunk);
         Ok(())

@@ -36,6 +36,9 @@ pub fn meta_from_proto(t: &pb::TensorSpec) -> Result<TensorMeta, WireError> {
         Ok(pb::Encoding::Int8Scaled) => TensorEncoding::Int8Scaled,
         Ok(pb::Encoding::Unspecified) | Err(_) => return Err(bad("encoding is unspecified or unknown")),
     };
+    if encoding != TensorEncoding::Int8Scaled && t.scale != 0.0 {
+        return Err(bad("scale is only for ENCODING_INT8_SCALED and must be 0 otherwise"));
+    }
     let shape = t
         .shape
         .iter()

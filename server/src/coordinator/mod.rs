@@ -353,6 +353,9 @@ impl Coordinator {
     pub fn begin_upload(&self, h: &UpdateHeader) -> Result<ModelAssembler> {
         let st = self.lock();
         self.check_upload_target(&st, h)?;
+        // The wire limits first (count, names, rank, elements, encodings, lengths): the most
+        // basic fault is the one reported.
+        let assembler = ModelAssembler::new(h.tensors.clone(), self.settings.wire_limits)?;
         let job = &st.jobs[&h.job];
         let template = job.exchanged_global();
         let declared: Vec<&str> = h.tensors.iter().map(|m| m.name.as_str()).collect();
@@ -378,7 +381,7 @@ impl Coordinator {
                 return Err(ServerError::InvalidArgument(format!("tensor {:?} has shape {:?}, expected {:?}", m.name, m.shape, t.shape)));
             }
         }
-        Ok(ModelAssembler::new(h.tensors.clone(), self.settings.wire_limits)?)
+        Ok(assembler)
     }
 
     fn check_upload_target(&self, st: &State, h: &UpdateHeader) -> Result<()> {
@@ -458,12 +461,24 @@ impl Coordinator {
             return Err(ServerError::InvalidArgument(format!("correct {correct} exceeds num_samples {samples}")));
         }
         let mut st = self.lock();
+        let assigned = st
+            .workers
+            .get(worker)
+            .and_then(|w| w.assignment.as_ref())
+            .is_some_and(|a| &a.job == job && a.token.as_str() == token && a.kind == TaskKind::Evaluate);
         let active = st
             .jobs
             .get_mut(job)
             .and_then(|j| j.active.as_mut())
             .filter(|a| a.token.as_str() == token && a.phase == Phase::FederatedEvaluation)
             .ok_or_else(|| ServerError::FailedPrecondition(format!("no federated evaluation with token {token:?} is open in job {job}")))?;
+        if !assigned {
+            // A retry of a report already taken is idempotent; anything else was never asked for.
+            if active.evaluations.get(worker) == Some(&(samples, correct)) {
+                return Ok(());
+            }
+            return Err(ServerError::FailedPrecondition(format!("worker {worker} was not asked to evaluate in this round of job {job}")));
+        }
         active.evaluations.insert(worker.clone(), (samples, correct));
         if let Some(w) = st.workers.get_mut(worker) {
             w.assignment = None;

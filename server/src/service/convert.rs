@@ -13,7 +13,8 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
     let s = spec.ok_or_else(|| bad("spec is missing".into()))?;
     let model = model_spec_from_proto(s.model.as_ref(), "spec.model").map_err(bad)?;
     let t = s.training.ok_or_else(|| bad("spec.training is missing".into()))?;
-    let bn_stats: BnStatsPolicy = if s.bn_stats.is_empty() { BnStatsPolicy::default() } else { s.bn_stats.parse().map_err(bad)? };
+    let bn_stats: BnStatsPolicy = if s.bn_stats.is_empty() { BnStatsPolicy::default() } else { s.bn_stats.parse().map_err(|e| bad(format!("spec.bn_stats: {e}")))? };
+    super::validate::text(&s.name, "spec.name", super::validate::MAX_NAME_LEN)?;
     let spec = JobSpec {
         name: s.name,
         model,

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod operator_api;
+pub mod validate;
 pub mod worker_api;
 
 use tonic::metadata::MetadataMap;

@@ -40,10 +40,7 @@ impl OperatorApi {
 }
 
 fn job_id(s: &str) -> Result<JobId, Status> {
-    if s.is_empty() || s.len() > 256 {
-        return Err(Status::invalid_argument("job_id is missing or too long"));
-    }
-    Ok(JobId::new(s))
+    Ok(JobId::new(super::validate::id(s, "job_id")?))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RoundEvent, Status>> + Send>>;

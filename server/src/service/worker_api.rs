@@ -15,6 +15,7 @@ use tracing::{info_span, instrument, warn, Instrument};
 
 use super::bearer;
 use super::convert::task_to_proto;
+use super::validate::{self, MAX_DESCRIPTION_LEN, MAX_NAME_LEN};
 use crate::coordinator::{Coordinator, JoinInfo, UpdateHeader};
 use crate::error::ServerError;
 use crate::ids::{JobId, RoundToken, WorkerId};
@@ -29,23 +30,14 @@ impl WorkerApi {
     }
 
     fn auth<T>(&self, req: &Request<T>, worker_id: &str) -> Result<WorkerId, Status> {
-        if worker_id.is_empty() {
-            return Err(Status::invalid_argument("worker_id is missing"));
-        }
-        let id = WorkerId::new(worker_id);
+        let id = WorkerId::new(validate::id(worker_id, "worker_id")?);
         self.coordinator.authenticate_worker(&id, bearer(req.metadata()))?;
         Ok(id)
     }
 }
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is missing")));
-    }
-    if value.len() > 256 {
-        return Err(Status::invalid_argument(format!("{field} is longer than 256 bytes")));
-    }
-    Ok(value)
+    Ok(validate::id(value, field)?)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
@@ -74,6 +66,8 @@ impl WorkerService for WorkerApi {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
         let token = bearer(req.metadata()).map(str::to_owned);
         let r = req.into_inner();
+        validate::text(&r.worker_name, "worker_name", MAX_NAME_LEN)?;
+        validate::text(&r.data_description, "data_description", MAX_DESCRIPTION_LEN)?;
         let joined = self.coordinator.join(
             JoinInfo {
                 protocol_version: r.protocol_version,
@@ -94,8 +88,8 @@ impl WorkerService for WorkerApi {
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
-        let busy = &req.get_ref().busy_with_round_token;
-        let abandon = self.coordinator.heartbeat(&id, (!busy.is_empty()).then_some(busy.as_str()))?;
+        let busy = validate::optional_id(&req.get_ref().busy_with_round_token, "busy_with_round_token")?;
+        let abandon = self.coordinator.heartbeat(&id, busy)?;
         Ok(Response::new(pb::HeartbeatResponse { abandon_current_task: abandon }))
     }
 
@@ -145,8 +139,8 @@ impl WorkerService for WorkerApi {
             round: h.round,
             token: RoundToken::new(required(&h.round_token, "header.round_token")?),
             num_samples: h.num_samples,
-            train_loss: h.train_loss,
-            train_seconds: h.train_seconds,
+            train_loss: validate::non_negative(h.train_loss, "header.train_loss")?,
+            train_seconds: validate::non_negative(h.train_seconds, "header.train_seconds")?,
             tensors: metas_from_proto(&h.tensors, &limits).map_err(ServerError::from)?,
         };
         let span = info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
@@ -156,6 +150,8 @@ impl WorkerService for WorkerApi {
                 let msg = msg?;
                 bytes_up += msg.encoded_len() as u64;
                 match msg.part {
+                    // An empty chunk carries nothing and would only keep the stream open.
+                    Some(pb::update_chunk::Part::Data(d)) if d.is_empty() => return Err(ServerError::InvalidArgument("empty data chunk".into()).into()),
                     Some(pb::update_chunk::Part::Data(d)) => assembler.push(&d).map_err(ServerError::from)?,
                     _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
                 }
@@ -172,6 +168,7 @@ impl WorkerService for WorkerApi {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
+        validate::non_negative(r.loss_sum, "loss_sum")?;
         self.coordinator.report_evaluation(&id, &job, required(&r.round_token, "round_token")?, r.num_samples, r.correct)?;
         Ok(Response::new(pb::ReportEvaluationResponse {}))
     }
