@@ -89,7 +89,8 @@ impl ModelAssembler {
             let elements = m
                 .shape
                 .iter()
-                .try_fold(1u64, |acc, d| acc.checked_mul(*d as u64))
+                // Every dimension within the limit too: [0, 2^60] holds no values but is no shape.
+                .try_fold(1u64, |acc, d| if *d as u64 > limits.max_elements { None } else { acc.checked_mul(*d as u64) })
                 .filter(|n| *n <= limits.max_elements)
                 .ok_or_else(|| bad(format!("shape {:?} exceeds the limit of {} elements", m.shape, limits.max_elements)))?;
             if m.byte_length != elements * 4 {
@@ -213,6 +214,11 @@ mod tests {
         assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::DuplicateTensor { .. })));
         let mut m = metas.clone();
         m[0].shape = vec![1 << 40, 1 << 40];
+        assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::BadTensorSpec { .. })));
+        // No values, but a dimension beyond the element limit is no shape either.
+        let mut m = metas.clone();
+        m[0].shape = vec![0, 1 << 40];
+        m[0].byte_length = 0;
         assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::BadTensorSpec { .. })));
         let mut m = metas.clone();
         m[0].encoding = TensorEncoding::Int8Scaled;
