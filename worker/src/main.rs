@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
+    fedcsg_common::ops::prefer_single_candle_pool();
     let args = WorkerArgs::parse();
     // Values clap cannot check itself are reported like clap's own errors (usage, exit code 2).
     let config = WorkerConfig::from_args(args)

@@ -9,6 +9,7 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, Linear, VarBuilder};
 
 use super::conv::{Conv2d, ConvConfig, conv2d, csg_conv2d};
+use super::fused;
 use super::linear::classifier;
 use super::resnet::batch_norm;
 use super::slice_generator::SliceGenerator;
@@ -20,12 +21,13 @@ struct Bottleneck {
     conv1: Conv2d,
     bn2: BatchNorm,
     conv2: Conv2d,
+    backend: ConvBackend,
 }
 
 impl Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward(&x.apply_t(&self.bn1, train)?.relu()?)?;
-        let y = self.conv2.forward(&y.apply_t(&self.bn2, train)?.relu()?)?;
+        let y = self.conv1.forward(&fused::bn_relu(&self.bn1, x, train, self.backend)?)?;
+        let y = self.conv2.forward(&fused::bn_relu(&self.bn2, &y, train, self.backend)?)?;
         Tensor::cat(&[x, &y], 1)
     }
 }
@@ -34,11 +36,12 @@ impl Bottleneck {
 struct Transition {
     bn: BatchNorm,
     conv: Conv2d,
+    backend: ConvBackend,
 }
 
 impl Transition {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.conv.forward(&x.apply_t(&self.bn, train)?.relu()?)?.avg_pool2d(2)
+        self.conv.forward(&fused::bn_relu(&self.bn, x, train, self.backend)?)?.avg_pool2d(2)
     }
 }
 
@@ -54,6 +57,7 @@ pub struct DenseNet {
     stages: Vec<Stage>,
     bn: BatchNorm,
     fc: Linear,
+    backend: ConvBackend,
 }
 
 impl DenseNet {
@@ -85,6 +89,7 @@ impl DenseNet {
                     conv1: conv2d(c, 4 * growth, one, vb_layer.pp("conv1"))?,
                     bn2: batch_norm(4 * growth, vb_layer.pp("bn2"))?,
                     conv2: csg_conv2d(4 * growth, growth, three, generator, vb_layer.pp("conv2"))?,
+                    backend,
                 }));
                 c += growth;
             }
@@ -94,13 +99,14 @@ impl DenseNet {
                 stages.push(Stage::Transition(Transition {
                     bn: batch_norm(c, vb_t.pp("bn"))?,
                     conv: conv2d(c, c_out, one, vb_t.pp("conv"))?,
+                    backend,
                 }));
                 c = c_out;
             }
         }
         let bn = batch_norm(c, vb.pp("bn"))?;
         let fc = classifier(c, num_classes, vb.pp("fc"))?;
-        Ok(Self { conv1, stages, bn, fc })
+        Ok(Self { conv1, stages, bn, fc, backend })
     }
 
     pub fn convs(&self) -> Vec<&Conv2d> {
@@ -124,7 +130,7 @@ impl ModuleT for DenseNet {
                 Stage::Transition(t) => t.forward_t(&y, train)?,
             };
         }
-        let y = y.apply_t(&self.bn, train)?.relu()?.mean((2, 3))?;
+        let y = fused::bn_relu(&self.bn, &y, train, self.backend)?.mean((2, 3))?;
         self.fc.forward(&y)
     }
 }

@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod csg_mode;
 pub mod densenet;
+mod fused;
 pub mod inventory;
 mod linear;
 pub mod resnet;

@@ -8,6 +8,7 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Linear, VarBuilder};
 
 use super::conv::{Conv2d, ConvConfig, conv2d, csg_conv2d};
+use super::fused;
 use super::linear::classifier;
 use super::slice_generator::SliceGenerator;
 use crate::ops::ConvBackend;
@@ -25,6 +26,7 @@ struct BasicBlock {
     bn2: BatchNorm,
     /// Option A: subsample by `stride` and zero-pad `pad` channels on each side.
     shortcut: Option<(usize, usize)>,
+    backend: ConvBackend,
 }
 
 impl BasicBlock {
@@ -50,17 +52,17 @@ impl BasicBlock {
         } else {
             None
         };
-        Ok(Self { conv1, bn1, conv2, bn2, shortcut })
+        Ok(Self { conv1, bn1, conv2, bn2, shortcut, backend })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.apply_t(&self.bn1, train)?.relu()?;
-        let y = self.conv2.forward(&y)?.apply_t(&self.bn2, train)?;
+        let y = fused::bn_relu(&self.bn1, &self.conv1.forward(x)?, train, self.backend)?;
+        let y = fused::bn(&self.bn2, &self.conv2.forward(&y)?, train, self.backend)?;
         let skip = match self.shortcut {
             None => x.clone(),
             Some((stride, pad)) => option_a_shortcut(x, stride, pad)?,
         };
-        (y + skip)?.relu()
+        fused::add_relu(&y, &skip, self.backend)
     }
 
     fn convs(&self) -> [&Conv2d; 2] {
@@ -87,6 +89,7 @@ pub struct ResNet {
     bn1: BatchNorm,
     blocks: Vec<BasicBlock>,
     fc: Linear,
+    backend: ConvBackend,
 }
 
 impl ResNet {
@@ -117,7 +120,7 @@ impl ResNet {
             }
         }
         let fc = classifier(64, num_classes, vb.pp("fc"))?;
-        Ok(Self { conv1, bn1, blocks, fc })
+        Ok(Self { conv1, bn1, blocks, fc, backend })
     }
 
     pub fn convs(&self) -> Vec<&Conv2d> {
@@ -127,7 +130,7 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.conv1.forward(x)?.apply_t(&self.bn1, train)?.relu()?;
+        let mut y = fused::bn_relu(&self.bn1, &self.conv1.forward(x)?, train, self.backend)?;
         for block in &self.blocks {
             y = block.forward_t(&y, train)?;
         }

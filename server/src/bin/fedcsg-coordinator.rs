@@ -14,8 +14,13 @@ struct Cli {
     log_format: String,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Coordinator-side evaluation runs candle: set up its threads before any thread exists.
+    fedcsg_common::ops::prefer_single_candle_pool();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fedcsg_server::telemetry::init(&cli.log_format).map_err(anyhow::Error::msg)?;
     let config = cli.args.resolve()?;

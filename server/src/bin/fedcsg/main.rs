@@ -38,6 +38,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    fedcsg_common::ops::prefer_single_candle_pool();
     let cli = Cli::parse();
     match cli.command {
         Command::Model(args) => model_cmd::run(args),

@@ -1,0 +1,31 @@
+//! Batch norm, ReLU and residual sums as the models call them: the fused CPU kernels of
+//! [`crate::ops`] on the fast path, candle-nn's ops on the reference path.
+
+use candle_core::{ModuleT, Result, Tensor};
+use candle_nn::BatchNorm;
+
+use crate::ops::{self, ConvBackend};
+
+/// `relu(bn(x))`.
+pub fn bn_relu(bn: &BatchNorm, x: &Tensor, train: bool, backend: ConvBackend) -> Result<Tensor> {
+    match backend {
+        ConvBackend::Fast => ops::batch_norm_relu(bn, x, train),
+        ConvBackend::Reference => bn.forward_t(x, train)?.relu(),
+    }
+}
+
+/// `bn(x)`.
+pub fn bn(bn: &BatchNorm, x: &Tensor, train: bool, backend: ConvBackend) -> Result<Tensor> {
+    match backend {
+        ConvBackend::Fast => ops::batch_norm(bn, x, train),
+        ConvBackend::Reference => bn.forward_t(x, train),
+    }
+}
+
+/// `relu(a + b)`.
+pub fn add_relu(a: &Tensor, b: &Tensor, backend: ConvBackend) -> Result<Tensor> {
+    match backend {
+        ConvBackend::Fast => ops::add_relu(a, b),
+        ConvBackend::Reference => (a + b)?.relu(),
+    }
+}
