@@ -110,16 +110,58 @@ mod tests {
         assert_eq!(m.mean().unwrap().tensors()[0].values, vec![1.0, 1.0]);
     }
 
+    fn updates() -> impl Strategy<Value = Vec<(Vec<f32>, u32)>> {
+        proptest::collection::vec((proptest::collection::vec(-1e3f32..1e3, 4), 1u32..1000), 1..8)
+    }
+
+    fn mean_of<'a>(updates: impl IntoIterator<Item = &'a (Vec<f32>, u32)>) -> Vec<f32> {
+        let mut m = WeightedMean::new(&state(&[0.0; 4]));
+        for (v, w) in updates {
+            m.add(&state(v), *w as f64).unwrap();
+        }
+        m.mean().unwrap().tensors()[0].values.clone()
+    }
+
     proptest! {
-        /// The mean does not depend on the order updates arrive in.
+        /// The mean does not depend on the order updates arrive in (reversed, or any shuffle).
         #[test]
-        fn order_independent(updates in proptest::collection::vec((proptest::collection::vec(-1e3f32..1e3, 4), 1u32..1000), 1..8)) {
-            let template = state(&[0.0; 4]);
-            let mut fwd = WeightedMean::new(&template);
-            let mut rev = WeightedMean::new(&template);
-            for (v, w) in &updates { fwd.add(&state(v), *w as f64).unwrap(); }
-            for (v, w) in updates.iter().rev() { rev.add(&state(v), *w as f64).unwrap(); }
-            prop_assert_eq!(fwd.mean().unwrap(), rev.mean().unwrap());
+        fn order_independent(updates in updates(), seed in any::<u64>()) {
+            let mut shuffled = updates.clone();
+            // A seeded Fisher-Yates shuffle: any permutation, reproducible from the seed.
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let fwd = mean_of(&updates);
+            prop_assert_eq!(&fwd, &mean_of(updates.iter().rev()));
+            prop_assert_eq!(&fwd, &mean_of(&shuffled));
+        }
+
+        /// Weights are sample counts: the mean is sum(w*v)/sum(w) (computed here independently),
+        /// and an update of weight k counts exactly like k updates of weight 1.
+        #[test]
+        fn weighted_by_samples(updates in proptest::collection::vec((proptest::collection::vec(-1e3f32..1e3, 4), 1u32..6), 1..6)) {
+            let total: f64 = updates.iter().map(|(_, w)| *w as f64).sum();
+            let got = mean_of(&updates);
+            for (i, g) in got.iter().enumerate() {
+                let want = updates.iter().map(|(v, w)| *w as f64 * v[i] as f64).sum::<f64>() / total;
+                prop_assert!((*g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "{g} vs {want}");
+            }
+            let copies: Vec<(Vec<f32>, u32)> = updates.iter().flat_map(|(v, w)| std::iter::repeat_n((v.clone(), 1), *w as usize)).collect();
+            let by_copies = mean_of(&copies);
+            for (a, b) in got.iter().zip(&by_copies) {
+                prop_assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+
+        /// An update of zero samples, whatever its values, leaves the mean unchanged.
+        #[test]
+        fn zero_sample_updates_change_nothing(updates in updates(), junk in proptest::collection::vec(-1e30f32..1e30, 4), at in any::<usize>()) {
+            let mut with_junk: Vec<(Vec<f32>, u32)> = updates.clone();
+            with_junk.insert(at % (updates.len() + 1), (junk, 0));
+            let (a, b) = (mean_of(&updates), mean_of(&with_junk));
+            prop_assert_eq!(a, b);
         }
     }
 }
