@@ -25,6 +25,9 @@ PYTHON=${PYTHON:-python3}
 if [[ -z "${RUST_CMD:-}" ]]; then
     if [[ -x target/release/fedcsg ]] && target/release/fedcsg bench --help >/dev/null 2>&1; then
         RUST_CMD="target/release/fedcsg bench --model resnet20 --csg none --batch $BATCH --steps $STEPS"
+    elif [[ -x target/debug/fedcsg ]] && target/debug/fedcsg bench --help >/dev/null 2>&1; then
+        # The dev profile optimises candle and fedcsg-common fully: same kernels as release.
+        RUST_CMD="target/debug/fedcsg bench --model resnet20 --csg none --batch $BATCH --steps $STEPS"
     else
         cargo build --release -q -p fedcsg-common --example resnet_step
         RUST_CMD="target/release/examples/resnet_step --batch $BATCH --steps $STEPS"
@@ -34,7 +37,7 @@ fi
 
 # The number after "train images/s" (or the JSON field train_images_per_s) in a command's output.
 train_rate() {
-    grep -oE '(train images/s|"train_images_per_s")[^0-9]*[0-9.]+' | head -1 | grep -oE '[0-9.]+$'
+    grep -oE '(train images/s|"train_images_per_s(econd)?")[^0-9]*[0-9.]+' | head -1 | grep -oE '[0-9.]+$'
 }
 
 ratios=()

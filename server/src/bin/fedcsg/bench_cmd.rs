@@ -80,7 +80,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let eval_ips = args.batch as f64 / median(eval_t);
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    let threads = format!(
+        "rayon:{} candle:{}",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "cores".into()),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "cores".into())
+    );
     let rss = peak_rss_kib().unwrap_or(0);
     println!(
         "{:<10} csg={:<14} conv={:<9} batch={} threads={}: train {:8.1} images/s (fwd {:.1} ms, bwd {:.1} ms, step {:.1} ms median of {})  eval {:8.1} images/s  peak RSS {:.0} MiB",
