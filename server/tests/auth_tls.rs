@@ -438,8 +438,8 @@ impl Drop for Processes {
     }
 }
 
-/// The binaries end to end over mutual TLS: `fedcsg-coordinator --tls-*`, a `fedcsg-worker` and
-/// `fedcsg status` with `--ca-cert --client-cert --client-key`; `fedcsg status` without the CA
+/// The binaries end to end over mutual TLS: `fedcsg-coordinator --tls-*`, a `fedcsg-worker`,
+/// `fedcsg status` and `fedcsg-health` with `--ca-cert --client-cert --client-key`; `fedcsg status` without the CA
 /// and `fedcsg-coordinator --listen 0.0.0.0:0` without TLS are refused with the flag named; and
 /// with every log at debug level no token appears in the coordinator's or the worker's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,6 +521,12 @@ async fn binaries_over_mutual_tls_and_no_token_in_logs() {
     let out = status(false);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-cert"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The container probe speaks (m)TLS too.
+    let mut health = Command::new(bin("fedcsg-health"));
+    health.args(["--addr", &url]);
+    tls_flags(&mut health);
+    let out = health.output().unwrap();
+    assert!(out.status.success(), "fedcsg-health over mTLS: {}", String::from_utf8_lossy(&out.stderr));
 
     drop(procs);
     for log in [&coordinator_log, &worker_log] {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use fedcsg_common::tls::ClientTlsArgs;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -15,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 #[derive(Parser)]
 #[command(name = "fedcsg-health", version, about = "Exit 0 when a gRPC server reports a service SERVING (grpc.health.v1)")]
 struct Cli {
-    /// Server URL.
+    /// Server URL: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
     #[arg(long, default_value = "http://127.0.0.1:7070")]
     addr: String,
     /// Service to ask about; the empty name is the server as a whole.
@@ -24,6 +25,8 @@ struct Cli {
     /// Give up after this many milliseconds (connecting included).
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -36,7 +39,7 @@ fn main() -> ExitCode {
         }
     };
     let timeout = Duration::from_millis(cli.timeout_ms);
-    let outcome = runtime.block_on(async { tokio::time::timeout(timeout, check(&cli.addr, &cli.service, timeout)).await });
+    let outcome = runtime.block_on(async { tokio::time::timeout(timeout, check(&cli.addr, &cli.tls, &cli.service, timeout)).await });
     match outcome {
         Ok(Ok(ServingStatus::Serving)) => {
             println!("{} service {:?}: SERVING", cli.addr, cli.service);
@@ -57,9 +60,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn check(addr: &str, service: &str, timeout: Duration) -> anyhow::Result<ServingStatus> {
-    let channel = Channel::from_shared(addr.to_string())
-        .with_context(|| format!("server URL {addr:?}"))?
+async fn check(addr: &str, tls: &ClientTlsArgs, service: &str, timeout: Duration) -> anyhow::Result<ServingStatus> {
+    let endpoint = match tls.resolve(addr.starts_with("https://"))? {
+        Some(tls) => tls.endpoint(addr)?,
+        None => Channel::from_shared(addr.to_string()).with_context(|| format!("server URL {addr:?}"))?,
+    };
+    let channel = endpoint
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()
