@@ -232,7 +232,7 @@ impl Coordinator {
             WorkerEntry {
                 id: id.clone(),
                 name: info.name.clone(),
-                session_token: session_token.clone(),
+                session_token: fedcsg_common::secret::Secret::new(session_token.clone()),
                 num_samples: info.num_samples,
                 in_channels: info.in_channels,
                 num_classes: info.num_classes,
@@ -257,7 +257,7 @@ impl Coordinator {
             .get_mut(worker)
             .ok_or_else(|| ServerError::Unauthenticated(format!("unknown worker {worker}: join again")))?;
         match token {
-            Some(t) if constant_time_eq(t, &entry.session_token) => {}
+            Some(t) if constant_time_eq(t, entry.session_token.expose()) => {}
             Some(_) => return Err(ServerError::Unauthenticated(format!("session token of worker {worker} is wrong"))),
             None => return Err(ServerError::Unauthenticated("session token missing: send authorization: Bearer <token>".into())),
         }

@@ -29,7 +29,7 @@ pub struct Assignment {
 pub struct WorkerEntry {
     pub id: WorkerId,
     pub name: String,
-    pub session_token: String,
+    pub session_token: fedcsg_common::secret::Secret,
     pub num_samples: u64,
     pub in_channels: usize,
     pub num_classes: usize,
