@@ -11,56 +11,21 @@ use clap::Args;
 use fedcsg_common::proto::v1 as pb;
 use tokio::process::{Child, Command};
 
+use crate::job_args::JobArgs;
 use crate::remote::{Operator, Remote, round_line};
 
 #[derive(Args)]
 pub struct LocalArgs {
     #[arg(long, default_value_t = 4)]
     workers: usize,
-    #[arg(long, default_value_t = 5)]
-    rounds: u32,
-    #[arg(long, default_value = "resnet20")]
-    model: String,
-    /// none | S-C (e.g. 12-72) | seeded:S-C.
-    #[arg(long, default_value = "12-72")]
-    csg: String,
-    /// Data every worker partitions (and the coordinator evaluates on).
-    #[arg(long, default_value = "bundled")]
-    data: String,
+    #[command(flatten)]
+    job: JobArgs,
     /// iid | dirichlet:ALPHA | shards[:K].
     #[arg(long, default_value = "iid")]
     partition: String,
-    #[arg(long, default_value_t = 1)]
-    local_epochs: u32,
-    #[arg(long, default_value_t = 32)]
-    batch: u32,
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
-    /// Samples per worker per round (0 = the whole partition).
-    #[arg(long, default_value_t = 0)]
-    max_samples: u64,
     /// Coordinator test images (0 = all).
     #[arg(long, default_value_t = 0)]
     test_limit: usize,
-    #[arg(long, default_value_t = 1.0)]
-    fraction: f64,
-    /// Quorum (default: all workers).
-    #[arg(long)]
-    min_workers: Option<u32>,
-    #[arg(long, default_value_t = 1800)]
-    deadline: u32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// averaged | local.
-    #[arg(long, default_value = "averaged")]
-    bn_stats: String,
-    /// Also evaluate each round's model on the workers' own test partitions.
-    #[arg(long)]
-    federated_eval: bool,
     /// Write the run's summary here (schema in README).
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -110,7 +75,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "--addr-file".into(),
         addr_file.display().to_string(),
         "--data".into(),
-        args.data.clone(),
+        args.job.data.clone(),
         "--test-limit".into(),
         args.test_limit.to_string(),
     ];
@@ -135,7 +100,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             "--name".into(),
             format!("local-{i}"),
             "--data".into(),
-            args.data.clone(),
+            args.job.data.clone(),
             "--partition".into(),
             args.partition.clone(),
             "--num-partitions".into(),
@@ -143,7 +108,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             "--partition-id".into(),
             i.to_string(),
             "--seed".into(),
-            args.seed.to_string(),
+            args.job.seed.to_string(),
         ];
         children.push(spawn(&worker_bin, &worker_args, &log_dir.join(format!("worker-{i}.log")))?);
     }
@@ -162,42 +127,15 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
 async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::Result<()> {
     let mut op = Operator::connect(&Remote { coordinator: url.to_string(), ..Remote::default() }).await?;
-    let spec = pb::JobSpec {
-        name: "local".into(),
-        model: Some(pb::ModelSpec { architecture: args.model.clone(), csg: args.csg.clone(), in_channels: 0, num_classes: 0 }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: args.local_epochs,
-            batch_size: args.batch,
-            learning_rate: args.lr,
-            momentum: args.momentum,
-            weight_decay: args.weight_decay,
-            max_samples_per_round: args.max_samples,
-        }),
-        strategy: "fedavg".into(),
-        rounds: args.rounds,
-        fraction: args.fraction,
-        min_workers: args.min_workers.unwrap_or(args.workers as u32),
-        round_deadline_seconds: args.deadline,
-        seed: args.seed,
-        bn_stats: args.bn_stats.clone(),
-        federated_evaluation: args.federated_eval,
-    };
-    // Input channels and classes come from the data set the workers use.
-    let source: fedcsg_common::data::DataSource = args.data.parse()?;
-    let (c, _, _) = source.image_shape();
-    let mut spec = spec;
-    if let Some(m) = spec.model.as_mut() {
-        m.in_channels = c as u32;
-        m.num_classes = source.num_classes() as u32;
-    }
+    let spec = args.job.spec("local", args.workers as u32)?;
     let job = { let req = op.request(pb::CreateJobRequest { spec: Some(spec.clone()) }); op.client().create_job(req) }.await?.into_inner();
     println!(
         "job {}: {} csg={} on {} workers, {} rounds; exchanges {} values per update ({} bytes as f32), a full-filter exchange {} ({} bytes)",
         job.job_id,
-        args.model,
-        args.csg,
+        args.job.model,
+        args.job.csg,
         args.workers,
-        args.rounds,
+        args.job.rounds,
         job.exchanged_values,
         job.exchanged_values * 4,
         job.full_filter_exchanged_values,
@@ -222,11 +160,11 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         let summary = serde_json::json!({
             "job_id": job.job_id,
             "state": state,
-            "model": args.model,
-            "csg": args.csg,
-            "data": args.data,
+            "model": args.job.model,
+            "csg": args.job.csg,
+            "data": args.job.data,
             "workers": args.workers,
-            "rounds_requested": args.rounds,
+            "rounds_requested": args.job.rounds,
             "exchanged_values": job.exchanged_values,
             "full_filter_exchanged_values": job.full_filter_exchanged_values,
             "total_seconds": started.elapsed().as_secs_f64(),

@@ -2,6 +2,7 @@
 //! machine; a local federation; and the commands that talk to a running coordinator.
 
 mod bench_cmd;
+mod job_args;
 mod local;
 mod model_cmd;
 mod remote;

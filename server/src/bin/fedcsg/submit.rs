@@ -11,6 +11,7 @@ use clap::Args;
 use fedcsg_common::proto::v1 as pb;
 use tonic::Code;
 
+use crate::job_args::JobArgs;
 use crate::remote::{Operator, Remote, round_line};
 
 #[derive(Args)]
@@ -20,45 +21,8 @@ pub struct SubmitArgs {
     /// Job name, shown by `fedcsg status` (and matched by `--reuse`).
     #[arg(long, default_value = "submitted")]
     name: String,
-    #[arg(long, default_value_t = 5)]
-    rounds: u32,
-    #[arg(long, default_value = "resnet20")]
-    model: String,
-    /// none | S-C (e.g. 12-72) | seeded:S-C.
-    #[arg(long, default_value = "12-72")]
-    csg: String,
-    /// Data set the workers train on: sets the model's input channels and classes.
-    #[arg(long, default_value = "bundled")]
-    data: String,
-    #[arg(long, default_value_t = 1)]
-    local_epochs: u32,
-    #[arg(long, default_value_t = 32)]
-    batch: u32,
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
-    /// Samples per worker per round (0 = the whole partition).
-    #[arg(long, default_value_t = 0)]
-    max_samples: u64,
-    #[arg(long, default_value_t = 1.0)]
-    fraction: f64,
-    /// A round starts with at least this many workers and closes with this many updates (quorum).
-    #[arg(long, default_value_t = 1)]
-    min_workers: u32,
-    /// Round deadline in seconds.
-    #[arg(long, default_value_t = 1800)]
-    deadline: u32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// averaged | local.
-    #[arg(long, default_value = "averaged")]
-    bn_stats: String,
-    /// Also evaluate each round's model on the workers' own test partitions.
-    #[arg(long)]
-    federated_eval: bool,
+    #[command(flatten)]
+    job: JobArgs,
     /// Create the job only once this many workers are connected (0 = at once), so that the
     /// first round samples all of them.
     #[arg(long, default_value_t = 0)]
@@ -85,12 +49,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         }
         None => {
             wait_for_workers(&mut op, args.wait_for_workers, patience).await?;
-            let spec = job_spec(&args)?;
+            let spec = args.job.spec(&args.name, 1)?;
             let req = op.request(pb::CreateJobRequest { spec: Some(spec) });
             let job = op.client().create_job(req).await.context("CreateJob")?.into_inner();
             println!(
                 "job {} created: {} csg={}, {} rounds, {} values per update ({} for full filters)",
-                job.job_id, args.model, args.csg, args.rounds, job.exchanged_values, job.full_filter_exchanged_values
+                job.job_id, args.job.model, args.job.csg, args.job.rounds, job.exchanged_values, job.full_filter_exchanged_values
             );
             job
         }
@@ -104,37 +68,6 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     println!("job {} {} in {:.1} s: {}", last.job_id, state, started.elapsed().as_secs_f64(), last.message);
     anyhow::ensure!(last.state == pb::JobState::Succeeded as i32, "job {} ended {state}: {}", last.job_id, last.message);
     Ok(())
-}
-
-fn job_spec(args: &SubmitArgs) -> anyhow::Result<pb::JobSpec> {
-    // Input channels and classes come from the data set the workers use.
-    let source: fedcsg_common::data::DataSource = args.data.parse()?;
-    let (channels, _, _) = source.image_shape();
-    Ok(pb::JobSpec {
-        name: args.name.clone(),
-        model: Some(pb::ModelSpec {
-            architecture: args.model.clone(),
-            csg: args.csg.clone(),
-            in_channels: channels as u32,
-            num_classes: source.num_classes() as u32,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: args.local_epochs,
-            batch_size: args.batch,
-            learning_rate: args.lr,
-            momentum: args.momentum,
-            weight_decay: args.weight_decay,
-            max_samples_per_round: args.max_samples,
-        }),
-        strategy: "fedavg".into(),
-        rounds: args.rounds,
-        fraction: args.fraction,
-        min_workers: args.min_workers,
-        round_deadline_seconds: args.deadline,
-        seed: args.seed,
-        bn_stats: args.bn_stats.clone(),
-        federated_evaluation: args.federated_eval,
-    })
 }
 
 async fn existing_job(op: &mut Operator, args: &SubmitArgs) -> anyhow::Result<Option<pb::Job>> {
