@@ -13,26 +13,13 @@ use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
 use fedcsg_common::tensor::StateDict;
 use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
 use fedcsg_common::wire::{ModelAssembler, WireLimits, encode_state};
-use fedcsg_server::config::CoordinatorArgs;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
-async fn start() -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = CoordinatorArgs { data: Some("none".into()), ..Default::default() }.resolve().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(fedcsg_server::run(listener, config, async move {
-        let _ = rx.await;
-    }));
-    (format!("http://{addr}"), tx)
-}
+mod support;
+use support::{authed, export, start};
 
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
+
 
 fn join_request(name: &str) -> pb::JoinRequest {
     pb::JoinRequest { protocol_version: PROTOCOL_VERSION, worker_name: name.into(), num_samples: 100, in_channels: 1, num_classes: 10, data_description: "bundled 1/1".into() }
@@ -67,17 +54,6 @@ impl Refusals {
     }
 }
 
-async fn export(op: &mut OperatorServiceClient<Channel>, job: &str) -> StateDict {
-    let mut s = op.export_model(pb::ExportModelRequest { job_id: job.into() }).await.unwrap().into_inner();
-    let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else { panic!("no header") };
-    let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(), WireLimits::default()).unwrap();
-    while let Some(m) = s.message().await.unwrap() {
-        if let Some(pb::model_chunk::Part::Data(d)) = m.part {
-            a.push(&d).unwrap();
-        }
-    }
-    a.finish().unwrap()
-}
 
 /// The jobs (id, state, rounds), the workers (id, name, state) and the global model's hash.
 async fn snapshot(op: &mut OperatorServiceClient<Channel>, job: &str) -> (Vec<(String, i32, u64)>, Vec<(String, String, String)>, String) {

@@ -8,53 +8,21 @@ use fedcsg_common::proto::v1 as pb;
 use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
 use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
 use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_common::wire::{ModelAssembler, WireLimits, encode_state};
-use fedcsg_server::config::CoordinatorArgs;
+use fedcsg_common::wire::convert::meta_to_proto;
+use fedcsg_common::wire::encode_state;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
-async fn start() -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = CoordinatorArgs { data: Some("none".into()), ..Default::default() }.resolve().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(fedcsg_server::run(listener, config, async move {
-        let _ = rx.await;
-    }));
-    (format!("http://{addr}"), tx)
-}
+mod support;
+use support::{assemble, authed, export, start};
 
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
+
 
 async fn download(w: &mut WorkerServiceClient<Channel>, token: &str, worker: &str, job: &str, round_token: &str) -> StateDict {
     let req = authed(pb::DownloadModelRequest { worker_id: worker.into(), job_id: job.into(), round_token: round_token.into() }, token);
-    let mut s = w.download_model(req).await.unwrap().into_inner();
-    let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else { panic!("no header") };
-    let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(), WireLimits::default()).unwrap();
-    while let Some(m) = s.message().await.unwrap() {
-        if let Some(pb::model_chunk::Part::Data(d)) = m.part {
-            a.push(&d).unwrap();
-        }
-    }
-    a.finish().unwrap()
+    assemble(w.download_model(req).await.unwrap().into_inner()).await
 }
 
-async fn export(op: &mut OperatorServiceClient<Channel>, job: &str) -> StateDict {
-    let mut s = op.export_model(pb::ExportModelRequest { job_id: job.into() }).await.unwrap().into_inner();
-    let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else { panic!("no header") };
-    let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(), WireLimits::default()).unwrap();
-    while let Some(m) = s.message().await.unwrap() {
-        if let Some(pb::model_chunk::Part::Data(d)) = m.part {
-            a.push(&d).unwrap();
-        }
-    }
-    a.finish().unwrap()
-}
 
 #[derive(Clone, Copy)]
 struct Upload<'a> {

@@ -11,24 +11,17 @@ use fedcsg_common::proto::v1 as pb;
 use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
 use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
 use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_common::wire::{ModelAssembler, WireLimits, encode_state};
+use fedcsg_common::wire::convert::meta_to_proto;
+use fedcsg_common::wire::encode_state;
 use fedcsg_server::config::CoordinatorArgs;
 use tokio::net::{TcpListener, TcpStream};
-use tonic::Request;
 use tonic::transport::Channel;
 
+mod support;
+use support::{assemble, authed, start_with};
+
 async fn start_coordinator(extra: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = CoordinatorArgs { data: Some("none".into()), heartbeat_interval_ms: Some(200), heartbeat_timeout_secs: Some(2), ..extra }
-        .resolve()
-        .unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(fedcsg_server::run(listener, config, async move {
-        let _ = rx.await;
-    }));
-    (format!("http://{addr}"), tx)
+    start_with(CoordinatorArgs { data: Some("none".into()), heartbeat_interval_ms: Some(200), heartbeat_timeout_secs: Some(2), ..extra }).await
 }
 
 fn spec(min_workers: u32, rounds: u32, deadline: u32) -> pb::JobSpec {
@@ -47,11 +40,6 @@ fn spec(min_workers: u32, rounds: u32, deadline: u32) -> pb::JobSpec {
     }
 }
 
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
 
 /// A hand-driven worker over real gRPC.
 struct FakeWorker {
@@ -87,15 +75,7 @@ impl FakeWorker {
 
     async fn download(&mut self, t: &pb::TrainTask) -> StateDict {
         let req = authed(pb::DownloadModelRequest { worker_id: self.id.clone(), job_id: t.job_id.clone(), round_token: t.round_token.clone() }, &self.token);
-        let mut s = self.client.download_model(req).await.unwrap().into_inner();
-        let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else { panic!("no header") };
-        let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(), WireLimits::default()).unwrap();
-        while let Some(m) = s.message().await.unwrap() {
-            if let Some(pb::model_chunk::Part::Data(d)) = m.part {
-                a.push(&d).unwrap();
-            }
-        }
-        a.finish().unwrap()
+        assemble(self.client.download_model(req).await.unwrap().into_inner()).await
     }
 
     async fn upload(&mut self, t: &pb::TrainTask, state: &StateDict) -> Result<pb::UploadUpdateResponse, tonic::Status> {

@@ -1,0 +1,54 @@
+//! Helpers the in-process gRPC tests share: a coordinator on 127.0.0.1:0, bearer metadata, and
+//! reassembling a model stream.
+
+#![allow(dead_code)]
+
+use fedcsg_common::proto::v1 as pb;
+use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_common::tensor::StateDict;
+use fedcsg_common::wire::convert::metas_from_proto;
+use fedcsg_common::wire::{ModelAssembler, WireLimits};
+use fedcsg_server::config::CoordinatorArgs;
+use tonic::transport::Channel;
+use tonic::{Request, Streaming};
+
+/// Serves a coordinator with `args` on a free loopback port until the sender is dropped or
+/// fired; returns its URL.
+pub async fn start_with(args: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = args.resolve().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(fedcsg_server::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    (format!("http://{addr}"), tx)
+}
+
+/// A coordinator without a test set.
+pub async fn start() -> (String, tokio::sync::oneshot::Sender<()>) {
+    start_with(CoordinatorArgs { data: Some("none".into()), ..Default::default() }).await
+}
+
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// The model a header-then-data chunk stream carries.
+pub async fn assemble(mut s: Streaming<pb::ModelChunk>) -> StateDict {
+    let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else { panic!("no header") };
+    let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(), WireLimits::default()).unwrap();
+    while let Some(m) = s.message().await.unwrap() {
+        if let Some(pb::model_chunk::Part::Data(d)) = m.part {
+            a.push(&d).unwrap();
+        }
+    }
+    a.finish().unwrap()
+}
+
+/// A job's global model through the operator API.
+pub async fn export(op: &mut OperatorServiceClient<Channel>, job: &str) -> StateDict {
+    assemble(op.export_model(pb::ExportModelRequest { job_id: job.into() }).await.unwrap().into_inner()).await
+}
