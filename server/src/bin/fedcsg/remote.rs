@@ -109,7 +109,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let mut stream = op.client.watch_job(op.request(pb::WatchJobRequest { job_id: args.job.clone() })).await?.into_inner();
     while let Some(e) = stream.message().await? {
         bar.set_position(e.round);
-        bar.println(round_line(&e));
+        print_line(&bar, round_line(&e));
     }
     bar.finish_and_clear();
     let job = op.client.get_job(op.request(pb::GetJobRequest { job_id: args.job })).await?.into_inner();
@@ -172,4 +172,14 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         header.model_sha256
     );
     Ok(())
+}
+
+/// Prints above the progress bar on a terminal, plainly otherwise (indicatif drops `println`
+/// when the bar is hidden, e.g. when output goes to a file).
+pub fn print_line(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }

@@ -132,7 +132,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let eval_start = Instant::now();
         let eval = train::evaluate(&model, &test_set, &norm, 256)?;
         let eval_ips = test_set.len() as f64 / eval_start.elapsed().as_secs_f64();
-        bar.println(format!(
+        crate::remote::print_line(&bar, format!(
             "epoch {}: train loss {:.4}  test accuracy {:.2}%  test loss {:.4}  train {:.1} images/s  eval {:.1} images/s",
             epoch + 1,
             r.train_loss,
