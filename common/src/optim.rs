@@ -123,15 +123,18 @@ impl Optimizer {
                 *lr = lr_now;
                 for (var, buf) in self.vars.iter().zip(buffers.iter_mut()) {
                     let Some(grad) = grads.get(var.as_tensor()) else { continue };
-                    let mut g = grad.clone();
+                    // Detached: otherwise every buffer would record the op that made it and keep
+                    // the previous step's buffer (and so the whole history) alive.
+                    let mut g = grad.detach();
                     if *weight_decay != 0.0 {
-                        g = (g + (var.as_tensor() * *weight_decay)?)?;
+                        g = (g + (var.as_tensor().detach() * *weight_decay)?)?;
                     }
                     if *momentum != 0.0 {
                         let next = match buf.take() {
                             Some(b) => ((b * *momentum)? + &g)?,
                             None => g,
                         };
+                        let next = next.detach();
                         g = next.clone();
                         *buf = Some(next);
                     }
