@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 out=${1:-out/measure}
 bin=${2:-target/debug}
 mkdir -p "$out"
-for mode in none 12-72 seeded:12-72; do
+for mode in ${TRAIN_MODES:-none 12-72 seeded:12-72}; do
   tag=${mode//:/-}
   /usr/bin/time -v "$bin/fedcsg" train --model resnet20 --csg "$mode" --data fashion-mnist --epochs 2 \
     --limit 20000 --batch 64 --lr 0.05 --momentum 0.9 --weight-decay 5e-4 --schedule warmup-cosine \
     --warmup 30 --seed 0 --json "$out/train-$tag.json" > "$out/train-$tag.log" 2> "$out/train-$tag.time"
   tail -3 "$out/train-$tag.log"
 done
-for mode in 12-72 none; do
+for mode in ${LOCAL_MODES:-12-72 none}; do
   tag=${mode//:/-}
   "$bin/fedcsg" local --workers 4 --rounds 5 --model resnet20 --csg "$mode" --data fashion-mnist \
     --max-samples "${MAX_SAMPLES:-1000}" --batch 32 --lr 0.05 --seed 0 --log-dir "$out/local-$tag-logs" \
