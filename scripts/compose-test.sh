@@ -172,7 +172,13 @@ echo "== run 2: a worker process killed mid-round; the job still completes"
 started=$SECONDS
 up
 wait_training_round 2
-sleep 3
+# Kill it while it still holds its round-2 task: before it has uploaded, so the round must close
+# without it (a fixed sleep raced with fast rounds).
+deadline=$((SECONDS + 60))
+until [ "$(ops | awk '$2 == "worker-1" { print $4 }')" = training ]; do
+  [ $SECONDS -lt $deadline ] || fail "worker-1 never held a training task in round 2"
+  sleep 0.2
+done
 victim="$(cid worker-1)"
 pid="$(docker inspect -f '{{.State.Pid}}' "$victim")"
 if kill -9 "$pid" 2>/dev/null; then
