@@ -44,7 +44,7 @@ impl Default for CoordinatorSettings {
             heartbeat_timeout: Duration::from_secs(10),
             enrollment_token: None,
             tick: Duration::from_millis(200),
-            eval_batch: 500,
+            eval_batch: 128,
             wire_limits: WireLimits::default(),
         }
     }
