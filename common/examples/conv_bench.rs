@@ -38,7 +38,11 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 fn arg(name: &str, default: usize) -> Result<usize> {
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|a| a == name) {
-        Some(i) => args.get(i + 1).with_context(|| format!("{name} needs a value"))?.parse().with_context(|| name.to_string()),
+        Some(i) => args
+            .get(i + 1)
+            .with_context(|| format!("{name} needs a value"))?
+            .parse()
+            .with_context(|| name.to_string()),
         None => Ok(default),
     }
 }
@@ -49,8 +53,14 @@ fn main() -> Result<()> {
     // For profiling the fast kernels alone: skip the slow reference ops.
     let fast_only = std::env::args().any(|a| a == "--fast-only");
     let dev = Device::Cpu;
-    println!("batch {batch}, {} rayon threads, median of {reps} runs, ms per call", rayon::current_num_threads());
-    println!("{:<18} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}", "shape", "fwd ref", "fast", "x", "dx ref", "fast", "x", "dw ref", "fast", "x");
+    println!(
+        "batch {batch}, {} rayon threads, median of {reps} runs, ms per call",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<18} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}",
+        "shape", "fwd ref", "fast", "x", "dx ref", "fast", "x", "dw ref", "fast", "x"
+    );
     let (mut total_ref, mut total_fast) = (0.0, 0.0);
     for (&(label, c_in, c_out, side, stride), &count) in SHAPES.iter().zip(&COUNT_IN_RESNET20) {
         let padding = 1;
@@ -60,16 +70,65 @@ fn main() -> Result<()> {
         let dy = Tensor::randn(0f32, 1.0, y.dims(), &dev)?;
         let out_padding = side - ((y.dim(2)? - 1) * stride + 3 - 2 * padding);
 
-        let reference = |f: &mut dyn FnMut() -> Result<()>| if fast_only { Ok(f64::NAN) } else { median_ms(reps, f) };
-        let fwd_ref = reference(&mut || Ok(drop(ops::conv2d(&x, &w, stride, padding, ConvBackend::Reference)?)))?;
-        let fwd_fast = median_ms(reps, || Ok(drop(ops::conv2d(&x, &w, stride, padding, ConvBackend::Fast)?)))?;
-        let dx_ref = reference(&mut || Ok(drop(dy.conv_transpose2d(&w, padding, out_padding, stride, 1)?)))?;
-        let dx_fast = median_ms(reps, || Ok(drop(ops::conv2d_input_grad(&dy, &w, x.dims(), stride, padding)?)))?;
+        let reference = |f: &mut dyn FnMut() -> Result<()>| {
+            if fast_only {
+                Ok(f64::NAN)
+            } else {
+                median_ms(reps, f)
+            }
+        };
+        let fwd_ref = reference(&mut || {
+            Ok(drop(ops::conv2d(
+                &x,
+                &w,
+                stride,
+                padding,
+                ConvBackend::Reference,
+            )?))
+        })?;
+        let fwd_fast = median_ms(reps, || {
+            Ok(drop(ops::conv2d(
+                &x,
+                &w,
+                stride,
+                padding,
+                ConvBackend::Fast,
+            )?))
+        })?;
+        let dx_ref = reference(&mut || {
+            Ok(drop(dy.conv_transpose2d(
+                &w,
+                padding,
+                out_padding,
+                stride,
+                1,
+            )?))
+        })?;
+        let dx_fast = median_ms(reps, || {
+            Ok(drop(ops::conv2d_input_grad(
+                &dy,
+                &w,
+                x.dims(),
+                stride,
+                padding,
+            )?))
+        })?;
         let dw_ref = reference(&mut || {
-            let g = x.transpose(0, 1)?.conv2d(&dy.transpose(0, 1)?, padding, 1, stride, 1)?.transpose(0, 1)?;
+            let g = x
+                .transpose(0, 1)?
+                .conv2d(&dy.transpose(0, 1)?, padding, 1, stride, 1)?
+                .transpose(0, 1)?;
             Ok(drop(g.narrow(2, 0, 3)?.narrow(3, 0, 3)?.contiguous()?))
         })?;
-        let dw_fast = median_ms(reps, || Ok(drop(ops::conv2d_weight_grad(&x, &dy, w.dims(), stride, padding)?)))?;
+        let dw_fast = median_ms(reps, || {
+            Ok(drop(ops::conv2d_weight_grad(
+                &x,
+                &dy,
+                w.dims(),
+                stride,
+                padding,
+            )?))
+        })?;
         println!(
             "{label:<18} | {fwd_ref:>8.2} {fwd_fast:>8.2} {:>6.1} | {dx_ref:>8.2} {dx_fast:>8.2} {:>6.1} | {dw_ref:>8.2} {dw_fast:>8.2} {:>6.1}",
             fwd_ref / fwd_fast,
@@ -81,6 +140,9 @@ fn main() -> Result<()> {
         total_ref += count as f64 * (fwd_ref + dx_used * dx_ref + dw_ref);
         total_fast += count as f64 * (fwd_fast + dx_used * dx_fast + dw_fast);
     }
-    println!("all ResNet-20 3x3 convs, one training step: reference {total_ref:.1} ms, fast {total_fast:.1} ms ({:.1}x)", total_ref / total_fast);
+    println!(
+        "all ResNet-20 3x3 convs, one training step: reference {total_ref:.1} ms, fast {total_fast:.1} ms ({:.1}x)",
+        total_ref / total_fast
+    );
     Ok(())
 }

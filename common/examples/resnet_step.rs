@@ -15,7 +15,9 @@ use fedcsg_common::optim::{LrSchedule, Optimizer, OptimizerConfig};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> Result<()> {
@@ -31,15 +33,31 @@ fn main() -> Result<()> {
         Some("reference") => ConvBackend::Reference,
         Some(other) => bail!("--conv must be fast or reference, got {other}"),
     };
-    let batch: usize = arg("--batch").map(|s| s.parse()).transpose().context("--batch")?.unwrap_or(64);
-    let steps: usize = arg("--steps").map(|s| s.parse()).transpose().context("--steps")?.unwrap_or(20);
+    let batch: usize = arg("--batch")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--batch")?
+        .unwrap_or(64);
+    let steps: usize = arg("--steps")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--steps")?
+        .unwrap_or(20);
 
     let spec = ModelSpec::new(Architecture::ResNet { depth: 20 }, CsgMode::Full, 1, 10);
     let model = Model::new(&spec, 0, backend)?;
     let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = Optimizer::new(vars, OptimizerConfig::sgd(0.05, 0.9, 5e-4), LrSchedule::Constant)?;
+    let mut opt = Optimizer::new(
+        vars,
+        OptimizerConfig::sgd(0.05, 0.9, 5e-4),
+        LrSchedule::Constant,
+    )?;
     let x = Tensor::randn(0f32, 1.0, (batch, 1, 28, 28), &Device::Cpu)?;
-    let labels = Tensor::from_vec((0..batch).map(|i| (i % 10) as u32).collect::<Vec<_>>(), batch, &Device::Cpu)?;
+    let labels = Tensor::from_vec(
+        (0..batch).map(|i| (i % 10) as u32).collect::<Vec<_>>(),
+        batch,
+        &Device::Cpu,
+    )?;
 
     let mut train_step = || -> Result<()> {
         let logits = model.forward_t(&x, true)?;

@@ -7,7 +7,9 @@ use thiserror::Error;
 pub enum ModelError {
     #[error("invalid --csg value {text:?}: {why} (use none, S-C such as 12-72, or seeded:S-C)")]
     BadCsgMode { text: String, why: String },
-    #[error("invalid --model value {text:?}: {why} (use resnet20/32/44/56/110 or densenetDEPTHkGROWTH such as densenet40k36)")]
+    #[error(
+        "invalid --model value {text:?}: {why} (use resnet20/32/44/56/110 or densenetDEPTHkGROWTH such as densenet40k36)"
+    )]
     BadArchitecture { text: String, why: String },
     #[error("invalid model configuration: {why}")]
     BadConfig { why: String },

@@ -10,17 +10,37 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum OptimizerConfig {
     /// `g = grad + wd * p; buf = momentum * buf + g; p -= lr * buf` (PyTorch semantics).
-    Sgd { lr: f64, momentum: f64, weight_decay: f64 },
-    AdamW { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    },
+    AdamW {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
 }
 
 impl OptimizerConfig {
     pub fn sgd(lr: f64, momentum: f64, weight_decay: f64) -> Self {
-        Self::Sgd { lr, momentum, weight_decay }
+        Self::Sgd {
+            lr,
+            momentum,
+            weight_decay,
+        }
     }
 
     pub fn adamw(lr: f64, weight_decay: f64) -> Self {
-        Self::AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }
+        Self::AdamW {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
     }
 
     pub fn lr(&self) -> f64 {
@@ -31,13 +51,19 @@ impl OptimizerConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (lr, wd) = match *self {
-            Self::Sgd { lr, momentum, weight_decay } => {
+            Self::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => {
                 if !(0.0..1.0).contains(&momentum) {
                     return Err(format!("momentum must be in [0, 1), got {momentum}"));
                 }
                 (lr, weight_decay)
             }
-            Self::AdamW { lr, weight_decay, .. } => (lr, weight_decay),
+            Self::AdamW {
+                lr, weight_decay, ..
+            } => (lr, weight_decay),
         };
         if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
             return Err(format!("learning rate must be in (0, 10], got {lr}"));
@@ -80,7 +106,12 @@ impl LrSchedule {
 }
 
 enum Inner {
-    Sgd { lr: f64, momentum: f64, weight_decay: f64, buffers: Vec<Option<Tensor>> },
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+        buffers: Vec<Option<Tensor>>,
+    },
     AdamW(AdamW),
 }
 
@@ -96,15 +127,40 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(vars: Vec<Var>, config: OptimizerConfig, schedule: LrSchedule) -> Result<Self> {
         let inner = match config {
-            OptimizerConfig::Sgd { lr, momentum, weight_decay } => {
-                Inner::Sgd { lr, momentum, weight_decay, buffers: vec![None; vars.len()] }
-            }
-            OptimizerConfig::AdamW { lr, beta1, beta2, eps, weight_decay } => Inner::AdamW(AdamW::new(
+            OptimizerConfig::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            } => Inner::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                buffers: vec![None; vars.len()],
+            },
+            OptimizerConfig::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => Inner::AdamW(AdamW::new(
                 vars.clone(),
-                ParamsAdamW { lr, beta1, beta2, eps, weight_decay },
+                ParamsAdamW {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                },
             )?),
         };
-        Ok(Self { vars, inner, schedule, base_lr: config.lr(), step: 0 })
+        Ok(Self {
+            vars,
+            inner,
+            schedule,
+            base_lr: config.lr(),
+            step: 0,
+        })
     }
 
     /// The learning rate the next step will use.
@@ -119,10 +175,17 @@ impl Optimizer {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         let lr_now = self.current_lr();
         match &mut self.inner {
-            Inner::Sgd { lr, momentum, weight_decay, buffers } => {
+            Inner::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                buffers,
+            } => {
                 *lr = lr_now;
                 for (var, buf) in self.vars.iter().zip(buffers.iter_mut()) {
-                    let Some(grad) = grads.get(var.as_tensor()) else { continue };
+                    let Some(grad) = grads.get(var.as_tensor()) else {
+                        continue;
+                    };
                     // Detached: otherwise every buffer would record the op that made it and keep
                     // the previous step's buffer (and so the whole history) alive.
                     let mut g = grad.detach();
@@ -162,10 +225,18 @@ mod tests {
     #[test]
     fn sgd_matches_pytorch_reference_numbers() {
         let p = Var::new(&[1.0f32], &Device::Cpu).unwrap();
-        let mut opt = Optimizer::new(vec![p.clone()], OptimizerConfig::sgd(0.1, 0.9, 0.1), LrSchedule::Constant).unwrap();
+        let mut opt = Optimizer::new(
+            vec![p.clone()],
+            OptimizerConfig::sgd(0.1, 0.9, 0.1),
+            LrSchedule::Constant,
+        )
+        .unwrap();
         let expected = [0.89f32, 0.6931, 0.439649];
         for want in expected {
-            let loss = (p.as_tensor().sqr().unwrap() * 0.5).unwrap().sum_all().unwrap();
+            let loss = (p.as_tensor().sqr().unwrap() * 0.5)
+                .unwrap()
+                .sum_all()
+                .unwrap();
             opt.step(&loss.backward().unwrap()).unwrap();
             let got = p.as_tensor().to_vec1::<f32>().unwrap()[0];
             assert!((got - want).abs() < 1e-5, "got {got}, want {want}");
@@ -175,13 +246,19 @@ mod tests {
     /// Warm-up rises linearly to the base rate, cosine then falls to zero at the last step.
     #[test]
     fn warmup_cosine_shape() {
-        let s = LrSchedule::WarmupCosine { warmup: 30, total: 130 };
+        let s = LrSchedule::WarmupCosine {
+            warmup: 30,
+            total: 130,
+        };
         assert!((s.factor(0) - 1.0 / 30.0).abs() < 1e-12);
         assert!((s.factor(29) - 1.0).abs() < 1e-12);
         assert!((s.factor(30) - 1.0).abs() < 1e-12);
         assert!((s.factor(80) - 0.5).abs() < 1e-12);
         assert!(s.factor(130).abs() < 1e-12);
-        let step = LrSchedule::Step { every: 10, gamma: 0.1 };
+        let step = LrSchedule::Step {
+            every: 10,
+            gamma: 0.1,
+        };
         assert!((step.factor(25) - 0.01).abs() < 1e-12);
     }
 }

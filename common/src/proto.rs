@@ -10,5 +10,6 @@ pub mod v1 {
     tonic::include_proto!("fedcsg.v1");
 
     /// Encoded `FileDescriptorSet` of fedcsg.v1, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fedcsg_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("fedcsg_v1_descriptor");
 }

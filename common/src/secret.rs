@@ -64,7 +64,13 @@ mod tests {
         struct Holder {
             token: Option<Secret>,
         }
-        let text = format!("{:?} {:#?}", Secret::new("hunter2-token"), Holder { token: Some("hunter2-token".into()) });
+        let text = format!(
+            "{:?} {:#?}",
+            Secret::new("hunter2-token"),
+            Holder {
+                token: Some("hunter2-token".into())
+            }
+        );
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("***"));
     }

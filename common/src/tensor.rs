@@ -39,7 +39,13 @@ impl StateDict {
         }
         for t in &tensors {
             if t.numel() != t.values.len() {
-                return Err(format!("tensor {:?} has shape {:?} ({} values) but {} values", t.name, t.shape, t.numel(), t.values.len()));
+                return Err(format!(
+                    "tensor {:?} has shape {:?} ({} values) but {} values",
+                    t.name,
+                    t.shape,
+                    t.numel(),
+                    t.values.len()
+                ));
             }
         }
         Ok(Self { tensors })
@@ -54,7 +60,10 @@ impl StateDict {
     }
 
     pub fn get(&self, name: &str) -> Option<&NamedTensor> {
-        self.tensors.binary_search_by(|t| t.name.as_str().cmp(name)).ok().map(|i| &self.tensors[i])
+        self.tensors
+            .binary_search_by(|t| t.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.tensors[i])
     }
 
     pub fn len(&self) -> usize {
@@ -71,14 +80,23 @@ impl StateDict {
 
     /// Keeps only the tensors whose names are in `names`.
     pub fn restricted_to(&self, names: &[&str]) -> StateDict {
-        let tensors = self.tensors.iter().filter(|t| names.contains(&t.name.as_str())).cloned().collect();
+        let tensors = self
+            .tensors
+            .iter()
+            .filter(|t| names.contains(&t.name.as_str()))
+            .cloned()
+            .collect();
         StateDict { tensors }
     }
 
     /// Replaces (or inserts) the tensors of `update` by name, keeping the rest.
     pub fn merged_with(&self, update: &StateDict) -> StateDict {
-        let mut tensors: Vec<NamedTensor> =
-            self.tensors.iter().filter(|t| update.get(&t.name).is_none()).cloned().collect();
+        let mut tensors: Vec<NamedTensor> = self
+            .tensors
+            .iter()
+            .filter(|t| update.get(&t.name).is_none())
+            .cloned()
+            .collect();
         tensors.extend(update.tensors.iter().cloned());
         tensors.sort_by(|a, b| a.name.cmp(&b.name));
         StateDict { tensors }

@@ -24,16 +24,25 @@ pub struct TlsError {
 }
 
 fn tls_err(flag: &'static str, why: impl Into<String>) -> TlsError {
-    TlsError { flag, why: why.into() }
+    TlsError {
+        flag,
+        why: why.into(),
+    }
 }
 
 /// Reads a PEM file and checks that it holds at least one block of the expected kind.
 fn read_pem(path: &Path, flag: &'static str, kind: &str) -> Result<Vec<u8>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|e| tls_err(flag, format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| tls_err(flag, format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8_lossy(&bytes);
-    let found = text.lines().any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")));
+    let found = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")));
     if !found {
-        return Err(tls_err(flag, format!("{} holds no PEM block ending in {kind:?}", path.display())));
+        return Err(tls_err(
+            flag,
+            format!("{} holds no PEM block ending in {kind:?}", path.display()),
+        ));
     }
     Ok(bytes)
 }
@@ -53,12 +62,22 @@ impl ServerTls {
         Ok(Self {
             cert_pem: read_pem(cert, "--tls-cert", "CERTIFICATE")?,
             key_pem: read_pem(key, "--tls-key", "PRIVATE KEY")?,
-            client_ca_pem: client_ca.map(|p| read_pem(p, "--tls-client-ca", "CERTIFICATE")).transpose()?,
+            client_ca_pem: client_ca
+                .map(|p| read_pem(p, "--tls-client-ca", "CERTIFICATE"))
+                .transpose()?,
         })
     }
 
-    pub fn from_pem(cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>, client_ca_pem: Option<Vec<u8>>) -> Self {
-        Self { cert_pem: cert_pem.into(), key_pem: key_pem.into(), client_ca_pem }
+    pub fn from_pem(
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+        client_ca_pem: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+            client_ca_pem,
+        }
     }
 
     /// Whether clients must present a certificate signed by the client CA.
@@ -67,10 +86,14 @@ impl ServerTls {
     }
 
     pub fn config(&self) -> ServerTlsConfig {
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem)).timeout(HANDSHAKE_TIMEOUT);
+        let mut config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .timeout(HANDSHAKE_TIMEOUT);
         if let Some(ca) = &self.client_ca_pem {
             // Client authentication is required (tonic's default once a client CA is set).
-            config = config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(false);
+            config = config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(false);
         }
         config
     }
@@ -95,12 +118,22 @@ pub struct ClientTls {
 }
 
 impl ClientTls {
-    pub fn from_pem(ca_pem: impl Into<Vec<u8>>, domain: Option<String>, identity: Option<(Vec<u8>, Vec<u8>)>) -> Self {
-        Self { ca_pem: ca_pem.into(), domain, identity }
+    pub fn from_pem(
+        ca_pem: impl Into<Vec<u8>>,
+        domain: Option<String>,
+        identity: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Self {
+        Self {
+            ca_pem: ca_pem.into(),
+            domain,
+            identity,
+        }
     }
 
     pub fn config(&self) -> ClientTlsConfig {
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem)).timeout(HANDSHAKE_TIMEOUT);
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .timeout(HANDSHAKE_TIMEOUT);
         if let Some(domain) = &self.domain {
             config = config.domain_name(domain.clone());
         }
@@ -112,8 +145,11 @@ impl ClientTls {
 
     /// An endpoint for `url` (which must be https://) that verifies the server with this CA.
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, TlsError> {
-        let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| tls_err("--coordinator", format!("{url:?}: {e}")))?;
-        endpoint.tls_config(self.config()).map_err(|e| tls_err("--ca-cert", format!("unusable TLS material: {e}")))
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| tls_err("--coordinator", format!("{url:?}: {e}")))?;
+        endpoint
+            .tls_config(self.config())
+            .map_err(|e| tls_err("--ca-cert", format!("unusable TLS material: {e}")))
     }
 }
 
@@ -157,26 +193,57 @@ impl ClientTlsArgs {
                 (self.client_key.is_some(), "--client-key"),
             ];
             if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
-                return Err(tls_err(flag, "is a TLS setting but the coordinator URL is http://; use https://HOST:PORT"));
+                return Err(tls_err(
+                    flag,
+                    "is a TLS setting but the coordinator URL is http://; use https://HOST:PORT",
+                ));
             }
             return Ok(None);
         }
         let ca = self.ca_cert.as_deref().ok_or_else(|| {
-            tls_err("--ca-cert", "an https:// coordinator needs the PEM file of the CA that signed its certificate")
+            tls_err(
+                "--ca-cert",
+                "an https:// coordinator needs the PEM file of the CA that signed its certificate",
+            )
         })?;
         let ca_pem = read_pem(ca, "--ca-cert", "CERTIFICATE")?;
         let identity = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => Some((read_pem(cert, "--client-cert", "CERTIFICATE")?, read_pem(key, "--client-key", "PRIVATE KEY")?)),
+            (Some(cert), Some(key)) => Some((
+                read_pem(cert, "--client-cert", "CERTIFICATE")?,
+                read_pem(key, "--client-key", "PRIVATE KEY")?,
+            )),
             (None, None) => None,
-            (Some(_), None) => return Err(tls_err("--client-key", "--client-cert needs its private key")),
-            (None, Some(_)) => return Err(tls_err("--client-cert", "--client-key needs its certificate")),
+            (Some(_), None) => {
+                return Err(tls_err(
+                    "--client-key",
+                    "--client-cert needs its private key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(tls_err(
+                    "--client-cert",
+                    "--client-key needs its certificate",
+                ));
+            }
         };
         if let Some(d) = &self.tls_domain {
-            if d.is_empty() || d.len() > 253 || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
-                return Err(tls_err("--tls-domain", format!("{d:?} is not a DNS name or IP address")));
+            if d.is_empty()
+                || d.len() > 253
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            {
+                return Err(tls_err(
+                    "--tls-domain",
+                    format!("{d:?} is not a DNS name or IP address"),
+                ));
             }
         }
-        Ok(Some(ClientTls { ca_pem, domain: self.tls_domain.clone(), identity }))
+        Ok(Some(ClientTls {
+            ca_pem,
+            domain: self.tls_domain.clone(),
+            identity,
+        }))
     }
 }
 
@@ -185,7 +252,11 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("fedcsg-tls-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "fedcsg-tls-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -196,23 +267,61 @@ mod tests {
     fn client_flags_are_checked() {
         let d = dir();
         let ca = d.join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let junk = d.join("junk.pem");
         std::fs::write(&junk, "not pem").unwrap();
-        let args = |ca_cert: Option<&Path>, cert: Option<&Path>, key: Option<&Path>| ClientTlsArgs {
-            ca_cert: ca_cert.map(Path::to_path_buf),
-            tls_domain: None,
-            client_cert: cert.map(Path::to_path_buf),
-            client_key: key.map(Path::to_path_buf),
-        };
+        let args =
+            |ca_cert: Option<&Path>, cert: Option<&Path>, key: Option<&Path>| ClientTlsArgs {
+                ca_cert: ca_cert.map(Path::to_path_buf),
+                tls_domain: None,
+                client_cert: cert.map(Path::to_path_buf),
+                client_key: key.map(Path::to_path_buf),
+            };
         assert!(args(None, None, None).resolve(false).unwrap().is_none());
-        assert_eq!(args(Some(&ca), None, None).resolve(false).unwrap_err().flag, "--ca-cert");
-        assert_eq!(args(None, None, None).resolve(true).unwrap_err().flag, "--ca-cert");
-        assert_eq!(args(Some(&junk), None, None).resolve(true).unwrap_err().flag, "--ca-cert");
-        assert_eq!(args(Some(&ca), Some(&ca), None).resolve(true).unwrap_err().flag, "--client-key");
-        assert_eq!(args(Some(&ca), None, Some(&ca)).resolve(true).unwrap_err().flag, "--client-cert");
-        assert_eq!(args(Some(&d.join("absent.pem")), None, None).resolve(true).unwrap_err().flag, "--ca-cert");
-        let bad_domain = ClientTlsArgs { tls_domain: Some("a b".into()), ..args(Some(&ca), None, None) };
+        assert_eq!(
+            args(Some(&ca), None, None).resolve(false).unwrap_err().flag,
+            "--ca-cert"
+        );
+        assert_eq!(
+            args(None, None, None).resolve(true).unwrap_err().flag,
+            "--ca-cert"
+        );
+        assert_eq!(
+            args(Some(&junk), None, None)
+                .resolve(true)
+                .unwrap_err()
+                .flag,
+            "--ca-cert"
+        );
+        assert_eq!(
+            args(Some(&ca), Some(&ca), None)
+                .resolve(true)
+                .unwrap_err()
+                .flag,
+            "--client-key"
+        );
+        assert_eq!(
+            args(Some(&ca), None, Some(&ca))
+                .resolve(true)
+                .unwrap_err()
+                .flag,
+            "--client-cert"
+        );
+        assert_eq!(
+            args(Some(&d.join("absent.pem")), None, None)
+                .resolve(true)
+                .unwrap_err()
+                .flag,
+            "--ca-cert"
+        );
+        let bad_domain = ClientTlsArgs {
+            tls_domain: Some("a b".into()),
+            ..args(Some(&ca), None, None)
+        };
         assert_eq!(bad_domain.resolve(true).unwrap_err().flag, "--tls-domain");
         assert!(args(Some(&ca), None, None).resolve(true).unwrap().is_some());
         std::fs::remove_dir_all(&d).ok();
@@ -222,7 +331,11 @@ mod tests {
     #[test]
     fn debug_hides_keys() {
         let server = ServerTls::from_pem(b"CERT".to_vec(), b"SECRET-KEY".to_vec(), None);
-        let client = ClientTls::from_pem(b"CA".to_vec(), None, Some((b"CERT".to_vec(), b"SECRET-KEY".to_vec())));
+        let client = ClientTls::from_pem(
+            b"CA".to_vec(),
+            None,
+            Some((b"CERT".to_vec(), b"SECRET-KEY".to_vec())),
+        );
         let text = format!("{server:?} {client:?}");
         assert!(!text.contains("SECRET"), "{text}");
     }

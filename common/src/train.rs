@@ -10,7 +10,9 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::data::{Augmentation, DataError, Dataset, Normalization, epoch_order, fill_batch, shuffle::derive_seed};
+use crate::data::{
+    Augmentation, DataError, Dataset, Normalization, epoch_order, fill_batch, shuffle::derive_seed,
+};
 use crate::error::ModelError;
 use crate::model::Model;
 use crate::optim::{LrSchedule, Optimizer, OptimizerConfig};
@@ -24,9 +26,17 @@ pub enum TrainError {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
-    Diverged { loss: f32, epoch: usize, step: usize },
+    Diverged {
+        loss: f32,
+        epoch: usize,
+        step: usize,
+    },
     #[error("data set {name:?} has images {got:?} but the model expects {expected} input channels")]
-    ChannelMismatch { name: String, got: (usize, usize, usize), expected: usize },
+    ChannelMismatch {
+        name: String,
+        got: (usize, usize, usize),
+        expected: usize,
+    },
     #[error("invalid training settings: {why}")]
     Settings { why: String },
     #[error("training was cancelled")]
@@ -51,9 +61,14 @@ impl TrainSettings {
             return bad(format!("epochs must be 1..=10000, got {}", self.epochs));
         }
         if self.batch_size == 0 || self.batch_size > 8192 {
-            return bad(format!("batch size must be 1..=8192, got {}", self.batch_size));
+            return bad(format!(
+                "batch size must be 1..=8192, got {}",
+                self.batch_size
+            ));
         }
-        self.optimizer.validate().map_err(|why| TrainError::Settings { why })
+        self.optimizer
+            .validate()
+            .map_err(|why| TrainError::Settings { why })
     }
 }
 
@@ -89,11 +104,19 @@ pub struct EvalReport {
 
 impl EvalReport {
     pub fn accuracy(&self) -> f64 {
-        if self.samples == 0 { 0.0 } else { self.correct as f64 / self.samples as f64 }
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.samples as f64
+        }
     }
 
     pub fn mean_loss(&self) -> f64 {
-        if self.samples == 0 { 0.0 } else { self.loss_sum / self.samples as f64 }
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.samples as f64
+        }
     }
 }
 
@@ -136,7 +159,9 @@ pub fn train(
     should_stop: &dyn Fn() -> bool,
 ) -> Result<Vec<EpochReport>, TrainError> {
     let mut trainer = Trainer::new(model, settings)?;
-    (0..settings.epochs).map(|epoch| trainer.epoch(model, data, norm, epoch, on_step, should_stop)).collect()
+    (0..settings.epochs)
+        .map(|epoch| trainer.epoch(model, data, norm, epoch, on_step, should_stop))
+        .collect()
 }
 
 /// Optimiser state that lives across epochs (momentum buffers, schedule position).
@@ -152,7 +177,11 @@ impl Trainer {
         let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
         let optimizer = Optimizer::new(vars, settings.optimizer, settings.schedule)?;
         let aug_rng = StdRng::seed_from_u64(derive_seed(settings.seed, 0xa06));
-        Ok(Self { settings: *settings, optimizer, aug_rng })
+        Ok(Self {
+            settings: *settings,
+            optimizer,
+            aug_rng,
+        })
     }
 
     /// One pass over `data` in the seeded order of `epoch`.
@@ -167,7 +196,9 @@ impl Trainer {
     ) -> Result<EpochReport, TrainError> {
         check_channels(model, data)?;
         if data.is_empty() {
-            return Err(TrainError::Settings { why: format!("data set {:?} is empty", data.name()) });
+            return Err(TrainError::Settings {
+                why: format!("data set {:?} is empty", data.name()),
+            });
         }
         let settings = self.settings;
         let augment = !settings.augmentation.is_identity();
@@ -180,17 +211,38 @@ impl Trainer {
             if should_stop() {
                 return Err(TrainError::Cancelled);
             }
-            let aug = if augment { Some((&settings.augmentation, &mut self.aug_rng)) } else { None };
-            let (x, y) = batch_tensors(data, indices, norm, aug, &mut images, &mut labels, model.device())?;
+            let aug = if augment {
+                Some((&settings.augmentation, &mut self.aug_rng))
+            } else {
+                None
+            };
+            let (x, y) = batch_tensors(
+                data,
+                indices,
+                norm,
+                aug,
+                &mut images,
+                &mut labels,
+                model.device(),
+            )?;
             let logits = model.forward_t(&x, true)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let loss_value = loss.to_scalar::<f32>()?;
             if !loss_value.is_finite() {
-                return Err(TrainError::Diverged { loss: loss_value, epoch, step });
+                return Err(TrainError::Diverged {
+                    loss: loss_value,
+                    epoch,
+                    step,
+                });
             }
             self.optimizer.step(&loss.backward()?)?;
             loss_sum += loss_value as f64 * indices.len() as f64;
-            on_step(StepProgress { epoch, step, steps_per_epoch: steps, loss: loss_value });
+            on_step(StepProgress {
+                epoch,
+                step,
+                steps_per_epoch: steps,
+                loss: loss_value,
+            });
         }
         let seconds = start.elapsed().as_secs_f64();
         Ok(EpochReport {
@@ -204,17 +256,38 @@ impl Trainer {
 }
 
 /// Accuracy and summed cross-entropy of `model` on `data`, with running batch-norm statistics.
-pub fn evaluate(model: &Model, data: &Dataset, norm: &Normalization, batch_size: usize) -> Result<EvalReport, TrainError> {
+pub fn evaluate(
+    model: &Model,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<EvalReport, TrainError> {
     check_channels(model, data)?;
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let mut report = EvalReport { samples: 0, correct: 0, loss_sum: 0.0 };
+    let mut report = EvalReport {
+        samples: 0,
+        correct: 0,
+        loss_sum: 0.0,
+    };
     let all: Vec<usize> = (0..data.len()).collect();
     for indices in all.chunks(batch_size.max(1)) {
-        let (x, y) = batch_tensors(data, indices, norm, None, &mut images, &mut labels, model.device())?;
+        let (x, y) = batch_tensors(
+            data,
+            indices,
+            norm,
+            None,
+            &mut images,
+            &mut labels,
+            model.device(),
+        )?;
         let logits = model.forward_t(&x, false)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
         let predicted = logits.argmax(D::Minus1)?;
-        let correct = predicted.eq(&y)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        let correct = predicted
+            .eq(&y)?
+            .to_dtype(candle_core::DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
         report.samples += indices.len();
         report.correct += correct as usize;
         report.loss_sum += loss as f64 * indices.len() as f64;
@@ -223,13 +296,26 @@ pub fn evaluate(model: &Model, data: &Dataset, norm: &Normalization, batch_size:
 }
 
 /// Logits of the whole data set (for comparing two models on the same images).
-pub fn logits(model: &Model, data: &Dataset, norm: &Normalization, batch_size: usize) -> Result<Tensor, TrainError> {
+pub fn logits(
+    model: &Model,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<Tensor, TrainError> {
     check_channels(model, data)?;
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let all: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::new();
     for indices in all.chunks(batch_size.max(1)) {
-        let (x, _) = batch_tensors(data, indices, norm, None, &mut images, &mut labels, model.device())?;
+        let (x, _) = batch_tensors(
+            data,
+            indices,
+            norm,
+            None,
+            &mut images,
+            &mut labels,
+            model.device(),
+        )?;
         out.push(model.forward_t(&x, false)?);
     }
     Ok(Tensor::cat(&out, 0)?)

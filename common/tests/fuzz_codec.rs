@@ -20,12 +20,19 @@ use fedcsg_common::tensor::{NamedTensor, StateDict};
 use fedcsg_common::wire::codec::INITIAL_RESERVE;
 use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
 use fedcsg_common::wire::{ModelAssembler, TensorMeta, WireLimits, encode_state};
-use prost::Message;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use prost::Message;
 
 /// Small limits, so that generated inputs reach them often and memory bounds mean something.
-const LIMITS: WireLimits = WireLimits { max_chunk_bytes: 96, max_total_bytes: 4096, max_tensors: 12, max_name_len: 12, max_rank: 4, max_elements: 700 };
+const LIMITS: WireLimits = WireLimits {
+    max_chunk_bytes: 96,
+    max_total_bytes: 4096,
+    max_tensors: 12,
+    max_name_len: 12,
+    max_rank: 4,
+    max_elements: 700,
+};
 
 /// What a peer sends: the encoded header message, then the encoded data messages.
 #[derive(Debug, Clone)]
@@ -40,31 +47,72 @@ struct Transfer {
 
 fn data_message(update: bool, bytes: Vec<u8>) -> Vec<u8> {
     if update {
-        pb::UpdateChunk { part: Some(pb::update_chunk::Part::Data(bytes)) }.encode_to_vec()
+        pb::UpdateChunk {
+            part: Some(pb::update_chunk::Part::Data(bytes)),
+        }
+        .encode_to_vec()
     } else {
-        pb::ModelChunk { part: Some(pb::model_chunk::Part::Data(bytes)) }.encode_to_vec()
+        pb::ModelChunk {
+            part: Some(pb::model_chunk::Part::Data(bytes)),
+        }
+        .encode_to_vec()
     }
 }
 
 fn header_message(update: bool, tensors: Vec<pb::TensorSpec>) -> Vec<u8> {
     if update {
-        let h = pb::UpdateHeader { worker_id: "w-1".into(), job_id: "job-1".into(), round: 1, round_token: "t".into(), num_samples: 1, tensors, ..Default::default() };
-        pb::UpdateChunk { part: Some(pb::update_chunk::Part::Header(h)) }.encode_to_vec()
+        let h = pb::UpdateHeader {
+            worker_id: "w-1".into(),
+            job_id: "job-1".into(),
+            round: 1,
+            round_token: "t".into(),
+            num_samples: 1,
+            tensors,
+            ..Default::default()
+        };
+        pb::UpdateChunk {
+            part: Some(pb::update_chunk::Part::Header(h)),
+        }
+        .encode_to_vec()
     } else {
-        let h = pb::ModelHeader { job_id: "job-1".into(), round: 1, round_token: "t".into(), tensors, model_sha256: String::new() };
-        pb::ModelChunk { part: Some(pb::model_chunk::Part::Header(h)) }.encode_to_vec()
+        let h = pb::ModelHeader {
+            job_id: "job-1".into(),
+            round: 1,
+            round_token: "t".into(),
+            tensors,
+            model_sha256: String::new(),
+        };
+        pb::ModelChunk {
+            part: Some(pb::model_chunk::Part::Header(h)),
+        }
+        .encode_to_vec()
     }
 }
 
 /// Generator 1: bytes that are protobuf only by accident.
 fn raw_bytes() -> impl Strategy<Value = Transfer> {
-    (any::<bool>(), prop::collection::vec(any::<u8>(), 0..256), prop::collection::vec(prop::collection::vec(any::<u8>(), 0..128), 0..6))
-        .prop_map(|(update, header, chunks)| Transfer { update, header, chunks, valid: None })
+    (
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..256),
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..128), 0..6),
+    )
+        .prop_map(|(update, header, chunks)| Transfer {
+            update,
+            header,
+            chunks,
+            valid: None,
+        })
 }
 
 /// Generator 2: well-typed headers whose every field may lie, and arbitrary data.
 fn arbitrary_headers() -> impl Strategy<Value = Transfer> {
-    let dim = prop_oneof![0u64..12, Just(0u64), any::<u64>(), Just(u64::MAX), Just(1u64 << 32)];
+    let dim = prop_oneof![
+        0u64..12,
+        Just(0u64),
+        any::<u64>(),
+        Just(u64::MAX),
+        Just(1u64 << 32)
+    ];
     let spec = (
         prop_oneof!["[a-z.]{0,14}", ".{0,3}"],
         prop_oneof![Just(1i32), -1i32..4],
@@ -74,10 +122,28 @@ fn arbitrary_headers() -> impl Strategy<Value = Transfer> {
         any::<u32>(),
         prop_oneof![Just(0.0f32), any::<f32>()],
     )
-        .prop_map(|(name, dtype, shape, encoding, byte_length, crc32, scale)| pb::TensorSpec { name, dtype, shape, encoding, byte_length, crc32, scale });
-    (any::<bool>(), prop::collection::vec(spec, 0..16), prop::collection::vec(prop::collection::vec(any::<u8>(), 0..160), 0..6)).prop_map(
-        |(update, specs, data)| Transfer { update, header: header_message(update, specs), chunks: data.into_iter().map(|d| data_message(update, d)).collect(), valid: None },
+        .prop_map(
+            |(name, dtype, shape, encoding, byte_length, crc32, scale)| pb::TensorSpec {
+                name,
+                dtype,
+                shape,
+                encoding,
+                byte_length,
+                crc32,
+                scale,
+            },
+        );
+    (
+        any::<bool>(),
+        prop::collection::vec(spec, 0..16),
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..160), 0..6),
     )
+        .prop_map(|(update, specs, data)| Transfer {
+            update,
+            header: header_message(update, specs),
+            chunks: data.into_iter().map(|d| data_message(update, d)).collect(),
+            valid: None,
+        })
 }
 
 /// One change to a valid transfer.
@@ -102,11 +168,14 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipHeaderByte { at, bit }),
         (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipDataByte { at, bit }),
-        (any::<usize>(), -8i64..8).prop_map(|(tensor, delta)| Mutation::ByteLength { tensor, delta }),
+        (any::<usize>(), -8i64..8)
+            .prop_map(|(tensor, delta)| Mutation::ByteLength { tensor, delta }),
         (any::<usize>(), 1u32..).prop_map(|(tensor, xor)| Mutation::Crc { tensor, xor }),
-        (any::<usize>(), prop::collection::vec(0u64..40, 0..5)).prop_map(|(tensor, dims)| Mutation::Shape { tensor, dims }),
+        (any::<usize>(), prop::collection::vec(0u64..40, 0..5))
+            .prop_map(|(tensor, dims)| Mutation::Shape { tensor, dims }),
         (any::<usize>(), "[a-d]{0,3}").prop_map(|(tensor, name)| Mutation::Name { tensor, name }),
-        (any::<usize>(), 0i32..6).prop_map(|(tensor, encoding)| Mutation::Encoding { tensor, encoding }),
+        (any::<usize>(), 0i32..6)
+            .prop_map(|(tensor, encoding)| Mutation::Encoding { tensor, encoding }),
         any::<usize>().prop_map(|keep| Mutation::Truncate { keep }),
         prop::collection::vec(any::<u8>(), 1..9).prop_map(|bytes| Mutation::Append { bytes }),
         any::<usize>().prop_map(|at| Mutation::DropChunk { at }),
@@ -118,101 +187,130 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 
 /// A small valid state: up to 8 tensors named t0.., shapes of rank 0..3, arbitrary bit patterns.
 fn state() -> impl Strategy<Value = StateDict> {
-    prop::collection::vec((prop::collection::vec(0usize..7, 0..4), any::<u32>()), 0..8).prop_map(|tensors| {
-        let tensors = tensors
-            .into_iter()
-            .enumerate()
-            .map(|(i, (shape, seed))| {
-                let n: usize = shape.iter().product();
-                let values = (0..n as u32).map(|k| f32::from_bits(seed.wrapping_mul(2_654_435_761).wrapping_add(k.wrapping_mul(40_503)))).collect();
-                NamedTensor { name: format!("t{i}"), shape, values }
-            })
-            .collect();
-        StateDict::new(tensors).expect("unique names, consistent shapes")
-    })
+    prop::collection::vec((prop::collection::vec(0usize..7, 0..4), any::<u32>()), 0..8).prop_map(
+        |tensors| {
+            let tensors = tensors
+                .into_iter()
+                .enumerate()
+                .map(|(i, (shape, seed))| {
+                    let n: usize = shape.iter().product();
+                    let values = (0..n as u32)
+                        .map(|k| {
+                            f32::from_bits(
+                                seed.wrapping_mul(2_654_435_761)
+                                    .wrapping_add(k.wrapping_mul(40_503)),
+                            )
+                        })
+                        .collect();
+                    NamedTensor {
+                        name: format!("t{i}"),
+                        shape,
+                        values,
+                    }
+                })
+                .collect();
+            StateDict::new(tensors).expect("unique names, consistent shapes")
+        },
+    )
 }
 
 /// Generator 3: a valid transfer, split at random points, then (maybe) mutated.
 fn mutated_transfers() -> impl Strategy<Value = Transfer> {
-    (any::<bool>(), state(), prop::collection::vec(1usize..96, 1..8), prop::collection::vec(mutation(), 0..4)).prop_map(|(update, state, cuts, mutations)| {
-        let (metas, chunks) = encode_state(&state);
-        let data: Vec<u8> = chunks.concat();
-        let mut pieces = Vec::new();
-        let mut rest = &data[..];
-        let mut i = 0;
-        while !rest.is_empty() {
-            let n = cuts[i % cuts.len()].min(rest.len());
-            pieces.push(rest[..n].to_vec());
-            rest = &rest[n..];
-            i += 1;
-        }
-        let mut specs: Vec<pb::TensorSpec> = metas.iter().map(meta_to_proto).collect();
-        let mut flips = Vec::new();
-        for m in &mutations {
-            let pick = |t: usize, len: usize| (len > 0).then(|| t % len);
-            match m.clone() {
-                Mutation::FlipHeaderByte { at, bit } => flips.push((at, bit)),
-                Mutation::FlipDataByte { at, bit } => {
-                    if let Some(p) = pick(at, pieces.len()) {
-                        let i = at % pieces[p].len().max(1);
-                        if let Some(b) = pieces[p].get_mut(i) {
-                            *b ^= 1 << bit;
+    (
+        any::<bool>(),
+        state(),
+        prop::collection::vec(1usize..96, 1..8),
+        prop::collection::vec(mutation(), 0..4),
+    )
+        .prop_map(|(update, state, cuts, mutations)| {
+            let (metas, chunks) = encode_state(&state);
+            let data: Vec<u8> = chunks.concat();
+            let mut pieces = Vec::new();
+            let mut rest = &data[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                pieces.push(rest[..n].to_vec());
+                rest = &rest[n..];
+                i += 1;
+            }
+            let mut specs: Vec<pb::TensorSpec> = metas.iter().map(meta_to_proto).collect();
+            let mut flips = Vec::new();
+            for m in &mutations {
+                let pick = |t: usize, len: usize| (len > 0).then(|| t % len);
+                match m.clone() {
+                    Mutation::FlipHeaderByte { at, bit } => flips.push((at, bit)),
+                    Mutation::FlipDataByte { at, bit } => {
+                        if let Some(p) = pick(at, pieces.len()) {
+                            let i = at % pieces[p].len().max(1);
+                            if let Some(b) = pieces[p].get_mut(i) {
+                                *b ^= 1 << bit;
+                            }
                         }
                     }
-                }
-                Mutation::ByteLength { tensor, delta } => {
-                    if let Some(t) = pick(tensor, specs.len()) {
-                        specs[t].byte_length = specs[t].byte_length.wrapping_add_signed(delta);
+                    Mutation::ByteLength { tensor, delta } => {
+                        if let Some(t) = pick(tensor, specs.len()) {
+                            specs[t].byte_length = specs[t].byte_length.wrapping_add_signed(delta);
+                        }
+                    }
+                    Mutation::Crc { tensor, xor } => {
+                        if let Some(t) = pick(tensor, specs.len()) {
+                            specs[t].crc32 ^= xor;
+                        }
+                    }
+                    Mutation::Shape { tensor, dims } => {
+                        if let Some(t) = pick(tensor, specs.len()) {
+                            specs[t].shape = dims;
+                        }
+                    }
+                    Mutation::Name { tensor, name } => {
+                        if let Some(t) = pick(tensor, specs.len()) {
+                            specs[t].name = name;
+                        }
+                    }
+                    Mutation::Encoding { tensor, encoding } => {
+                        if let Some(t) = pick(tensor, specs.len()) {
+                            specs[t].encoding = encoding;
+                        }
+                    }
+                    Mutation::Truncate { keep } => pieces.truncate(keep % (pieces.len() + 1)),
+                    Mutation::Append { bytes } => pieces.push(bytes),
+                    Mutation::DropChunk { at } => {
+                        if let Some(p) = pick(at, pieces.len()) {
+                            pieces.remove(p);
+                        }
+                    }
+                    Mutation::DuplicateChunk { at } => {
+                        if let Some(p) = pick(at, pieces.len()) {
+                            pieces.insert(p, pieces[p].clone());
+                        }
+                    }
+                    Mutation::SwapChunks { a, b } => {
+                        if let (Some(a), Some(b)) = (pick(a, pieces.len()), pick(b, pieces.len())) {
+                            pieces.swap(a, b);
+                        }
+                    }
+                    Mutation::EmptyChunk { at } => {
+                        pieces.insert(at % (pieces.len() + 1), Vec::new())
                     }
                 }
-                Mutation::Crc { tensor, xor } => {
-                    if let Some(t) = pick(tensor, specs.len()) {
-                        specs[t].crc32 ^= xor;
-                    }
-                }
-                Mutation::Shape { tensor, dims } => {
-                    if let Some(t) = pick(tensor, specs.len()) {
-                        specs[t].shape = dims;
-                    }
-                }
-                Mutation::Name { tensor, name } => {
-                    if let Some(t) = pick(tensor, specs.len()) {
-                        specs[t].name = name;
-                    }
-                }
-                Mutation::Encoding { tensor, encoding } => {
-                    if let Some(t) = pick(tensor, specs.len()) {
-                        specs[t].encoding = encoding;
-                    }
-                }
-                Mutation::Truncate { keep } => pieces.truncate(keep % (pieces.len() + 1)),
-                Mutation::Append { bytes } => pieces.push(bytes),
-                Mutation::DropChunk { at } => {
-                    if let Some(p) = pick(at, pieces.len()) {
-                        pieces.remove(p);
-                    }
-                }
-                Mutation::DuplicateChunk { at } => {
-                    if let Some(p) = pick(at, pieces.len()) {
-                        pieces.insert(p, pieces[p].clone());
-                    }
-                }
-                Mutation::SwapChunks { a, b } => {
-                    if let (Some(a), Some(b)) = (pick(a, pieces.len()), pick(b, pieces.len())) {
-                        pieces.swap(a, b);
-                    }
-                }
-                Mutation::EmptyChunk { at } => pieces.insert(at % (pieces.len() + 1), Vec::new()),
             }
-        }
-        let mut header = header_message(update, specs);
-        for (at, bit) in flips {
-            let len = header.len();
-            header[at % len] ^= 1 << bit;
-        }
-        let valid = mutations.is_empty().then_some(state);
-        Transfer { update, header, chunks: pieces.into_iter().map(|p| data_message(update, p)).collect(), valid }
-    })
+            let mut header = header_message(update, specs);
+            for (at, bit) in flips {
+                let len = header.len();
+                header[at % len] ^= 1 << bit;
+            }
+            let valid = mutations.is_empty().then_some(state);
+            Transfer {
+                update,
+                header,
+                chunks: pieces
+                    .into_iter()
+                    .map(|p| data_message(update, p))
+                    .collect(),
+                valid,
+            }
+        })
 }
 
 fn decode_header(update: bool, bytes: &[u8]) -> Option<Vec<pb::TensorSpec>> {
@@ -246,35 +344,56 @@ fn decode_data(update: bool, bytes: &[u8]) -> Option<Vec<u8>> {
 /// The receiving side, as the coordinator and the workers run it, with the properties checked.
 fn receive(t: &Transfer) -> Result<bool, TestCaseError> {
     let outcome = (|| -> Result<Option<(Vec<TensorMeta>, Vec<u8>, StateDict)>, TestCaseError> {
-        let Some(specs) = decode_header(t.update, &t.header) else { return Ok(None) };
-        let Ok(metas) = metas_from_proto(&specs, &LIMITS) else { return Ok(None) };
-        let Ok(mut assembler) = ModelAssembler::new(metas.clone(), LIMITS) else { return Ok(None) };
+        let Some(specs) = decode_header(t.update, &t.header) else {
+            return Ok(None);
+        };
+        let Ok(metas) = metas_from_proto(&specs, &LIMITS) else {
+            return Ok(None);
+        };
+        let Ok(mut assembler) = ModelAssembler::new(metas.clone(), LIMITS) else {
+            return Ok(None);
+        };
         let bound = assembler.expected_bytes() as usize;
-        prop_assert!(bound as u64 <= LIMITS.max_total_bytes, "declared size {bound} passed the limit");
+        prop_assert!(
+            bound as u64 <= LIMITS.max_total_bytes,
+            "declared size {bound} passed the limit"
+        );
         let mut sent = Vec::new();
         for c in &t.chunks {
-            let Some(d) = decode_data(t.update, c) else { return Ok(None) };
+            let Some(d) = decode_data(t.update, c) else {
+                return Ok(None);
+            };
             if assembler.push(&d).is_err() {
                 return Ok(None);
             }
-            prop_assert!(assembler.allocated_bytes() <= bound, "holds {} bytes for a {bound}-byte transfer", assembler.allocated_bytes());
+            prop_assert!(
+                assembler.allocated_bytes() <= bound,
+                "holds {} bytes for a {bound}-byte transfer",
+                assembler.allocated_bytes()
+            );
             sent.extend_from_slice(&d);
         }
         Ok(assembler.finish().ok().map(|s| (metas, sent, s)))
     })()?;
     if let Some(state) = &t.valid {
-        let (_, _, got) = outcome.as_ref().ok_or_else(|| TestCaseError::fail("a valid transfer was refused"))?;
+        let (_, _, got) = outcome
+            .as_ref()
+            .ok_or_else(|| TestCaseError::fail("a valid transfer was refused"))?;
         let (want_metas, want_chunks) = encode_state(state);
         let (got_metas, got_chunks) = encode_state(got);
         prop_assert_eq!(got_metas, want_metas);
         prop_assert_eq!(got_chunks.concat(), want_chunks.concat());
     }
-    let Some((metas, sent, state)) = outcome else { return Ok(false) };
+    let Some((metas, sent, state)) = outcome else {
+        return Ok(false);
+    };
     // Round trip: every tensor re-encodes to the very header fields and bytes that were sent.
     prop_assert_eq!(state.len(), metas.len());
     let mut offset = 0usize;
     for m in &metas {
-        let tensor = state.get(&m.name).ok_or_else(|| TestCaseError::fail(format!("{:?} lost", m.name)))?;
+        let tensor = state
+            .get(&m.name)
+            .ok_or_else(|| TestCaseError::fail(format!("{:?} lost", m.name)))?;
         let one = StateDict::new(vec![tensor.clone()]).expect("one tensor");
         let (again, bytes) = encode_state(&one);
         prop_assert_eq!(&again[0], m);
@@ -288,8 +407,15 @@ fn receive(t: &Transfer) -> Result<bool, TestCaseError> {
 
 #[test]
 fn fuzz_decoder_never_panics_stays_bounded_and_round_trips() {
-    let cases: u32 = std::env::var("FEDCSG_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let cases: u32 = std::env::var("FEDCSG_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let executions = std::cell::Cell::new(0u64);
     let accepted = std::cell::Cell::new(0u64);
     let start = Instant::now();
@@ -312,7 +438,11 @@ fn fuzz_decoder_never_panics_stays_bounded_and_round_trips() {
         panic!("{e}");
     }
     // The generators reach both sides: some transfers are accepted, most are refused.
-    assert!(accepted.get() > u64::from(cases) / 20, "only {} of {cases} transfers were accepted", accepted.get());
+    assert!(
+        accepted.get() > u64::from(cases) / 20,
+        "only {} of {cases} transfers were accepted",
+        accepted.get()
+    );
 }
 
 /// A header alone cannot make the receiver allocate what it announces: 1 GiB declared (the
@@ -329,7 +459,15 @@ fn a_huge_header_reserves_little() {
     };
     let mut a = ModelAssembler::new(vec![meta], limits).unwrap();
     assert_eq!(a.expected_bytes(), 1 << 30);
-    assert!(a.allocated_bytes() <= INITIAL_RESERVE, "reserved {} bytes", a.allocated_bytes());
+    assert!(
+        a.allocated_bytes() <= INITIAL_RESERVE,
+        "reserved {} bytes",
+        a.allocated_bytes()
+    );
     a.push(&vec![0u8; 1 << 20]).unwrap();
-    assert!(a.allocated_bytes() <= INITIAL_RESERVE, "reserved {} bytes after 1 MiB", a.allocated_bytes());
+    assert!(
+        a.allocated_bytes() <= INITIAL_RESERVE,
+        "reserved {} bytes after 1 MiB",
+        a.allocated_bytes()
+    );
 }

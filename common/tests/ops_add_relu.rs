@@ -6,17 +6,25 @@ use candle_core::{D, Device, Tensor, Var};
 use fedcsg_common::ops;
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    Ok((a - b)?.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?)
+    Ok((a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_scalar::<f32>()?)
 }
 
 #[test]
@@ -28,14 +36,26 @@ fn fused_add_relu_matches_candle() -> Result<()> {
     for fused in [true, false] {
         let a = Var::from_tensor(&Tensor::from_vec(values(len, 1), &dims, &Device::Cpu)?)?;
         let b = Var::from_tensor(&Tensor::from_vec(values(len, 2), &dims, &Device::Cpu)?)?;
-        let y = if fused { ops::add_relu(&a, &b)? } else { (a.as_tensor() + b.as_tensor())?.relu()? };
+        let y = if fused {
+            ops::add_relu(&a, &b)?
+        } else {
+            (a.as_tensor() + b.as_tensor())?.relu()?
+        };
         let r = Tensor::from_vec(values(len, 3), &dims, &Device::Cpu)?;
         let grads = (&y * r)?.sum_all()?.backward()?;
-        let da = grads.get(a.as_tensor()).cloned().context("no gradient for a")?;
-        let db = grads.get(b.as_tensor()).cloned().context("no gradient for b")?;
+        let da = grads
+            .get(a.as_tensor())
+            .cloned()
+            .context("no gradient for a")?;
+        let db = grads
+            .get(b.as_tensor())
+            .cloned()
+            .context("no gradient for b")?;
         results.push((y, da, db));
     }
-    let [(y, da, db), (y_ref, da_ref, db_ref)] = results.as_slice() else { unreachable!("two runs") };
+    let [(y, da, db), (y_ref, da_ref, db_ref)] = results.as_slice() else {
+        unreachable!("two runs")
+    };
     assert!(max_abs_diff(y, y_ref)? < 1e-6);
     assert!(max_abs_diff(da, da_ref)? < 1e-6);
     assert!(max_abs_diff(db, db_ref)? < 1e-6);

@@ -9,23 +9,39 @@ use fedcsg_common::ops;
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG, top bits).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
 }
 
 fn random(dims: &[usize], seed: u64) -> Result<Tensor> {
-    Ok(Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        values(dims.iter().product(), seed),
+        dims,
+        &Device::Cpu,
+    )?)
 }
 
 fn rel_err(got: &Tensor, want: &Tensor) -> Result<f32> {
     assert_eq!(got.dims(), want.dims());
-    let diff = (got - want)?.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?;
-    let scale = want.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?;
+    let diff = (got - want)?
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_scalar::<f32>()?;
+    let scale = want
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_scalar::<f32>()?;
     Ok(diff / scale.max(1e-6))
 }
 
@@ -41,7 +57,14 @@ fn run(dims: [usize; 4], fused: bool, relu: bool, seed: u64) -> Result<Outcome> 
     let x = Var::from_tensor(&random(&dims, seed)?.affine(3.0, 5.0)?)?;
     let weight = Var::from_tensor(&(random(&[c], seed + 1)? + 1.5)?)?;
     let bias = Var::from_tensor(&random(&[c], seed + 2)?)?;
-    let bn = BatchNorm::new(c, random(&[c], seed + 3)?, (random(&[c], seed + 4)? + 2.0)?, weight.as_tensor().clone(), bias.as_tensor().clone(), 1e-5)?;
+    let bn = BatchNorm::new(
+        c,
+        random(&[c], seed + 3)?,
+        (random(&[c], seed + 4)? + 2.0)?,
+        weight.as_tensor().clone(),
+        bias.as_tensor().clone(),
+        1e-5,
+    )?;
     let y = match (fused, relu) {
         (true, false) => ops::batch_norm(&bn, x.as_tensor(), true)?,
         (true, true) => ops::batch_norm_relu(&bn, x.as_tensor(), true)?,
@@ -49,7 +72,12 @@ fn run(dims: [usize; 4], fused: bool, relu: bool, seed: u64) -> Result<Outcome> 
         (false, true) => bn.forward_t(x.as_tensor(), true)?.relu()?,
     };
     let grads = (&y * random(y.dims(), seed + 5)?)?.sum_all()?.backward()?;
-    let grad = |v: &Var| grads.get(v.as_tensor()).cloned().context("missing gradient");
+    let grad = |v: &Var| {
+        grads
+            .get(v.as_tensor())
+            .cloned()
+            .context("missing gradient")
+    };
     Ok(Outcome {
         y,
         grads: [grad(&x)?, grad(&weight)?, grad(&bias)?],
@@ -59,17 +87,39 @@ fn run(dims: [usize; 4], fused: bool, relu: bool, seed: u64) -> Result<Outcome> 
 
 #[test]
 fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
-    let shapes = [[4, 16, 28, 28], [2, 3, 5, 7], [1, 7, 3, 3], [8, 64, 7, 7], [3, 10, 1, 1]];
-    for (i, (dims, relu)) in shapes.into_iter().flat_map(|d| [(d, false), (d, true)]).enumerate() {
+    let shapes = [
+        [4, 16, 28, 28],
+        [2, 3, 5, 7],
+        [1, 7, 3, 3],
+        [8, 64, 7, 7],
+        [3, 10, 1, 1],
+    ];
+    for (i, (dims, relu)) in shapes
+        .into_iter()
+        .flat_map(|d| [(d, false), (d, true)])
+        .enumerate()
+    {
         let seed = 10 * i as u64;
         let fast = run(dims, true, relu, seed)?;
         let reference = run(dims, false, relu, seed)?;
-        assert!(rel_err(&fast.y, &reference.y)? < 1e-4, "{dims:?} relu {relu} output");
-        for (what, (got, want)) in ["input", "weight", "bias"].iter().zip(fast.grads.iter().zip(&reference.grads)) {
+        assert!(
+            rel_err(&fast.y, &reference.y)? < 1e-4,
+            "{dims:?} relu {relu} output"
+        );
+        for (what, (got, want)) in ["input", "weight", "bias"]
+            .iter()
+            .zip(fast.grads.iter().zip(&reference.grads))
+        {
             let err = rel_err(got, want)?;
-            assert!(err < 1e-4, "{dims:?} relu {relu} {what} gradient: relative error {err}");
+            assert!(
+                err < 1e-4,
+                "{dims:?} relu {relu} {what} gradient: relative error {err}"
+            );
         }
-        for (what, (got, want)) in ["mean", "var"].iter().zip(fast.running.iter().zip(&reference.running)) {
+        for (what, (got, want)) in ["mean", "var"]
+            .iter()
+            .zip(fast.running.iter().zip(&reference.running))
+        {
             assert!(rel_err(got, want)? < 1e-5, "{dims:?} running {what}");
         }
     }
@@ -79,11 +129,21 @@ fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
 #[test]
 fn evaluation_uses_the_running_statistics() -> Result<()> {
     let c = 5;
-    let bn = BatchNorm::new(c, random(&[c], 1)?, (random(&[c], 2)? + 2.0)?, random(&[c], 3)?, random(&[c], 4)?, 1e-5)?;
+    let bn = BatchNorm::new(
+        c,
+        random(&[c], 1)?,
+        (random(&[c], 2)? + 2.0)?,
+        random(&[c], 3)?,
+        random(&[c], 4)?,
+        1e-5,
+    )?;
     let x = random(&[2, c, 4, 4], 5)?;
     let before = bn.running_mean().copy()?;
     let y = ops::batch_norm(&bn, &x, false)?;
     assert!(rel_err(&y, &bn.forward_t(&x, false)?)? < 1e-6);
-    assert!(rel_err(bn.running_mean(), &before)? == 0.0, "evaluation must not move the statistics");
+    assert!(
+        rel_err(bn.running_mean(), &before)? == 0.0,
+        "evaluation must not move the statistics"
+    );
     Ok(())
 }

@@ -19,8 +19,26 @@ struct Case {
     padding: usize,
 }
 
-const fn case(n: usize, c_in: usize, c_out: usize, hw: usize, k: usize, stride: usize, padding: usize) -> Case {
-    Case { n, c_in, c_out, h: hw, w: hw, kh: k, kw: k, stride, padding }
+const fn case(
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    hw: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Case {
+    Case {
+        n,
+        c_in,
+        c_out,
+        h: hw,
+        w: hw,
+        kh: k,
+        kw: k,
+        stride,
+        padding,
+    }
 }
 
 const CASES: &[Case] = &[
@@ -45,18 +63,42 @@ const CASES: &[Case] = &[
     case(5, 33, 17, 7, 3, 1, 1),
     case(2, 3, 4, 9, 5, 2, 1),
     case(2, 4, 3, 6, 6, 1, 0),
-    Case { n: 2, c_in: 3, c_out: 4, h: 10, w: 7, kh: 3, kw: 1, stride: 1, padding: 1 },
+    Case {
+        n: 2,
+        c_in: 3,
+        c_out: 4,
+        h: 10,
+        w: 7,
+        kh: 3,
+        kw: 1,
+        stride: 1,
+        padding: 1,
+    },
     // Square input: candle's reference backward takes the output padding of both axes from the
     // height, so a non-square strided case would test candle's bug rather than ours.
-    Case { n: 2, c_in: 3, c_out: 4, h: 9, w: 9, kh: 1, kw: 3, stride: 2, padding: 1 },
+    Case {
+        n: 2,
+        c_in: 3,
+        c_out: 4,
+        h: 9,
+        w: 9,
+        kh: 1,
+        kw: 3,
+        stride: 2,
+        padding: 1,
+    },
 ];
 
 /// Deterministic values in [-1, 1) so failures reproduce (a 64-bit LCG, top bits).
 fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -70,8 +112,16 @@ fn random(dims: &[usize], seed: u64) -> Result<Tensor> {
 /// Largest difference relative to the largest reference magnitude.
 fn rel_err(got: &Tensor, want: &Tensor) -> Result<f32> {
     assert_eq!(got.dims(), want.dims());
-    let diff = (got - want)?.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?;
-    let scale = want.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?;
+    let diff = (got - want)?
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_scalar::<f32>()?;
+    let scale = want
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_scalar::<f32>()?;
     Ok(diff / scale.max(1e-6))
 }
 
@@ -82,8 +132,14 @@ fn conv_and_grads(c: &Case, backend: ConvBackend, seed: u64) -> Result<(Tensor, 
     let y = ops::conv2d(x.as_tensor(), w.as_tensor(), c.stride, c.padding, backend)?;
     let r = random(y.dims(), seed + 2)?;
     let grads = (&y * &r)?.sum_all()?.backward()?;
-    let dx = grads.get(x.as_tensor()).ok_or_else(|| anyhow::anyhow!("no input gradient"))?.clone();
-    let dw = grads.get(w.as_tensor()).ok_or_else(|| anyhow::anyhow!("no weight gradient"))?.clone();
+    let dx = grads
+        .get(x.as_tensor())
+        .ok_or_else(|| anyhow::anyhow!("no input gradient"))?
+        .clone();
+    let dw = grads
+        .get(w.as_tensor())
+        .ok_or_else(|| anyhow::anyhow!("no weight gradient"))?
+        .clone();
     Ok((y, dx, dw))
 }
 
@@ -93,7 +149,11 @@ fn fast_conv_matches_reference_forward_and_both_gradients() -> Result<()> {
         let seed = 100 * i as u64;
         let (y, dx, dw) = conv_and_grads(c, ConvBackend::Fast, seed)?;
         let (y_ref, dx_ref, dw_ref) = conv_and_grads(c, ConvBackend::Reference, seed)?;
-        for (what, got, want) in [("output", &y, &y_ref), ("input grad", &dx, &dx_ref), ("weight grad", &dw, &dw_ref)] {
+        for (what, got, want) in [
+            ("output", &y, &y_ref),
+            ("input grad", &dx, &dx_ref),
+            ("weight grad", &dw, &dw_ref),
+        ] {
             let err = rel_err(got, want)?;
             assert!(err < 1e-4, "{what} of {c:?}: relative error {err}");
         }
@@ -110,12 +170,21 @@ fn gradient_reaches_tensors_the_weight_is_computed_from() -> Result<()> {
     for backend in [ConvBackend::Fast, ConvBackend::Reference] {
         let basis = Var::from_tensor(&random(&[c.c_out, 5], 7)?)?;
         let code = Var::from_tensor(&random(&[5, c.c_in * c.kh * c.kw], 8)?)?;
-        let w = basis.as_tensor().matmul(code.as_tensor())?.reshape((c.c_out, c.c_in, c.kh, c.kw))?;
+        let w = basis
+            .as_tensor()
+            .matmul(code.as_tensor())?
+            .reshape((c.c_out, c.c_in, c.kh, c.kw))?;
         let x = random(&[c.n, c.c_in, c.h, c.w], 9)?;
         let y = ops::conv2d(&x, &w, c.stride, c.padding, backend)?;
         let grads = (&y * random(y.dims(), 10)?)?.sum_all()?.backward()?;
-        let d_basis = grads.get(basis.as_tensor()).ok_or_else(|| anyhow::anyhow!("no basis gradient"))?.clone();
-        let d_code = grads.get(code.as_tensor()).ok_or_else(|| anyhow::anyhow!("no code gradient"))?.clone();
+        let d_basis = grads
+            .get(basis.as_tensor())
+            .ok_or_else(|| anyhow::anyhow!("no basis gradient"))?
+            .clone();
+        let d_code = grads
+            .get(code.as_tensor())
+            .ok_or_else(|| anyhow::anyhow!("no code gradient"))?
+            .clone();
         grads_by_backend.push((d_basis, d_code));
     }
     let [(fast_basis, fast_code), (ref_basis, ref_code)] = grads_by_backend.as_slice() else {

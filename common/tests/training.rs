@@ -29,12 +29,23 @@ fn loss_falls_in_every_mode() {
             seed: 1,
         };
         let mut losses = Vec::new();
-        train::train(&model, &train_set, &norm, &settings, &mut |p| losses.push(p.loss), &|| false).unwrap();
+        train::train(
+            &model,
+            &train_set,
+            &norm,
+            &settings,
+            &mut |p| losses.push(p.loss),
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(losses.len(), 16);
         let first: f32 = losses[..4].iter().sum::<f32>() / 4.0;
         let last: f32 = losses[12..].iter().sum::<f32>() / 4.0;
         println!("{csg}: first {first:.3} last {last:.3}");
-        assert!(last < 0.85 * first, "{csg}: loss did not fall: first {first}, last {last}");
+        assert!(
+            last < 0.85 * first,
+            "{csg}: loss did not fall: first {first}, last {last}"
+        );
     }
 }
 
@@ -53,18 +64,43 @@ fn materialised_export_predicts_like_the_csg_model() {
         augmentation: Augmentation::none(),
         seed: 2,
     };
-    train::train(&model, &data.train.seeded_subset(128, 2), &norm, &settings, &mut |_| {}, &|| false).unwrap();
-    let path = std::env::temp_dir().join(format!("fedcsg-materialised-{}.safetensors", std::process::id()));
-    model.materialize(ConvBackend::default()).unwrap().save(&path).unwrap();
+    train::train(
+        &model,
+        &data.train.seeded_subset(128, 2),
+        &norm,
+        &settings,
+        &mut |_| {},
+        &|| false,
+    )
+    .unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "fedcsg-materialised-{}.safetensors",
+        std::process::id()
+    ));
+    model
+        .materialize(ConvBackend::default())
+        .unwrap()
+        .save(&path)
+        .unwrap();
     // A fresh plain full-filter model loads the exported file.
     let full = Model::new(&spec("none"), 99, ConvBackend::default()).unwrap();
     full.load(&path).unwrap();
     std::fs::remove_file(&path).ok();
-    assert_eq!(full.inventory(BnStatsPolicy::Averaged).parameter_count(), 269_434);
+    assert_eq!(
+        full.inventory(BnStatsPolicy::Averaged).parameter_count(),
+        269_434
+    );
     let a = train::logits(&model, &data.test, &norm, 250).unwrap();
     let b = train::logits(&full, &data.test, &norm, 250).unwrap();
     assert_eq!(a.dims(), &[1000, 10]);
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     println!("max abs logit difference: {diff:e}");
     assert!(diff < 1e-4, "max abs difference {diff}");
 }
@@ -89,13 +125,24 @@ fn fast_path_follows_the_reference_loss_curve() {
     for backend in [ConvBackend::Fast, ConvBackend::Reference] {
         let model = Model::new(&spec("12-72"), 5, backend).unwrap();
         let mut losses = Vec::new();
-        train::train(&model, &train_set, &norm, &settings, &mut |p| losses.push(p.loss), &|| false).unwrap();
+        train::train(
+            &model,
+            &train_set,
+            &norm,
+            &settings,
+            &mut |p| losses.push(p.loss),
+            &|| false,
+        )
+        .unwrap();
         curves.push(losses);
     }
     assert_eq!(curves[0].len(), 5);
     for (step, (fast, reference)) in curves[0].iter().zip(&curves[1]).enumerate() {
         let rel = (fast - reference).abs() / reference.abs();
         println!("step {step}: fast {fast:.5} reference {reference:.5}");
-        assert!(rel < 1e-3, "step {step}: fast {fast} vs reference {reference}");
+        assert!(
+            rel < 1e-3,
+            "step {step}: fast {fast} vs reference {reference}"
+        );
     }
 }

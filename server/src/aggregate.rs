@@ -15,23 +15,45 @@ pub struct WeightedMean {
 impl WeightedMean {
     /// An empty accumulator for tensors named and shaped like `template`.
     pub fn new(template: &StateDict) -> Self {
-        let names = template.tensors().iter().map(|t| (t.name.clone(), t.shape.clone())).collect();
-        let sums = template.tensors().iter().map(|t| vec![0.0; t.values.len()]).collect();
-        Self { names, sums, total_weight: 0.0, count: 0 }
+        let names = template
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.shape.clone()))
+            .collect();
+        let sums = template
+            .tensors()
+            .iter()
+            .map(|t| vec![0.0; t.values.len()])
+            .collect();
+        Self {
+            names,
+            sums,
+            total_weight: 0.0,
+            count: 0,
+        }
     }
 
     /// Adds `update` with `weight` (its sample count). The update must have exactly the
     /// template's names and shapes (validated by the caller; checked again here).
     pub fn add(&mut self, update: &StateDict, weight: f64) -> Result<(), String> {
         if !(weight.is_finite() && weight >= 0.0) {
-            return Err(format!("weight {weight} is not a finite non-negative number"));
+            return Err(format!(
+                "weight {weight} is not a finite non-negative number"
+            ));
         }
         if update.len() != self.names.len() {
-            return Err(format!("update has {} tensors, expected {}", update.len(), self.names.len()));
+            return Err(format!(
+                "update has {} tensors, expected {}",
+                update.len(),
+                self.names.len()
+            ));
         }
         for ((name, shape), t) in self.names.iter().zip(update.tensors()) {
             if &t.name != name || &t.shape != shape {
-                return Err(format!("update tensor {:?} {:?} does not match {:?} {:?}", t.name, t.shape, name, shape));
+                return Err(format!(
+                    "update tensor {:?} {:?} does not match {:?} {:?}",
+                    t.name, t.shape, name, shape
+                ));
             }
         }
         for (sum, t) in self.sums.iter_mut().zip(update.tensors()) {
@@ -77,7 +99,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn state(values: &[f32]) -> StateDict {
-        StateDict::new(vec![NamedTensor { name: "a".into(), shape: vec![values.len()], values: values.to_vec() }]).unwrap()
+        StateDict::new(vec![NamedTensor {
+            name: "a".into(),
+            shape: vec![values.len()],
+            values: values.to_vec(),
+        }])
+        .unwrap()
     }
 
     /// Weighted by sample counts: (1*[0,4] + 3*[4,0]) / 4 = [3, 1].
@@ -111,7 +138,10 @@ mod tests {
     }
 
     fn updates() -> impl Strategy<Value = Vec<(Vec<f32>, u32)>> {
-        proptest::collection::vec((proptest::collection::vec(-1e3f32..1e3, 4), 1u32..1000), 1..8)
+        proptest::collection::vec(
+            (proptest::collection::vec(-1e3f32..1e3, 4), 1u32..1000),
+            1..8,
+        )
     }
 
     fn mean_of<'a>(updates: impl IntoIterator<Item = &'a (Vec<f32>, u32)>) -> Vec<f32> {

@@ -103,25 +103,48 @@ impl CoordinatorArgs {
     pub fn resolve(self) -> Result<CoordinatorConfig, ServerError> {
         let file: FileConfig = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
-                toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
             }
             None => FileConfig::default(),
         };
-        let listen_text = self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|e| ServerError::Config(format!("listen address {listen_text:?}: {e} (expected HOST:PORT, e.g. 0.0.0.0:7070)")))?;
+        let listen_text = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            ServerError::Config(format!(
+                "listen address {listen_text:?}: {e} (expected HOST:PORT, e.g. 0.0.0.0:7070)"
+            ))
+        })?;
         let data_text = self.data.or(file.data).unwrap_or_else(|| "bundled".into());
         let data = if data_text == "none" {
             None
         } else {
-            Some(data_text.parse().map_err(|e| ServerError::Config(format!("data: {e}")))?)
+            Some(
+                data_text
+                    .parse()
+                    .map_err(|e| ServerError::Config(format!("data: {e}")))?,
+            )
         };
-        let heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(2000));
-        let heartbeat_timeout = Duration::from_secs(self.heartbeat_timeout_secs.or(file.heartbeat_timeout_secs).unwrap_or(10));
-        if heartbeat_interval < Duration::from_millis(100) || heartbeat_interval > Duration::from_secs(60) {
-            return Err(ServerError::Config("heartbeat_interval_ms must be 100..=60000".into()));
+        let heartbeat_interval = Duration::from_millis(
+            self.heartbeat_interval_ms
+                .or(file.heartbeat_interval_ms)
+                .unwrap_or(2000),
+        );
+        let heartbeat_timeout = Duration::from_secs(
+            self.heartbeat_timeout_secs
+                .or(file.heartbeat_timeout_secs)
+                .unwrap_or(10),
+        );
+        if heartbeat_interval < Duration::from_millis(100)
+            || heartbeat_interval > Duration::from_secs(60)
+        {
+            return Err(ServerError::Config(
+                "heartbeat_interval_ms must be 100..=60000".into(),
+            ));
         }
         if heartbeat_timeout < 2 * heartbeat_interval {
             return Err(ServerError::Config(format!(
@@ -132,19 +155,38 @@ impl CoordinatorArgs {
         }
         let non_empty = |t: Option<String>, what: &str| -> Result<Option<Secret>, ServerError> {
             match t {
-                Some(t) if t.len() < 8 => Err(ServerError::Config(format!("{what} must be at least 8 characters"))),
+                Some(t) if t.len() < 8 => Err(ServerError::Config(format!(
+                    "{what} must be at least 8 characters"
+                ))),
                 Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
-                    Err(ServerError::Config(format!("{what} must be printable ASCII without spaces (it travels in a header)")))
+                    Err(ServerError::Config(format!(
+                        "{what} must be printable ASCII without spaces (it travels in a header)"
+                    )))
                 }
                 other => Ok(other.map(Secret::from)),
             }
         };
-        let tls = match (self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key), self.tls_client_ca.or(file.tls_client_ca)) {
-            (Some(cert), Some(key), ca) => Some(ServerTls::from_files(&cert, &key, ca.as_deref()).map_err(|e| ServerError::Config(e.to_string()))?),
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.tls_client_ca.or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), ca) => Some(
+                ServerTls::from_files(&cert, &key, ca.as_deref())
+                    .map_err(|e| ServerError::Config(e.to_string()))?,
+            ),
             (None, None, None) => None,
-            (None, None, Some(_)) => return Err(ServerError::Config("--tls-client-ca needs --tls-cert and --tls-key".into())),
-            (Some(_), None, _) => return Err(ServerError::Config("--tls-cert needs --tls-key".into())),
-            (None, Some(_), _) => return Err(ServerError::Config("--tls-key needs --tls-cert".into())),
+            (None, None, Some(_)) => {
+                return Err(ServerError::Config(
+                    "--tls-client-ca needs --tls-cert and --tls-key".into(),
+                ));
+            }
+            (Some(_), None, _) => {
+                return Err(ServerError::Config("--tls-cert needs --tls-key".into()));
+            }
+            (None, Some(_), _) => {
+                return Err(ServerError::Config("--tls-key needs --tls-cert".into()));
+            }
         };
         let insecure = self.insecure || file.insecure.unwrap_or(false);
         check_plaintext_listen(listen, tls.is_some(), insecure)?;
@@ -152,7 +194,10 @@ impl CoordinatorArgs {
             listen,
             data,
             test_limit: self.test_limit.or(file.test_limit).unwrap_or(0),
-            enrollment_token: non_empty(self.enrollment_token.or(file.enrollment_token), "enrollment token")?,
+            enrollment_token: non_empty(
+                self.enrollment_token.or(file.enrollment_token),
+                "enrollment token",
+            )?,
             admin_token: non_empty(self.admin_token.or(file.admin_token), "admin token")?,
             heartbeat_interval,
             heartbeat_timeout,
@@ -166,7 +211,11 @@ impl CoordinatorArgs {
 
 /// Tokens must not cross a network in the clear by accident: plaintext is only for loopback
 /// unless the operator says `--insecure` (e.g. behind a TLS-terminating proxy).
-pub fn check_plaintext_listen(listen: SocketAddr, tls: bool, insecure: bool) -> Result<(), ServerError> {
+pub fn check_plaintext_listen(
+    listen: SocketAddr,
+    tls: bool,
+    insecure: bool,
+) -> Result<(), ServerError> {
     if tls || insecure || listen.ip().is_loopback() {
         return Ok(());
     }
@@ -186,18 +235,44 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fedcsg-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "listen = \"0.0.0.0:9000\"\ndata = \"none\"\nheartbeat_timeout_secs = 30\n").unwrap();
-        let args = CoordinatorArgs { config: Some(path.clone()), listen: Some("127.0.0.1:0".into()), ..Default::default() };
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\ndata = \"none\"\nheartbeat_timeout_secs = 30\n",
+        )
+        .unwrap();
+        let args = CoordinatorArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
         let c = args.resolve().unwrap();
         assert_eq!(c.listen.port(), 0);
         assert!(c.data.is_none());
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(30));
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        let err = CoordinatorArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap_err().to_string();
+        let err = CoordinatorArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("lisen"), "{err}");
-        let err = CoordinatorArgs { listen: Some("nowhere".into()), ..Default::default() }.resolve().unwrap_err().to_string();
+        let err = CoordinatorArgs {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("nowhere"), "{err}");
-        let err = CoordinatorArgs { heartbeat_timeout_secs: Some(1), ..Default::default() }.resolve().unwrap_err().to_string();
+        let err = CoordinatorArgs {
+            heartbeat_timeout_secs: Some(1),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("twice"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -30,7 +30,10 @@ macro_rules! id_type {
 
 id_type!(JobId, "A job, e.g. `job-3`.");
 id_type!(WorkerId, "A joined worker, e.g. `w-5`.");
-id_type!(RoundToken, "Opaque per-round token: an update is credited only to the round that issued it.");
+id_type!(
+    RoundToken,
+    "Opaque per-round token: an update is credited only to the round that issued it."
+);
 
 /// 128 random bits as hex: round tokens and session tokens.
 pub fn random_hex() -> String {

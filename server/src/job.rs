@@ -55,34 +55,63 @@ pub struct JobSpec {
 impl JobSpec {
     /// Every limit a job must respect; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        self.model.validate().map_err(|e| format!("spec.model: {e}"))?;
+        self.model
+            .validate()
+            .map_err(|e| format!("spec.model: {e}"))?;
         let t = &self.training;
         if !(1..=1000).contains(&t.local_epochs) {
-            return Err(format!("spec.training.local_epochs must be 1..=1000, got {}", t.local_epochs));
+            return Err(format!(
+                "spec.training.local_epochs must be 1..=1000, got {}",
+                t.local_epochs
+            ));
         }
         if !(1..=4096).contains(&t.batch_size) {
-            return Err(format!("spec.training.batch_size must be 1..=4096, got {}", t.batch_size));
+            return Err(format!(
+                "spec.training.batch_size must be 1..=4096, got {}",
+                t.batch_size
+            ));
         }
         if !(t.learning_rate.is_finite() && t.learning_rate > 0.0 && t.learning_rate <= 10.0) {
-            return Err(format!("spec.training.learning_rate must be in (0, 10], got {}", t.learning_rate));
+            return Err(format!(
+                "spec.training.learning_rate must be in (0, 10], got {}",
+                t.learning_rate
+            ));
         }
         if !(t.momentum.is_finite() && (0.0..1.0).contains(&t.momentum)) {
-            return Err(format!("spec.training.momentum must be in [0, 1), got {}", t.momentum));
+            return Err(format!(
+                "spec.training.momentum must be in [0, 1), got {}",
+                t.momentum
+            ));
         }
         if !(t.weight_decay.is_finite() && (0.0..1.0).contains(&t.weight_decay)) {
-            return Err(format!("spec.training.weight_decay must be in [0, 1), got {}", t.weight_decay));
+            return Err(format!(
+                "spec.training.weight_decay must be in [0, 1), got {}",
+                t.weight_decay
+            ));
         }
         if !(1..=100_000).contains(&self.rounds) {
-            return Err(format!("spec.rounds must be 1..=100000, got {}", self.rounds));
+            return Err(format!(
+                "spec.rounds must be 1..=100000, got {}",
+                self.rounds
+            ));
         }
         if !(self.fraction.is_finite() && self.fraction > 0.0 && self.fraction <= 1.0) {
-            return Err(format!("spec.fraction must be in (0, 1], got {}", self.fraction));
+            return Err(format!(
+                "spec.fraction must be in (0, 1], got {}",
+                self.fraction
+            ));
         }
         if !(1..=100_000).contains(&self.min_workers) {
-            return Err(format!("spec.min_workers must be 1..=100000, got {}", self.min_workers));
+            return Err(format!(
+                "spec.min_workers must be 1..=100000, got {}",
+                self.min_workers
+            ));
         }
         if !(1..=86_400).contains(&self.round_deadline_seconds) {
-            return Err(format!("spec.round_deadline_seconds must be 1..=86400, got {}", self.round_deadline_seconds));
+            return Err(format!(
+                "spec.round_deadline_seconds must be 1..=86400, got {}",
+                self.round_deadline_seconds
+            ));
         }
         if self.name.len() > 128 {
             return Err("spec.name must be at most 128 bytes".into());
@@ -102,7 +131,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_finished(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 

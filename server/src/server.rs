@@ -4,7 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use fedcsg_common::proto::v1::{self as pb, operator_service_server::OperatorServiceServer, worker_service_server::WorkerServiceServer};
+use fedcsg_common::proto::v1::{
+    self as pb, operator_service_server::OperatorServiceServer,
+    worker_service_server::WorkerServiceServer,
+};
 use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -21,9 +24,18 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
     let test_set = match &config.data {
         None => None,
         Some(source) => {
-            let data = source.load().map_err(|e| ServerError::Config(format!("test data: {e}")))?;
-            let test = if config.test_limit > 0 { data.test.seeded_subset(config.test_limit, 0) } else { data.test };
-            Some(TestSet { data: test, normalization: source.normalization() })
+            let data = source
+                .load()
+                .map_err(|e| ServerError::Config(format!("test data: {e}")))?;
+            let test = if config.test_limit > 0 {
+                data.test.seeded_subset(config.test_limit, 0)
+            } else {
+                data.test
+            };
+            Some(TestSet {
+                data: test,
+                normalization: source.normalization(),
+            })
         }
     };
     let settings = CoordinatorSettings {
@@ -33,7 +45,10 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         ..CoordinatorSettings::default()
     };
     let store = match &config.state_dir {
-        Some(dir) => Some(Store::open(dir).map_err(|e| ServerError::Config(format!("--state-dir {}: {e}", dir.display())))?),
+        Some(dir) => Some(
+            Store::open(dir)
+                .map_err(|e| ServerError::Config(format!("--state-dir {}: {e}", dir.display())))?,
+        ),
         None => {
             warn!("no --state-dir: coordinator state is in memory only and is lost on restart");
             None
@@ -44,7 +59,11 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
 
 /// Serves until `shutdown` resolves, then stops accepting, tells workers they are done and
 /// returns.
-pub async fn run(listener: TcpListener, config: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let coordinator = build_coordinator(&config)?;
     run_with(listener, config, coordinator, shutdown).await
 }
@@ -65,8 +84,12 @@ pub async fn run_with(
         std::fs::rename(&tmp, path)?;
     }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<WorkerServiceServer<WorkerApi>>().await;
-    health_reporter.set_serving::<OperatorServiceServer<OperatorApi>>().await;
+    health_reporter
+        .set_serving::<WorkerServiceServer<WorkerApi>>()
+        .await;
+    health_reporter
+        .set_serving::<OperatorServiceServer<OperatorApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -75,9 +98,12 @@ pub async fn run_with(
     let worker = WorkerServiceServer::new(WorkerApi::new(Arc::clone(&coordinator)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let operator = OperatorServiceServer::new(OperatorApi::new(Arc::clone(&coordinator), config.admin_token.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let operator = OperatorServiceServer::new(OperatorApi::new(
+        Arc::clone(&coordinator),
+        config.admin_token.clone(),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let driver = tokio::spawn(Arc::clone(&coordinator).drive({
@@ -104,9 +130,9 @@ pub async fn run_with(
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(tls.config())
-            .map_err(|e| ServerError::Config(format!("TLS (--tls-cert, --tls-key, --tls-client-ca): {e}")))?;
+        builder = builder.tls_config(tls.config()).map_err(|e| {
+            ServerError::Config(format!("TLS (--tls-cert, --tls-key, --tls-client-ca): {e}"))
+        })?;
     }
     builder
         .add_service(health_service)

@@ -19,12 +19,20 @@ const ROUNDS: u32 = 8;
 
 fn bin(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator")).with_file_name(name);
-    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Procs {
@@ -44,7 +52,11 @@ impl Drop for Procs {
                 if entry.path().extension().is_some_and(|e| e == "log") {
                     let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
                     let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                    eprintln!("--- {}\n{}", entry.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                    eprintln!(
+                        "--- {}\n{}",
+                        entry.path().display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
                 }
             }
         } else {
@@ -56,8 +68,20 @@ impl Drop for Procs {
 fn start_coordinator(dir: &Path, port: u16, fault: &str, incarnation: usize) -> Child {
     let log = std::fs::File::create(dir.join(format!("coordinator-{incarnation}.log"))).unwrap();
     Command::new(bin("fedcsg-coordinator"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data", "bundled", "--test-limit", "200"])
-        .args(["--heartbeat-interval-ms", "300", "--heartbeat-timeout-secs", "3"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+            "bundled",
+            "--test-limit",
+            "200",
+        ])
+        .args([
+            "--heartbeat-interval-ms",
+            "300",
+            "--heartbeat-timeout-secs",
+            "3",
+        ])
         .arg("--state-dir")
         .arg(dir.join("state"))
         .env("FEDCSG_FAULT", fault)
@@ -70,10 +94,17 @@ fn start_coordinator(dir: &Path, port: u16, fault: &str, incarnation: usize) -> 
 async fn connect(port: u16) -> OperatorServiceClient<Channel> {
     let start = Instant::now();
     loop {
-        if let Ok(ch) = Channel::from_shared(format!("http://127.0.0.1:{port}")).unwrap().connect().await {
+        if let Ok(ch) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+        {
             return OperatorServiceClient::new(ch);
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "coordinator did not come up");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "coordinator did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -82,7 +113,10 @@ async fn connect(port: u16) -> OperatorServiceClient<Channel> {
 fn committed(dir: &Path) -> BTreeMap<i64, (String, String, String)> {
     let conn = rusqlite::Connection::open(dir.join("state/state.db")).unwrap();
     let mut stmt = conn.prepare("SELECT round, record_json, model_file, file_sha256 FROM rounds WHERE job_id = 'job-1' ORDER BY round").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))).unwrap().map(Result::unwrap).collect()
+    stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 async fn wait_exit(child: &mut Child, within: Duration) -> bool {
@@ -102,15 +136,33 @@ async fn coordinator_killed_eight_times_loses_no_round() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let mut procs = Procs { dir: dir.clone(), coordinator: None, workers: Vec::new() };
+    let mut procs = Procs {
+        dir: dir.clone(),
+        coordinator: None,
+        workers: Vec::new(),
+    };
     procs.coordinator = Some(start_coordinator(&dir, port, "", 0));
     let mut op = connect(port).await;
     for i in 0..2 {
         let log = std::fs::File::create(dir.join(format!("worker-{i}.log"))).unwrap();
         procs.workers.push(
             Command::new(bin("fedcsg-worker"))
-                .args(["--coordinator", &format!("http://127.0.0.1:{port}"), "--name", &format!("crash-{i}"), "--data", "bundled"])
-                .args(["--num-partitions", "2", "--partition-id", &i.to_string(), "--max-retry-seconds", "1"])
+                .args([
+                    "--coordinator",
+                    &format!("http://127.0.0.1:{port}"),
+                    "--name",
+                    &format!("crash-{i}"),
+                    "--data",
+                    "bundled",
+                ])
+                .args([
+                    "--num-partitions",
+                    "2",
+                    "--partition-id",
+                    &i.to_string(),
+                    "--max-retry-seconds",
+                    "1",
+                ])
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -119,8 +171,20 @@ async fn coordinator_killed_eight_times_loses_no_round() {
     }
     let spec = pb::JobSpec {
         name: "crash".into(),
-        model: Some(pb::ModelSpec { architecture: "resnet20".into(), csg: "12-72".into(), in_channels: 1, num_classes: 10 }),
-        training: Some(pb::TrainingConfig { local_epochs: 1, batch_size: 32, learning_rate: 0.05, momentum: 0.9, weight_decay: 5e-4, max_samples_per_round: 64 }),
+        model: Some(pb::ModelSpec {
+            architecture: "resnet20".into(),
+            csg: "12-72".into(),
+            in_channels: 1,
+            num_classes: 10,
+        }),
+        training: Some(pb::TrainingConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            max_samples_per_round: 64,
+        }),
         strategy: "fedavg".into(),
         rounds: ROUNDS,
         fraction: 1.0,
@@ -130,7 +194,11 @@ async fn coordinator_killed_eight_times_loses_no_round() {
         bn_stats: "averaged".into(),
         federated_evaluation: false,
     };
-    let job = op.create_job(pb::CreateJobRequest { spec: Some(spec) }).await.unwrap().into_inner();
+    let job = op
+        .create_job(pb::CreateJobRequest { spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(job.job_id, "job-1");
     // Wait for round 1 so every later crash happens mid-job.
     while committed(&dir).is_empty() {
@@ -155,7 +223,10 @@ async fn coordinator_killed_eight_times_loses_no_round() {
     for (i, next_fault) in plan.iter().enumerate() {
         let coordinator = procs.coordinator.as_mut().unwrap();
         match current_fault {
-            Some(point) => assert!(wait_exit(coordinator, Duration::from_secs(180)).await, "incarnation {i} never reached {point}"),
+            Some(point) => assert!(
+                wait_exit(coordinator, Duration::from_secs(180)).await,
+                "incarnation {i} never reached {point}"
+            ),
             None => {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(500..4000))).await;
                 coordinator.kill().unwrap(); // SIGKILL
@@ -166,15 +237,28 @@ async fn coordinator_killed_eight_times_loses_no_round() {
         // Nothing committed before the kill was lost or changed.
         let now = committed(&dir);
         for (round, row) in &seen {
-            assert_eq!(now.get(round), Some(row), "round {round} changed or vanished after kill {kills}");
+            assert_eq!(
+                now.get(round),
+                Some(row),
+                "round {round} changed or vanished after kill {kills}"
+            );
         }
         seen = now;
         for w in procs.workers.iter_mut() {
             assert!(w.try_wait().unwrap().is_none(), "a worker exited");
         }
-        println!("kill {kills} ({}): {} rounds committed", current_fault.unwrap_or("SIGKILL"), seen.len());
+        println!(
+            "kill {kills} ({}): {} rounds committed",
+            current_fault.unwrap_or("SIGKILL"),
+            seen.len()
+        );
         current_fault = *next_fault;
-        procs.coordinator = Some(start_coordinator(&dir, port, current_fault.unwrap_or(""), i + 1));
+        procs.coordinator = Some(start_coordinator(
+            &dir,
+            port,
+            current_fault.unwrap_or(""),
+            i + 1,
+        ));
     }
     // The last incarnation in the loop had the final plan entry (a random SIGKILL): do it, then
     // run a clean one to the end.
@@ -185,22 +269,51 @@ async fn coordinator_killed_eight_times_loses_no_round() {
     kills += 1;
     procs.coordinator = Some(start_coordinator(&dir, port, "", 99));
     let mut op = connect(port).await;
-    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: "job-1".into() }).await.unwrap().into_inner();
+    let mut stream = op
+        .watch_job(pb::WatchJobRequest {
+            job_id: "job-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while let Some(_e) = tokio::time::timeout_at(deadline.into(), stream.message()).await.expect("job did not finish").unwrap() {}
-    let done = op.get_job(pb::GetJobRequest { job_id: "job-1".into() }).await.unwrap().into_inner();
-    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{}", done.message);
+    while let Some(_e) = tokio::time::timeout_at(deadline.into(), stream.message())
+        .await
+        .expect("job did not finish")
+        .unwrap()
+    {}
+    let done = op
+        .get_job(pb::GetJobRequest {
+            job_id: "job-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        done.state,
+        pb::JobState::Succeeded as i32,
+        "{}",
+        done.message
+    );
     println!("coordinator kills survived: {kills}");
     assert!(kills >= 8);
 
     let rows = committed(&dir);
-    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (1..=ROUNDS as i64).collect::<Vec<_>>(), "rounds lost or repeated");
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        (1..=ROUNDS as i64).collect::<Vec<_>>(),
+        "rounds lost or repeated"
+    );
     for (round, row) in &seen {
         assert_eq!(rows.get(round), Some(row), "round {round} was redone");
     }
     let (record_json, file, sha) = &rows[&(ROUNDS as i64)];
     let bytes = std::fs::read(dir.join("state").join(file)).unwrap();
-    assert_eq!(&hex::encode(Sha256::digest(&bytes)), sha, "final model file does not match its record");
+    assert_eq!(
+        &hex::encode(Sha256::digest(&bytes)),
+        sha,
+        "final model file does not match its record"
+    );
     let record: serde_json::Value = serde_json::from_str(record_json).unwrap();
     assert_eq!(record["model_sha256"].as_str(), Some(sha.as_str()));
     assert_eq!(done.rounds.last().unwrap().model_sha256, *sha);
@@ -208,7 +321,19 @@ async fn coordinator_killed_eight_times_loses_no_round() {
     for w in procs.workers.iter_mut() {
         assert!(w.try_wait().unwrap().is_none(), "a worker exited");
     }
-    let workers = op.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
-    let live: Vec<_> = workers.iter().filter(|w| w.state != "gone").map(|w| w.worker_name.clone()).collect();
-    assert!(live.contains(&"crash-0".to_string()) && live.contains(&"crash-1".to_string()), "{live:?}");
+    let workers = op
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    let live: Vec<_> = workers
+        .iter()
+        .filter(|w| w.state != "gone")
+        .map(|w| w.worker_name.clone())
+        .collect();
+    assert!(
+        live.contains(&"crash-0".to_string()) && live.contains(&"crash-1".to_string()),
+        "{live:?}"
+    );
 }

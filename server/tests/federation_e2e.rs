@@ -12,7 +12,11 @@ use tonic::transport::Channel;
 fn bin(name: &str) -> PathBuf {
     let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator"));
     let path = coordinator.with_file_name(name);
-    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -31,7 +35,14 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let addr_file = dir.join("addr");
-        let mut args = vec!["--listen", "127.0.0.1:0", "--data", "bundled", "--test-limit", "500"];
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            "bundled",
+            "--test-limit",
+            "500",
+        ];
         args.extend_from_slice(extra);
         let coordinator = Command::new(bin("fedcsg-coordinator"))
             .args(&args)
@@ -46,10 +57,19 @@ impl Cluster {
             if let Ok(a) = std::fs::read_to_string(&addr_file) {
                 break a;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "coordinator did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "coordinator did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut c = Cluster { dir, url: format!("http://{addr}"), coordinator, workers: Vec::new(), num_workers: workers };
+        let mut c = Cluster {
+            dir,
+            url: format!("http://{addr}"),
+            coordinator,
+            workers: Vec::new(),
+            num_workers: workers,
+        };
         for i in 0..workers {
             let w = c.spawn_worker(i);
             c.workers.push(Some(w));
@@ -58,10 +78,26 @@ impl Cluster {
     }
 
     fn spawn_worker(&self, i: usize) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("worker-{i}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("worker-{i}.log")))
+            .unwrap();
         Command::new(bin("fedcsg-worker"))
-            .args(["--coordinator", &self.url, "--name", &format!("e2e-{i}"), "--data", "bundled"])
-            .args(["--num-partitions", &self.num_workers.to_string(), "--partition-id", &i.to_string()])
+            .args([
+                "--coordinator",
+                &self.url,
+                "--name",
+                &format!("e2e-{i}"),
+                "--data",
+                "bundled",
+            ])
+            .args([
+                "--num-partitions",
+                &self.num_workers.to_string(),
+                "--partition-id",
+                &i.to_string(),
+            ])
             .env("RUST_LOG", "info")
             .stderr(log)
             .stdout(Stdio::null())
@@ -82,18 +118,34 @@ impl Cluster {
     }
 
     async fn operator(&self) -> OperatorServiceClient<Channel> {
-        OperatorServiceClient::new(Channel::from_shared(self.url.clone()).unwrap().connect().await.unwrap())
+        OperatorServiceClient::new(
+            Channel::from_shared(self.url.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        )
     }
 
     /// Waits until `n` workers have joined, so the first round samples all of them.
     async fn wait_for_workers(&self, op: &mut OperatorServiceClient<Channel>, n: usize) {
         let start = Instant::now();
         loop {
-            let workers = op.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
+            let workers = op
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .workers;
             if workers.iter().filter(|w| w.state != "gone").count() >= n {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "only {} workers joined\n{}", workers.len(), self.logs());
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "only {} workers joined\n{}",
+                workers.len(),
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -103,7 +155,11 @@ impl Cluster {
         for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out += &format!("--- {}\n{}\n", entry.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            out += &format!(
+                "--- {}\n{}\n",
+                entry.path().display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         out
     }
@@ -128,7 +184,12 @@ impl Drop for Cluster {
 fn job_spec(rounds: u32, min_workers: u32, deadline: u32, max_samples: u64) -> pb::JobSpec {
     pb::JobSpec {
         name: "e2e".into(),
-        model: Some(pb::ModelSpec { architecture: "resnet20".into(), csg: "12-72".into(), in_channels: 1, num_classes: 10 }),
+        model: Some(pb::ModelSpec {
+            architecture: "resnet20".into(),
+            csg: "12-72".into(),
+            in_channels: 1,
+            num_classes: 10,
+        }),
         training: Some(pb::TrainingConfig {
             local_epochs: 1,
             batch_size: 32,
@@ -156,20 +217,50 @@ async fn three_workers_three_rounds() {
     let cluster = Cluster::start("main", 3, &[]);
     let mut op = cluster.operator().await;
     cluster.wait_for_workers(&mut op, 3).await;
-    let job = op.create_job(pb::CreateJobRequest { spec: Some(job_spec(3, 3, 300, 320)) }).await.unwrap().into_inner();
-    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    let job = op
+        .create_job(pb::CreateJobRequest {
+            spec: Some(job_spec(3, 3, 300, 320)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = op
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut events = Vec::new();
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), stream.message()).await.expect("round timed out").unwrap() {
-        println!("round {} acc {:.3} loss {:.3} up {} participants {}", e.round, e.test_accuracy, e.train_loss, e.bytes_up, e.participants);
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), stream.message())
+        .await
+        .expect("round timed out")
+        .unwrap()
+    {
+        println!(
+            "round {} acc {:.3} loss {:.3} up {} participants {}",
+            e.round, e.test_accuracy, e.train_loss, e.bytes_up, e.participants
+        );
         events.push(e);
     }
     assert_eq!(events.len(), 3, "{}", cluster.logs());
-    let done = op.get_job(pb::GetJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    let done = op
+        .get_job(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(done.state, pb::JobState::Succeeded as i32);
     for e in &events {
         assert_eq!(e.participants, 3, "round {}", e.round);
     }
-    assert!(events[2].test_accuracy > events[0].test_accuracy, "accuracy {} -> {}", events[0].test_accuracy, events[2].test_accuracy);
+    assert!(
+        events[2].test_accuracy > events[0].test_accuracy,
+        "accuracy {} -> {}",
+        events[0].test_accuracy,
+        events[2].test_accuracy
+    );
     // Exchanged values of CSG ResNet-20 12-72 with 1 input channel: 115,138 parameters plus
     // 1,376 batch-norm statistics (the inventory unit tests assert both).
     assert_eq!(job.exchanged_values, 115_138 + 1_376);
@@ -177,8 +268,17 @@ async fn three_workers_three_rounds() {
     let full_payload = job.full_filter_exchanged_values * 4;
     for e in &events {
         for w in &e.workers {
-            assert!(w.bytes_up >= payload && w.bytes_up <= payload + payload / 100 + 16_384, "worker {} uploaded {} bytes for a {payload}-byte payload", w.worker_id, w.bytes_up);
-            assert!(w.bytes_up as f64 <= 0.5 * full_payload as f64, "{} > half of {full_payload}", w.bytes_up);
+            assert!(
+                w.bytes_up >= payload && w.bytes_up <= payload + payload / 100 + 16_384,
+                "worker {} uploaded {} bytes for a {payload}-byte payload",
+                w.worker_id,
+                w.bytes_up
+            );
+            assert!(
+                w.bytes_up as f64 <= 0.5 * full_payload as f64,
+                "{} > half of {full_payload}",
+                w.bytes_up
+            );
         }
     }
 }
@@ -187,14 +287,42 @@ async fn three_workers_three_rounds() {
 /// the next round proceeds, and the restarted worker rejoins and contributes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_does_not_stall_the_job() {
-    let mut cluster = Cluster::start("kill", 3, &["--heartbeat-interval-ms", "300", "--heartbeat-timeout-secs", "2"]);
+    let mut cluster = Cluster::start(
+        "kill",
+        3,
+        &[
+            "--heartbeat-interval-ms",
+            "300",
+            "--heartbeat-timeout-secs",
+            "2",
+        ],
+    );
     let mut op = cluster.operator().await;
     cluster.wait_for_workers(&mut op, 3).await;
-    let job = op.create_job(pb::CreateJobRequest { spec: Some(job_spec(4, 2, 60, 96)) }).await.unwrap().into_inner();
-    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    let job = op
+        .create_job(pb::CreateJobRequest {
+            spec: Some(job_spec(4, 2, 60, 96)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = op
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let mut events = Vec::new();
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(240), stream.message()).await.expect("round timed out").unwrap() {
-        println!("round {} participants {:?} {:.1}s", e.round, e.participant_ids, e.seconds);
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(240), stream.message())
+        .await
+        .expect("round timed out")
+        .unwrap()
+    {
+        println!(
+            "round {} participants {:?} {:.1}s",
+            e.round, e.participant_ids, e.seconds
+        );
         if e.round == 1 {
             // Round 2 has just started with all three workers: kill one of them mid-round.
             cluster.kill_worker(0);
@@ -206,15 +334,35 @@ async fn killed_worker_does_not_stall_the_job() {
     }
     assert_eq!(events.len(), 4, "{}", cluster.logs());
     assert_eq!(events[0].participants, 3);
-    assert_eq!(events[1].participants, 2, "round 2 should close with the two live workers");
-    let done = op.get_job(pb::GetJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(
+        events[1].participants, 2,
+        "round 2 should close with the two live workers"
+    );
+    let done = op
+        .get_job(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(done.state, pb::JobState::Succeeded as i32);
-    let workers = op.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
-    let rejoined = workers.iter().find(|w| w.worker_name == "e2e-0").expect("worker e2e-0 rejoined");
+    let workers = op
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    let rejoined = workers
+        .iter()
+        .find(|w| w.worker_name == "e2e-0")
+        .expect("worker e2e-0 rejoined");
     assert_ne!(rejoined.state, "gone");
     assert!(
         events[2..].iter().any(|e| e.participants == 3),
         "the restarted worker never contributed again: {:?}",
-        events.iter().map(|e| &e.participant_ids).collect::<Vec<_>>()
+        events
+            .iter()
+            .map(|e| &e.participant_ids)
+            .collect::<Vec<_>>()
     );
 }

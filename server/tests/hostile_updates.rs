@@ -10,19 +10,29 @@ use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
 use fedcsg_common::tensor::StateDict;
 use fedcsg_common::wire::convert::meta_to_proto;
 use fedcsg_common::wire::encode_state;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 mod support;
 use support::{assemble, authed, export, start};
 
-
-
-async fn download(w: &mut WorkerServiceClient<Channel>, token: &str, worker: &str, job: &str, round_token: &str) -> StateDict {
-    let req = authed(pb::DownloadModelRequest { worker_id: worker.into(), job_id: job.into(), round_token: round_token.into() }, token);
+async fn download(
+    w: &mut WorkerServiceClient<Channel>,
+    token: &str,
+    worker: &str,
+    job: &str,
+    round_token: &str,
+) -> StateDict {
+    let req = authed(
+        pb::DownloadModelRequest {
+            worker_id: worker.into(),
+            job_id: job.into(),
+            round_token: round_token.into(),
+        },
+        token,
+    );
     assemble(w.download_model(req).await.unwrap().into_inner()).await
 }
-
 
 #[derive(Clone, Copy)]
 struct Upload<'a> {
@@ -33,7 +43,12 @@ struct Upload<'a> {
     num_samples: u64,
 }
 
-async fn upload(w: &mut WorkerServiceClient<Channel>, token: &str, u: &Upload<'_>, state: &StateDict) -> Result<pb::UploadUpdateResponse, tonic::Status> {
+async fn upload(
+    w: &mut WorkerServiceClient<Channel>,
+    token: &str,
+    u: &Upload<'_>,
+    state: &StateDict,
+) -> Result<pb::UploadUpdateResponse, tonic::Status> {
     let (metas, chunks) = encode_state(state);
     let header = pb::UpdateHeader {
         worker_id: u.worker.into(),
@@ -45,12 +60,21 @@ async fn upload(w: &mut WorkerServiceClient<Channel>, token: &str, u: &Upload<'_
         train_seconds: 1.0,
         tensors: metas.iter().map(meta_to_proto).collect(),
     };
-    let mut msgs = vec![pb::UpdateChunk { part: Some(pb::update_chunk::Part::Header(header)) }];
-    msgs.extend(chunks.into_iter().map(|c| pb::UpdateChunk { part: Some(pb::update_chunk::Part::Data(c)) }));
-    w.upload_update(authed(tokio_stream::iter(msgs), token)).await.map(|r| r.into_inner())
+    let mut msgs = vec![pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Header(header)),
+    }];
+    msgs.extend(chunks.into_iter().map(|c| pb::UpdateChunk {
+        part: Some(pb::update_chunk::Part::Data(c)),
+    }));
+    w.upload_update(authed(tokio_stream::iter(msgs), token))
+        .await
+        .map(|r| r.into_inner())
 }
 
-fn edit(state: &StateDict, f: impl FnOnce(&mut Vec<fedcsg_common::tensor::NamedTensor>)) -> StateDict {
+fn edit(
+    state: &StateDict,
+    f: impl FnOnce(&mut Vec<fedcsg_common::tensor::NamedTensor>),
+) -> StateDict {
     let mut t = state.clone().into_tensors();
     f(&mut t);
     StateDict::new(t).unwrap()
@@ -65,8 +89,20 @@ async fn hostile_updates_are_refused_and_change_nothing() {
 
     let spec = pb::JobSpec {
         name: "hostile".into(),
-        model: Some(pb::ModelSpec { architecture: "resnet20".into(), csg: "12-72".into(), in_channels: 1, num_classes: 10 }),
-        training: Some(pb::TrainingConfig { local_epochs: 1, batch_size: 32, learning_rate: 0.05, momentum: 0.9, weight_decay: 5e-4, max_samples_per_round: 0 }),
+        model: Some(pb::ModelSpec {
+            architecture: "resnet20".into(),
+            csg: "12-72".into(),
+            in_channels: 1,
+            num_classes: 10,
+        }),
+        training: Some(pb::TrainingConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            max_samples_per_round: 0,
+        }),
         strategy: "fedavg".into(),
         rounds: 1,
         fraction: 1.0,
@@ -79,33 +115,82 @@ async fn hostile_updates_are_refused_and_change_nothing() {
     // A malformed job is refused with the field named.
     let mut bad_spec = spec.clone();
     bad_spec.model.as_mut().unwrap().csg = "12-x".into();
-    let err = op.create_job(pb::CreateJobRequest { spec: Some(bad_spec) }).await.unwrap_err();
+    let err = op
+        .create_job(pb::CreateJobRequest {
+            spec: Some(bad_spec),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("spec.model.csg"), "{}", err.message());
+    assert!(
+        err.message().contains("spec.model.csg"),
+        "{}",
+        err.message()
+    );
 
-    let job = op.create_job(pb::CreateJobRequest { spec: Some(spec) }).await.unwrap().into_inner();
+    let job = op
+        .create_job(pb::CreateJobRequest { spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner();
     let before = export(&mut op, &job.job_id).await;
 
     // A worker speaking another protocol version is refused at join.
     let err = w
-        .join(pb::JoinRequest { protocol_version: 99, worker_name: "x".into(), num_samples: 10, in_channels: 1, num_classes: 10, data_description: String::new() })
+        .join(pb::JoinRequest {
+            protocol_version: 99,
+            worker_name: "x".into(),
+            num_samples: 10,
+            in_channels: 1,
+            num_classes: 10,
+            data_description: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let joined = w
-        .join(pb::JoinRequest { protocol_version: fedcsg_common::proto::PROTOCOL_VERSION, worker_name: "fake".into(), num_samples: 100, in_channels: 1, num_classes: 10, data_description: String::new() })
+        .join(pb::JoinRequest {
+            protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+            worker_name: "fake".into(),
+            num_samples: 100,
+            in_channels: 1,
+            num_classes: 10,
+            data_description: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
     let (wid, tok) = (joined.worker_id.clone(), joined.session_token.clone());
     // Calls without or with a wrong session token are refused.
-    let err = w.get_task(pb::GetTaskRequest { worker_id: wid.clone() }).await.unwrap_err();
+    let err = w
+        .get_task(pb::GetTaskRequest {
+            worker_id: wid.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let err = w.get_task(authed(pb::GetTaskRequest { worker_id: wid.clone() }, "nope")).await.unwrap_err();
+    let err = w
+        .get_task(authed(
+            pb::GetTaskRequest {
+                worker_id: wid.clone(),
+            },
+            "nope",
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     let train = loop {
-        let t = w.get_task(authed(pb::GetTaskRequest { worker_id: wid.clone() }, &tok)).await.unwrap().into_inner();
+        let t = w
+            .get_task(authed(
+                pb::GetTaskRequest {
+                    worker_id: wid.clone(),
+                },
+                &tok,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
         match t.task.unwrap() {
             pb::get_task_response::Task::Train(t) => break t,
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -117,25 +202,113 @@ async fn hostile_updates_are_refused_and_change_nothing() {
             *x += 0.25;
         }
     });
-    let target = Upload { worker: &wid, job: &train.job_id, round: train.round, round_token: &train.round_token, num_samples: 50 };
+    let target = Upload {
+        worker: &wid,
+        job: &train.job_id,
+        round: train.round,
+        round_token: &train.round_token,
+        num_samples: 50,
+    };
 
-    let fc = global.tensors().iter().position(|t| t.name == "fc.weight").unwrap();
+    let fc = global
+        .tensors()
+        .iter()
+        .position(|t| t.name == "fc.weight")
+        .unwrap();
     let cases: Vec<(&str, StateDict, Upload, Code, &str)> = vec![
-        ("wrong round token", good.clone(), Upload { round_token: "deadbeef", ..target }, Code::FailedPrecondition, "round token"),
-        ("unknown job", good.clone(), Upload { job: "job-404", ..target }, Code::NotFound, "job-404"),
-        ("zero samples", good.clone(), Upload { num_samples: 0, ..target }, Code::InvalidArgument, "num_samples"),
-        ("more samples than declared", good.clone(), Upload { num_samples: 101, ..target }, Code::InvalidArgument, "num_samples"),
-        ("unknown tensor", edit(&good, |t| t[fc].name = "fc.weight_typo".into()), target, Code::InvalidArgument, "fc.weight_typo"),
-        ("missing tensor", edit(&good, |t| { t.remove(fc); }), target, Code::InvalidArgument, "fc.weight"),
-        ("wrong shape", edit(&good, |t| { t[fc].shape = vec![64, 10]; }), target, Code::InvalidArgument, "fc.weight"),
-        ("NaN value", edit(&good, |t| t[fc].values[3] = f32::NAN), target, Code::InvalidArgument, "fc.weight"),
-        ("infinite value", edit(&good, |t| t[fc].values[0] = f32::INFINITY), target, Code::InvalidArgument, "non-finite"),
+        (
+            "wrong round token",
+            good.clone(),
+            Upload {
+                round_token: "deadbeef",
+                ..target
+            },
+            Code::FailedPrecondition,
+            "round token",
+        ),
+        (
+            "unknown job",
+            good.clone(),
+            Upload {
+                job: "job-404",
+                ..target
+            },
+            Code::NotFound,
+            "job-404",
+        ),
+        (
+            "zero samples",
+            good.clone(),
+            Upload {
+                num_samples: 0,
+                ..target
+            },
+            Code::InvalidArgument,
+            "num_samples",
+        ),
+        (
+            "more samples than declared",
+            good.clone(),
+            Upload {
+                num_samples: 101,
+                ..target
+            },
+            Code::InvalidArgument,
+            "num_samples",
+        ),
+        (
+            "unknown tensor",
+            edit(&good, |t| t[fc].name = "fc.weight_typo".into()),
+            target,
+            Code::InvalidArgument,
+            "fc.weight_typo",
+        ),
+        (
+            "missing tensor",
+            edit(&good, |t| {
+                t.remove(fc);
+            }),
+            target,
+            Code::InvalidArgument,
+            "fc.weight",
+        ),
+        (
+            "wrong shape",
+            edit(&good, |t| {
+                t[fc].shape = vec![64, 10];
+            }),
+            target,
+            Code::InvalidArgument,
+            "fc.weight",
+        ),
+        (
+            "NaN value",
+            edit(&good, |t| t[fc].values[3] = f32::NAN),
+            target,
+            Code::InvalidArgument,
+            "fc.weight",
+        ),
+        (
+            "infinite value",
+            edit(&good, |t| t[fc].values[0] = f32::INFINITY),
+            target,
+            Code::InvalidArgument,
+            "non-finite",
+        ),
     ];
     for (case, state, u, code, needle) in cases {
         let err = upload(&mut w, &tok, &u, &state).await.expect_err(case);
         assert_eq!(err.code(), code, "{case}: {}", err.message());
-        assert!(err.message().contains(needle), "{case}: message {:?} lacks {needle:?}", err.message());
-        assert_eq!(export(&mut op, &job.job_id).await.fingerprint(), before.fingerprint(), "{case} changed the global model");
+        assert!(
+            err.message().contains(needle),
+            "{case}: message {:?} lacks {needle:?}",
+            err.message()
+        );
+        assert_eq!(
+            export(&mut op, &job.job_id).await.fingerprint(),
+            before.fingerprint(),
+            "{case} changed the global model"
+        );
     }
     // A worker token is not an admin token when one is configured: covered by the Python test.
 

@@ -21,14 +21,32 @@ mod support;
 use support::{assemble, authed, start_with};
 
 async fn start_coordinator(extra: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
-    start_with(CoordinatorArgs { data: Some("none".into()), heartbeat_interval_ms: Some(200), heartbeat_timeout_secs: Some(2), ..extra }).await
+    start_with(CoordinatorArgs {
+        data: Some("none".into()),
+        heartbeat_interval_ms: Some(200),
+        heartbeat_timeout_secs: Some(2),
+        ..extra
+    })
+    .await
 }
 
 fn spec(min_workers: u32, rounds: u32, deadline: u32) -> pb::JobSpec {
     pb::JobSpec {
         name: "liveness".into(),
-        model: Some(pb::ModelSpec { architecture: "resnet20".into(), csg: "seeded:12-72".into(), in_channels: 1, num_classes: 10 }),
-        training: Some(pb::TrainingConfig { local_epochs: 1, batch_size: 32, learning_rate: 0.05, momentum: 0.9, weight_decay: 5e-4, max_samples_per_round: 32 }),
+        model: Some(pb::ModelSpec {
+            architecture: "resnet20".into(),
+            csg: "seeded:12-72".into(),
+            in_channels: 1,
+            num_classes: 10,
+        }),
+        training: Some(pb::TrainingConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            max_samples_per_round: 32,
+        }),
         strategy: "fedavg".into(),
         rounds,
         fraction: 1.0,
@@ -40,7 +58,6 @@ fn spec(min_workers: u32, rounds: u32, deadline: u32) -> pb::JobSpec {
     }
 }
 
-
 /// A hand-driven worker over real gRPC.
 struct FakeWorker {
     client: WorkerServiceClient<Channel>,
@@ -50,22 +67,58 @@ struct FakeWorker {
 
 impl FakeWorker {
     async fn join(url: &str, name: &str) -> Self {
-        let mut client = WorkerServiceClient::new(Channel::from_shared(url.to_string()).unwrap().connect().await.unwrap());
+        let mut client = WorkerServiceClient::new(
+            Channel::from_shared(url.to_string())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
         let j = client
-            .join(pb::JoinRequest { protocol_version: fedcsg_common::proto::PROTOCOL_VERSION, worker_name: name.into(), num_samples: 100, in_channels: 1, num_classes: 10, data_description: String::new() })
+            .join(pb::JoinRequest {
+                protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+                worker_name: name.into(),
+                num_samples: 100,
+                in_channels: 1,
+                num_classes: 10,
+                data_description: String::new(),
+            })
             .await
             .unwrap()
             .into_inner();
-        Self { client, id: j.worker_id, token: j.session_token }
+        Self {
+            client,
+            id: j.worker_id,
+            token: j.session_token,
+        }
     }
 
     async fn heartbeat(&mut self, busy: &str) {
-        self.client.heartbeat(authed(pb::HeartbeatRequest { worker_id: self.id.clone(), busy_with_round_token: busy.into() }, &self.token)).await.unwrap();
+        self.client
+            .heartbeat(authed(
+                pb::HeartbeatRequest {
+                    worker_id: self.id.clone(),
+                    busy_with_round_token: busy.into(),
+                },
+                &self.token,
+            ))
+            .await
+            .unwrap();
     }
 
     async fn train_task(&mut self) -> pb::TrainTask {
         loop {
-            let t = self.client.get_task(authed(pb::GetTaskRequest { worker_id: self.id.clone() }, &self.token)).await.unwrap().into_inner();
+            let t = self
+                .client
+                .get_task(authed(
+                    pb::GetTaskRequest {
+                        worker_id: self.id.clone(),
+                    },
+                    &self.token,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
             if let Some(pb::get_task_response::Task::Train(t)) = t.task {
                 return t;
             }
@@ -74,11 +127,22 @@ impl FakeWorker {
     }
 
     async fn download(&mut self, t: &pb::TrainTask) -> StateDict {
-        let req = authed(pb::DownloadModelRequest { worker_id: self.id.clone(), job_id: t.job_id.clone(), round_token: t.round_token.clone() }, &self.token);
+        let req = authed(
+            pb::DownloadModelRequest {
+                worker_id: self.id.clone(),
+                job_id: t.job_id.clone(),
+                round_token: t.round_token.clone(),
+            },
+            &self.token,
+        );
         assemble(self.client.download_model(req).await.unwrap().into_inner()).await
     }
 
-    async fn upload(&mut self, t: &pb::TrainTask, state: &StateDict) -> Result<pb::UploadUpdateResponse, tonic::Status> {
+    async fn upload(
+        &mut self,
+        t: &pb::TrainTask,
+        state: &StateDict,
+    ) -> Result<pb::UploadUpdateResponse, tonic::Status> {
         let (metas, chunks) = encode_state(state);
         let header = pb::UpdateHeader {
             worker_id: self.id.clone(),
@@ -90,14 +154,25 @@ impl FakeWorker {
             train_seconds: 1.0,
             tensors: metas.iter().map(meta_to_proto).collect(),
         };
-        let mut msgs = vec![pb::UpdateChunk { part: Some(pb::update_chunk::Part::Header(header)) }];
-        msgs.extend(chunks.into_iter().map(|c| pb::UpdateChunk { part: Some(pb::update_chunk::Part::Data(c)) }));
-        self.client.upload_update(authed(tokio_stream::iter(msgs), &self.token)).await.map(|r| r.into_inner())
+        let mut msgs = vec![pb::UpdateChunk {
+            part: Some(pb::update_chunk::Part::Header(header)),
+        }];
+        msgs.extend(chunks.into_iter().map(|c| pb::UpdateChunk {
+            part: Some(pb::update_chunk::Part::Data(c)),
+        }));
+        self.client
+            .upload_update(authed(tokio_stream::iter(msgs), &self.token))
+            .await
+            .map(|r| r.into_inner())
     }
 }
 
 async fn workers(op: &mut OperatorServiceClient<Channel>) -> Vec<pb::WorkerInfo> {
-    op.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers
+    op.list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers
 }
 
 /// A worker that "trains" for three heartbeat timeouts while heartbeating is never dropped and
@@ -106,10 +181,20 @@ async fn workers(op: &mut OperatorServiceClient<Channel>) -> Vec<pb::WorkerInfo>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_slow_workers_and_silence_drops_them() {
     let (url, _stop) = start_coordinator(CoordinatorArgs::default()).await;
-    let mut op = OperatorServiceClient::new(Channel::from_shared(url.clone()).unwrap().connect().await.unwrap());
+    let mut op = OperatorServiceClient::new(
+        Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
     let mut slow = FakeWorker::join(&url, "slow").await;
     let mut silent = FakeWorker::join(&url, "silent").await;
-    op.create_job(pb::CreateJobRequest { spec: Some(spec(1, 1, 60)) }).await.unwrap();
+    op.create_job(pb::CreateJobRequest {
+        spec: Some(spec(1, 1, 60)),
+    })
+    .await
+    .unwrap();
     let t_slow = slow.train_task().await;
     let _t_silent = silent.train_task().await;
     let global = slow.download(&t_slow).await;
@@ -120,14 +205,34 @@ async fn heartbeats_keep_slow_workers_and_silence_drops_them() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let list = workers(&mut op).await;
-    let state = |name: &str| list.iter().find(|w| w.worker_name == name).unwrap().state.clone();
-    assert_eq!(state("slow"), "training", "a heartbeating worker was dropped");
+    let state = |name: &str| {
+        list.iter()
+            .find(|w| w.worker_name == name)
+            .unwrap()
+            .state
+            .clone()
+    };
+    assert_eq!(
+        state("slow"),
+        "training",
+        "a heartbeating worker was dropped"
+    );
     assert_eq!(state("silent"), "gone", "a silent worker was kept");
     let ok = slow.upload(&t_slow, &global).await.unwrap();
     assert!(ok.accepted);
     // The silent worker is gone, the quorum (1) is met: the round closes now, not at 60 s.
-    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: t_slow.job_id.clone() }).await.unwrap().into_inner();
-    let e = tokio::time::timeout(Duration::from_secs(20), stream.message()).await.expect("round did not close at quorum").unwrap().unwrap();
+    let mut stream = op
+        .watch_job(pb::WatchJobRequest {
+            job_id: t_slow.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("round did not close at quorum")
+        .unwrap()
+        .unwrap();
     assert_eq!(e.participant_ids, vec![slow.id.clone()]);
     assert!(started.elapsed() < Duration::from_secs(30));
 }
@@ -138,7 +243,9 @@ async fn proxy(target: String, up: Arc<AtomicBool>) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((inbound, _)) = listener.accept().await else { return };
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
             if !up.load(Ordering::SeqCst) {
                 drop(inbound);
                 continue;
@@ -146,7 +253,9 @@ async fn proxy(target: String, up: Arc<AtomicBool>) -> String {
             let up = Arc::clone(&up);
             let target = target.clone();
             tokio::spawn(async move {
-                let Ok(outbound) = TcpStream::connect(&target).await else { return };
+                let Ok(outbound) = TcpStream::connect(&target).await else {
+                    return;
+                };
                 let (mut ri, mut wi) = inbound.into_split();
                 let (mut ro, mut wo) = outbound.into_split();
                 let a = tokio::io::copy(&mut ri, &mut wo);
@@ -172,10 +281,24 @@ async fn isolated_worker_rejoins_when_the_network_returns() {
     let target = url.trim_start_matches("http://").to_string();
     let up = Arc::new(AtomicBool::new(true));
     let via_proxy = proxy(target, Arc::clone(&up)).await;
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator")).with_file_name("fedcsg-worker");
-    assert!(bin.exists(), "{} missing: run `cargo build --workspace --bins` first", bin.display());
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator"))
+        .with_file_name("fedcsg-worker");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
     let mut worker = std::process::Command::new(bin)
-        .args(["--coordinator", &via_proxy, "--name", "island", "--data", "bundled", "--max-retry-seconds", "1"])
+        .args([
+            "--coordinator",
+            &via_proxy,
+            "--name",
+            "island",
+            "--data",
+            "bundled",
+            "--max-retry-seconds",
+            "1",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -187,28 +310,70 @@ async fn isolated_worker_rejoins_when_the_network_returns() {
             let _ = self.0.wait();
         }
     }
-    let mut op = OperatorServiceClient::new(Channel::from_shared(url.clone()).unwrap().connect().await.unwrap());
+    let mut op = OperatorServiceClient::new(
+        Channel::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
     let start = Instant::now();
-    while !workers(&mut op).await.iter().any(|w| w.worker_name == "island" && w.state != "gone") {
-        assert!(start.elapsed() < Duration::from_secs(60), "worker never joined");
+    while !workers(&mut op)
+        .await
+        .iter()
+        .any(|w| w.worker_name == "island" && w.state != "gone")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "worker never joined"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     up.store(false, Ordering::SeqCst);
     let start = Instant::now();
-    while !workers(&mut op).await.iter().any(|w| w.worker_name == "island" && w.state == "gone") {
-        assert!(start.elapsed() < Duration::from_secs(20), "isolated worker was never dropped");
+    while !workers(&mut op)
+        .await
+        .iter()
+        .any(|w| w.worker_name == "island" && w.state == "gone")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "isolated worker was never dropped"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(worker.try_wait().unwrap().is_none(), "the isolated worker process exited");
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the isolated worker process exited"
+    );
     // While it is cut off, a job starts and cannot use it.
-    let job = op.create_job(pb::CreateJobRequest { spec: Some(spec(1, 1, 120)) }).await.unwrap().into_inner();
+    let job = op
+        .create_job(pb::CreateJobRequest {
+            spec: Some(spec(1, 1, 120)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     tokio::time::sleep(Duration::from_secs(1)).await;
     up.store(true, Ordering::SeqCst);
-    let mut stream = op.watch_job(pb::WatchJobRequest { job_id: job.job_id.clone() }).await.unwrap().into_inner();
-    let e = tokio::time::timeout(Duration::from_secs(120), stream.message()).await.expect("round never ran after the network returned").unwrap().unwrap();
+    let mut stream = op
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = tokio::time::timeout(Duration::from_secs(120), stream.message())
+        .await
+        .expect("round never ran after the network returned")
+        .unwrap()
+        .unwrap();
     assert_eq!(e.participants, 1);
     let list = workers(&mut op).await;
-    let island = list.iter().find(|w| w.worker_name == "island" && w.state != "gone").expect("worker rejoined");
+    let island = list
+        .iter()
+        .find(|w| w.worker_name == "island" && w.state != "gone")
+        .expect("worker rejoined");
     assert_eq!(e.participant_ids, vec![island.worker_id.clone()]);
     assert!(worker.try_wait().unwrap().is_none());
     drop(Kill(worker));

@@ -11,15 +11,22 @@ use std::process::Command;
 use std::time::Instant;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("server/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("server/ has a parent")
+        .to_path_buf()
 }
 
 #[test]
 fn python_grpcio_client_drives_the_operator_api() {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import grpc, grpc_tools"]).output();
+    let probe = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .output();
     match probe {
-        Err(e) => panic!("cannot run {python}: {e}. This test needs Python 3 with: pip install grpcio grpcio-tools grpcio-health-checking"),
+        Err(e) => panic!(
+            "cannot run {python}: {e}. This test needs Python 3 with: pip install grpcio grpcio-tools grpcio-health-checking"
+        ),
         Ok(o) if !o.status.success() => panic!(
             "{python} cannot import grpc / grpc_tools:\n{}\nInstall them: pip install grpcio grpcio-tools grpcio-health-checking \
              (pinned in tests/python/requirements.txt)",
@@ -29,7 +36,10 @@ fn python_grpcio_client_drives_the_operator_api() {
     }
 
     let coordinator = PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator"));
-    let bin_dir = coordinator.parent().expect("binary has a directory").to_path_buf();
+    let bin_dir = coordinator
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf();
     let worker = bin_dir.join(format!("fedcsg-worker{}", std::env::consts::EXE_SUFFIX));
     assert!(
         worker.is_file(),
@@ -48,8 +58,21 @@ fn python_grpcio_client_drives_the_operator_api() {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python} {}: {e}", script.display()));
-    println!("----- {} stdout -----\n{}", script.display(), String::from_utf8_lossy(&out.stdout));
-    println!("----- {} stderr -----\n{}", script.display(), String::from_utf8_lossy(&out.stderr));
+    println!(
+        "----- {} stdout -----\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    println!(
+        "----- {} stderr -----\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("took {:.1}s", started.elapsed().as_secs_f64());
-    assert!(out.status.success(), "{} failed ({}): see its output above", script.display(), out.status);
+    assert!(
+        out.status.success(),
+        "{} failed ({}): see its output above",
+        script.display(),
+        out.status
+    );
 }

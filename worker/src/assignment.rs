@@ -70,23 +70,40 @@ pub enum Assignment {
     Train(TrainAssignment),
     Evaluate(EvalAssignment),
     /// Nothing to do yet; ask again after this long (already bounded to `MIN_WAIT..=MAX_WAIT`).
-    Wait { retry_after: Duration, reason: String },
+    Wait {
+        retry_after: Duration,
+        reason: String,
+    },
     /// The federation is over for this worker.
-    Done { reason: String },
+    Done {
+        reason: String,
+    },
 }
 
 fn invalid(why: impl Into<String>) -> WorkerError {
-    WorkerError::Protocol { what: "task", why: why.into() }
+    WorkerError::Protocol {
+        what: "task",
+        why: why.into(),
+    }
 }
 
-fn round_ref(job_id: String, round: u64, round_token: String, kind: &str) -> Result<RoundRef, WorkerError> {
+fn round_ref(
+    job_id: String,
+    round: u64,
+    round_token: String,
+    kind: &str,
+) -> Result<RoundRef, WorkerError> {
     if job_id.is_empty() {
         return Err(invalid(format!("{kind}.job_id is empty")));
     }
     if round_token.is_empty() {
         return Err(invalid(format!("{kind}.round_token is empty")));
     }
-    Ok(RoundRef { job_id, round, round_token })
+    Ok(RoundRef {
+        job_id,
+        round,
+        round_token,
+    })
 }
 
 impl Assignment {
@@ -94,16 +111,26 @@ impl Assignment {
         match response.task {
             None => Err(invalid("GetTaskResponse.task is not set")),
             Some(Task::Wait(w)) => Ok(Assignment::Wait {
-                retry_after: Duration::from_millis(u64::from(w.retry_after_ms)).clamp(MIN_WAIT, MAX_WAIT),
+                retry_after: Duration::from_millis(u64::from(w.retry_after_ms))
+                    .clamp(MIN_WAIT, MAX_WAIT),
                 reason: w.reason,
             }),
             Some(Task::Done(d)) => Ok(Assignment::Done { reason: d.reason }),
             Some(Task::Evaluate(e)) => {
-                let spec = model_spec_from_proto(e.model.as_ref(), "evaluate.model").map_err(invalid)?;
+                let spec =
+                    model_spec_from_proto(e.model.as_ref(), "evaluate.model").map_err(invalid)?;
                 let round = round_ref(e.job_id, e.round, e.round_token, "evaluate")?;
                 // 0 is proto3's "unset": fall back to a batch that fits any model here.
-                let batch_size = if e.batch_size == 0 { 256 } else { e.batch_size as usize };
-                Ok(Assignment::Evaluate(EvalAssignment { round, spec, batch_size }))
+                let batch_size = if e.batch_size == 0 {
+                    256
+                } else {
+                    e.batch_size as usize
+                };
+                Ok(Assignment::Evaluate(EvalAssignment {
+                    round,
+                    spec,
+                    batch_size,
+                }))
             }
             Some(Task::Train(t)) => train_from_proto(t).map(Assignment::Train),
         }
@@ -112,10 +139,14 @@ impl Assignment {
 
 fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
     let spec = model_spec_from_proto(t.model.as_ref(), "train.model").map_err(invalid)?;
-    let training = t.training.ok_or_else(|| invalid("train.training is missing"))?;
+    let training = t
+        .training
+        .ok_or_else(|| invalid("train.training is missing"))?;
     let bn_stats = match t.bn_stats.as_str() {
         "" => BnStatsPolicy::default(),
-        s => s.parse().map_err(|e: String| invalid(format!("train.bn_stats: {e}")))?,
+        s => s
+            .parse()
+            .map_err(|e: String| invalid(format!("train.bn_stats: {e}")))?,
     };
     let max_samples = match training.max_samples_per_round {
         0 => None,
@@ -126,13 +157,20 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
         spec,
         epochs: training.local_epochs as usize,
         batch_size: training.batch_size as usize,
-        optimizer: OptimizerConfig::sgd(training.learning_rate, training.momentum, training.weight_decay),
+        optimizer: OptimizerConfig::sgd(
+            training.learning_rate,
+            training.momentum,
+            training.weight_decay,
+        ),
         max_samples,
         seed: t.seed,
         bn_stats,
         deadline: Duration::from_secs(u64::from(t.deadline_seconds)),
     };
-    assignment.settings(Augmentation::none()).validate().map_err(|e| invalid(format!("train.training: {e}")))?;
+    assignment
+        .settings(Augmentation::none())
+        .validate()
+        .map_err(|e| invalid(format!("train.training: {e}")))?;
     Ok(assignment)
 }
 
@@ -143,7 +181,12 @@ mod tests {
     use super::*;
 
     fn model() -> Option<pb::ModelSpec> {
-        Some(pb::ModelSpec { architecture: "resnet20".into(), csg: "none".into(), in_channels: 1, num_classes: 10 })
+        Some(pb::ModelSpec {
+            architecture: "resnet20".into(),
+            csg: "none".into(),
+            in_channels: 1,
+            num_classes: 10,
+        })
     }
 
     fn train_task() -> pb::TrainTask {
@@ -173,11 +216,23 @@ mod tests {
     /// A well-formed train task becomes training settings with every field carried over.
     #[test]
     fn train_task_is_carried_over() {
-        let Assignment::Train(a) = parse(Task::Train(train_task())).unwrap() else { panic!("not a train task") };
-        assert_eq!(a.round, RoundRef { job_id: "job-1".into(), round: 3, round_token: "tok".into() });
+        let Assignment::Train(a) = parse(Task::Train(train_task())).unwrap() else {
+            panic!("not a train task")
+        };
+        assert_eq!(
+            a.round,
+            RoundRef {
+                job_id: "job-1".into(),
+                round: 3,
+                round_token: "tok".into()
+            }
+        );
         assert_eq!(a.spec.arch, "resnet20".parse::<Architecture>().unwrap());
         assert_eq!(a.spec.csg, CsgMode::Full);
-        assert_eq!((a.epochs, a.batch_size, a.max_samples, a.seed), (2, 32, Some(100), 11));
+        assert_eq!(
+            (a.epochs, a.batch_size, a.max_samples, a.seed),
+            (2, 32, Some(100), 11)
+        );
         assert_eq!(a.optimizer, OptimizerConfig::sgd(0.05, 0.9, 5e-4));
         assert_eq!(a.bn_stats, BnStatsPolicy::Local);
         assert_eq!(a.deadline, Duration::from_secs(60));
@@ -187,13 +242,40 @@ mod tests {
     #[test]
     fn malformed_tasks_are_refused() {
         let cases: Vec<(pb::TrainTask, &str)> = vec![
-            (pb::TrainTask { model: None, ..train_task() }, "train.model is missing"),
-            (pb::TrainTask { training: None, ..train_task() }, "train.training is missing"),
-            (pb::TrainTask { bn_stats: "mean".into(), ..train_task() }, "train.bn_stats"),
-            (pb::TrainTask { round_token: String::new(), ..train_task() }, "round_token is empty"),
             (
                 pb::TrainTask {
-                    training: Some(pb::TrainingConfig { local_epochs: 0, ..train_task().training.unwrap() }),
+                    model: None,
+                    ..train_task()
+                },
+                "train.model is missing",
+            ),
+            (
+                pb::TrainTask {
+                    training: None,
+                    ..train_task()
+                },
+                "train.training is missing",
+            ),
+            (
+                pb::TrainTask {
+                    bn_stats: "mean".into(),
+                    ..train_task()
+                },
+                "train.bn_stats",
+            ),
+            (
+                pb::TrainTask {
+                    round_token: String::new(),
+                    ..train_task()
+                },
+                "round_token is empty",
+            ),
+            (
+                pb::TrainTask {
+                    training: Some(pb::TrainingConfig {
+                        local_epochs: 0,
+                        ..train_task().training.unwrap()
+                    }),
                     ..train_task()
                 },
                 "epochs",
@@ -209,14 +291,23 @@ mod tests {
     /// Wait hints are bounded to 50 ms..10 s; an empty bn_stats means the default (averaged).
     #[test]
     fn waits_are_bounded_and_defaults_apply() {
-        let wait = |ms| match parse(Task::Wait(pb::WaitTask { retry_after_ms: ms, reason: String::new() })).unwrap() {
+        let wait = |ms| match parse(Task::Wait(pb::WaitTask {
+            retry_after_ms: ms,
+            reason: String::new(),
+        }))
+        .unwrap()
+        {
             Assignment::Wait { retry_after, .. } => retry_after,
             other => panic!("{other:?}"),
         };
         assert_eq!(wait(0), MIN_WAIT);
         assert_eq!(wait(700), Duration::from_millis(700));
         assert_eq!(wait(u32::MAX), MAX_WAIT);
-        let Assignment::Train(a) = parse(Task::Train(pb::TrainTask { bn_stats: String::new(), ..train_task() })).unwrap() else {
+        let Assignment::Train(a) = parse(Task::Train(pb::TrainTask {
+            bn_stats: String::new(),
+            ..train_task()
+        }))
+        .unwrap() else {
             panic!()
         };
         assert_eq!(a.bn_stats, BnStatsPolicy::Averaged);

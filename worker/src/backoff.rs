@@ -18,7 +18,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(cap: Duration) -> Self {
-        Self { cap: cap.max(Duration::from_millis(1)), failures: 0 }
+        Self {
+            cap: cap.max(Duration::from_millis(1)),
+            failures: 0,
+        }
     }
 
     /// Failures since the last reset.
@@ -29,7 +32,9 @@ impl Backoff {
     /// The un-jittered delay after `failures` consecutive failures (1 = the first).
     pub fn base_delay(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(30);
-        INITIAL_DELAY.saturating_mul(FACTOR.pow(doublings)).min(self.cap)
+        INITIAL_DELAY
+            .saturating_mul(FACTOR.pow(doublings))
+            .min(self.cap)
     }
 
     /// Records a failure and returns how long to wait: uniform in `[base / 2, base]`.
@@ -56,11 +61,19 @@ mod tests {
     fn base_delays_double_up_to_the_cap() {
         let b = Backoff::new(Duration::from_secs(30));
         let bases: Vec<u128> = (1..=12).map(|n| b.base_delay(n).as_millis()).collect();
-        assert_eq!(bases, [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000, 30000]);
+        assert_eq!(
+            bases,
+            [
+                200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000, 30000
+            ]
+        );
         assert_eq!(b.base_delay(u32::MAX), Duration::from_secs(30));
         assert!(bases.windows(2).all(|w| w[0] <= w[1]));
         // A cap below the first delay wins from the start.
-        assert_eq!(Backoff::new(Duration::from_millis(50)).base_delay(1), Duration::from_millis(50));
+        assert_eq!(
+            Backoff::new(Duration::from_millis(50)).base_delay(1),
+            Duration::from_millis(50)
+        );
     }
 
     /// Each jittered delay lies in [base / 2, base], and the jitter actually varies.
@@ -72,10 +85,18 @@ mod tests {
         for n in 1..=40 {
             let d = b.next_delay(&mut rng);
             let base = b.base_delay(n);
-            assert!(d >= base / 2 && d <= base, "failure {n}: {d:?} outside [{:?}, {base:?}]", base / 2);
+            assert!(
+                d >= base / 2 && d <= base,
+                "failure {n}: {d:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
             seen.insert(d);
         }
-        assert!(seen.len() > 30, "jitter should spread delays, got {} distinct", seen.len());
+        assert!(
+            seen.len() > 30,
+            "jitter should spread delays, got {} distinct",
+            seen.len()
+        );
     }
 
     /// A success starts the schedule over.

@@ -36,7 +36,12 @@ impl CoordinatorClient {
     pub fn connect_lazy(config: &WorkerConfig) -> Result<Self, WorkerError> {
         let mut endpoint = Endpoint::from(config.coordinator.clone());
         if let Some(tls) = &config.tls {
-            endpoint = endpoint.tls_config(tls.config()).map_err(|e| WorkerError::Config { flag: "--ca-cert", why: format!("unusable TLS material: {e}") })?;
+            endpoint = endpoint
+                .tls_config(tls.config())
+                .map_err(|e| WorkerError::Config {
+                    flag: "--ca-cert",
+                    why: format!("unusable TLS material: {e}"),
+                })?;
         }
         let channel = endpoint
             .connect_timeout(config.connect_timeout)
@@ -49,7 +54,10 @@ impl CoordinatorClient {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let bearer = match &config.token {
-            Some(t) => Some(bearer(t.expose()).map_err(|why| WorkerError::Config { flag: "--token", why })?),
+            Some(t) => Some(bearer(t.expose()).map_err(|why| WorkerError::Config {
+                flag: "--token",
+                why,
+            })?),
             None => None,
         };
         Ok(Self { inner, bearer })
@@ -57,8 +65,14 @@ impl CoordinatorClient {
 
     /// The same channel, authenticating with the session token a join returned.
     pub fn with_session_token(&self, token: &str) -> Result<Self, WorkerError> {
-        let bearer = bearer(token).map_err(|why| WorkerError::Protocol { what: "session token", why })?;
-        Ok(Self { inner: self.inner.clone(), bearer: Some(bearer) })
+        let bearer = bearer(token).map_err(|why| WorkerError::Protocol {
+            what: "session token",
+            why,
+        })?;
+        Ok(Self {
+            inner: self.inner.clone(),
+            bearer: Some(bearer),
+        })
     }
 
     fn request<T>(&self, message: T, timeout: Option<Duration>) -> Request<T> {
@@ -77,32 +91,67 @@ impl CoordinatorClient {
         Ok(self.inner.clone().join(request).await?.into_inner())
     }
 
-    pub async fn heartbeat(&self, message: pb::HeartbeatRequest, timeout: Duration) -> Result<pb::HeartbeatResponse, Status> {
+    pub async fn heartbeat(
+        &self,
+        message: pb::HeartbeatRequest,
+        timeout: Duration,
+    ) -> Result<pb::HeartbeatResponse, Status> {
         let request = self.request(message, Some(timeout));
         Ok(self.inner.clone().heartbeat(request).await?.into_inner())
     }
 
-    pub async fn get_task(&self, message: pb::GetTaskRequest) -> Result<pb::GetTaskResponse, Status> {
+    pub async fn get_task(
+        &self,
+        message: pb::GetTaskRequest,
+    ) -> Result<pb::GetTaskResponse, Status> {
         let request = self.request(message, Some(UNARY_TIMEOUT));
         Ok(self.inner.clone().get_task(request).await?.into_inner())
     }
 
-    pub async fn download_model(&self, message: pb::DownloadModelRequest) -> Result<Streaming<pb::ModelChunk>, Status> {
+    pub async fn download_model(
+        &self,
+        message: pb::DownloadModelRequest,
+    ) -> Result<Streaming<pb::ModelChunk>, Status> {
         let request = self.request(message, None);
-        Ok(self.inner.clone().download_model(request).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .download_model(request)
+            .await?
+            .into_inner())
     }
 
-    pub async fn upload_update(&self, chunks: Vec<pb::UpdateChunk>) -> Result<pb::UploadUpdateResponse, Status> {
+    pub async fn upload_update(
+        &self,
+        chunks: Vec<pb::UpdateChunk>,
+    ) -> Result<pb::UploadUpdateResponse, Status> {
         let request = self.request(tokio_stream::iter(chunks), None);
-        Ok(self.inner.clone().upload_update(request).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .upload_update(request)
+            .await?
+            .into_inner())
     }
 
-    pub async fn report_evaluation(&self, message: pb::ReportEvaluationRequest) -> Result<pb::ReportEvaluationResponse, Status> {
+    pub async fn report_evaluation(
+        &self,
+        message: pb::ReportEvaluationRequest,
+    ) -> Result<pb::ReportEvaluationResponse, Status> {
         let request = self.request(message, Some(UNARY_TIMEOUT));
-        Ok(self.inner.clone().report_evaluation(request).await?.into_inner())
+        Ok(self
+            .inner
+            .clone()
+            .report_evaluation(request)
+            .await?
+            .into_inner())
     }
 
-    pub async fn leave(&self, message: pb::LeaveRequest, timeout: Duration) -> Result<pb::LeaveResponse, Status> {
+    pub async fn leave(
+        &self,
+        message: pb::LeaveRequest,
+        timeout: Duration,
+    ) -> Result<pb::LeaveResponse, Status> {
         let request = self.request(message, Some(timeout));
         Ok(self.inner.clone().leave(request).await?.into_inner())
     }

@@ -123,13 +123,20 @@ impl WorkerConfig {
     /// Checks every flag and fills in the derived defaults (the name).
     pub fn from_args(args: WorkerArgs) -> Result<Self, WorkerError> {
         let coordinator = parse_coordinator(&args.coordinator)?;
-        let tls = args.tls.resolve(coordinator.scheme_str() == Some("https")).map_err(|e| config_err(e.flag, e.why))?;
-        let data: DataSource =
-            args.data.parse().map_err(|e: fedcsg_common::data::DataError| config_err("--data", e.to_string()))?;
-        let partitioning: Partitioning = args
-            .partition
+        let tls = args
+            .tls
+            .resolve(coordinator.scheme_str() == Some("https"))
+            .map_err(|e| config_err(e.flag, e.why))?;
+        let data: DataSource = args
+            .data
             .parse()
-            .map_err(|e: fedcsg_common::data::DataError| config_err("--partition", e.to_string()))?;
+            .map_err(|e: fedcsg_common::data::DataError| config_err("--data", e.to_string()))?;
+        let partitioning: Partitioning =
+            args.partition
+                .parse()
+                .map_err(|e: fedcsg_common::data::DataError| {
+                    config_err("--partition", e.to_string())
+                })?;
         if args.num_partitions == 0 {
             return Err(config_err("--num-partitions", "must be at least 1".into()));
         }
@@ -158,7 +165,10 @@ impl WorkerConfig {
         };
         let max = args.max_retry_seconds;
         if !(max.is_finite() && max > 0.0 && max <= 3600.0) {
-            return Err(config_err("--max-retry-seconds", format!("{max} is not in (0, 3600]")));
+            return Err(config_err(
+                "--max-retry-seconds",
+                format!("{max} is not in (0, 3600]"),
+            ));
         }
         Ok(Self {
             coordinator,
@@ -200,17 +210,26 @@ pub(crate) fn bearer(token: &str) -> Result<AsciiMetadataValue, String> {
 
 fn parse_coordinator(text: &str) -> Result<Uri, WorkerError> {
     let bad = |why: String| config_err("--coordinator", format!("{text:?}: {why}"));
-    let uri: Uri = text.trim().parse().map_err(|e| bad(format!("not a URL ({e}); use http://HOST:PORT")))?;
+    let uri: Uri = text
+        .trim()
+        .parse()
+        .map_err(|e| bad(format!("not a URL ({e}); use http://HOST:PORT")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        Some(other) => return Err(bad(format!("scheme {other:?} is not supported; use http://HOST:PORT or https://HOST:PORT"))),
+        Some(other) => {
+            return Err(bad(format!(
+                "scheme {other:?} is not supported; use http://HOST:PORT or https://HOST:PORT"
+            )));
+        }
         None => return Err(bad("missing scheme; use http://HOST:PORT".into())),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(bad("missing host; use http://HOST:PORT".into()));
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(bad("a coordinator address has no path or query; use http://HOST:PORT".into()));
+        return Err(bad(
+            "a coordinator address has no path or query; use http://HOST:PORT".into(),
+        ));
     }
     Ok(uri)
 }
@@ -221,7 +240,10 @@ fn validate_name(name: String) -> Result<String, WorkerError> {
         return Err(config_err("--name", "must not be empty".into()));
     }
     if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(config_err("--name", format!("must be at most {MAX_NAME_LEN} bytes without control characters")));
+        return Err(config_err(
+            "--name",
+            format!("must be at most {MAX_NAME_LEN} bytes without control characters"),
+        ));
     }
     Ok(name)
 }
@@ -241,7 +263,12 @@ fn hostname() -> Option<String> {
         .or_else(|| from_file("/proc/sys/kernel/hostname"))
         .or_else(|| from_file("/etc/hostname"))
         .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.len() <= 64 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 64
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
 }
 
 #[cfg(test)]
@@ -249,8 +276,10 @@ mod tests {
     use super::*;
 
     fn config(flags: &[&str]) -> Result<WorkerConfig, WorkerError> {
-        let args = WorkerArgs::try_parse_from(std::iter::once("fedcsg-worker").chain(flags.iter().copied()))
-            .map_err(|e| config_err("flags", e.to_string()))?;
+        let args = WorkerArgs::try_parse_from(
+            std::iter::once("fedcsg-worker").chain(flags.iter().copied()),
+        )
+        .map_err(|e| config_err("flags", e.to_string()))?;
         WorkerConfig::from_args(args)
     }
 
@@ -265,7 +294,10 @@ mod tests {
         assert_eq!(c.coordinator.to_string(), "http://127.0.0.1:7070/");
         assert_eq!(c.data, DataSource::Bundled);
         assert_eq!(c.partitioning, Partitioning::Iid);
-        assert_eq!((c.num_partitions, c.partition_id, c.partition_seed), (1, 0, 0));
+        assert_eq!(
+            (c.num_partitions, c.partition_id, c.partition_seed),
+            (1, 0, 0)
+        );
         assert_eq!(c.max_retry, Duration::from_secs(30));
         assert_eq!(c.conv, ConvBackend::Fast);
         assert!(!c.name.is_empty());
@@ -275,23 +307,51 @@ mod tests {
     #[test]
     fn flags_are_parsed_into_domain_types() {
         let c = config(&[
-            "--coordinator", "http://coord.example:9000", "--name", "w7", "--partition", "dirichlet:0.5",
-            "--num-partitions", "4", "--partition-id", "3", "--seed", "9", "--token", "s3cret",
-            "--max-retry-seconds", "0.5", "--conv", "reference", "--log-format", "json", "--data", "mnist:/d",
+            "--coordinator",
+            "http://coord.example:9000",
+            "--name",
+            "w7",
+            "--partition",
+            "dirichlet:0.5",
+            "--num-partitions",
+            "4",
+            "--partition-id",
+            "3",
+            "--seed",
+            "9",
+            "--token",
+            "s3cret",
+            "--max-retry-seconds",
+            "0.5",
+            "--conv",
+            "reference",
+            "--log-format",
+            "json",
+            "--data",
+            "mnist:/d",
         ])
         .unwrap();
         assert_eq!(c.coordinator.host(), Some("coord.example"));
         assert_eq!(c.coordinator.port_u16(), Some(9000));
         assert_eq!(c.name, "w7");
         assert_eq!(c.partitioning, Partitioning::Dirichlet { alpha: 0.5 });
-        assert_eq!((c.num_partitions, c.partition_id, c.partition_seed), (4, 3, 9));
+        assert_eq!(
+            (c.num_partitions, c.partition_id, c.partition_seed),
+            (4, 3, 9)
+        );
         assert_eq!(c.token.as_ref().map(Secret::expose), Some("s3cret"));
-        assert!(!format!("{c:?}").contains("s3cret"), "the token shows in Debug output");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the token shows in Debug output"
+        );
         assert_eq!(c.max_retry, Duration::from_millis(500));
         assert_eq!(c.conv, ConvBackend::Reference);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.data, DataSource::Mnist("/d".into()));
-        assert_eq!(config(&["--partition", "shards:3"]).unwrap().partitioning, Partitioning::Shards { per_partition: 3 });
+        assert_eq!(
+            config(&["--partition", "shards:3"]).unwrap().partitioning,
+            Partitioning::Shards { per_partition: 3 }
+        );
     }
 
     /// A partition id must name one of the partitions.
@@ -305,18 +365,34 @@ mod tests {
     /// Misspelled partitioning schemes and data sets are refused with the flag named.
     #[test]
     fn bad_partition_and_data_spellings_are_refused() {
-        for bad in ["random", "dirichlet", "dirichlet:x", "dirichlet:-1", "shards:0", "iid:2"] {
+        for bad in [
+            "random",
+            "dirichlet",
+            "dirichlet:x",
+            "dirichlet:-1",
+            "shards:0",
+            "iid:2",
+        ] {
             let e = err(&["--partition", bad]);
             assert!(e.starts_with("invalid --partition"), "{bad}: {e}");
         }
         let e = err(&["--data", "fmnist"]);
-        assert!(e.starts_with("invalid --data") && e.contains("valid: bundled"), "{e}");
+        assert!(
+            e.starts_with("invalid --data") && e.contains("valid: bundled"),
+            "{e}"
+        );
     }
 
     /// Only http://HOST[:PORT] addresses are taken; everything else says what to write instead.
     #[test]
     fn coordinator_urls_are_checked() {
-        assert_eq!(config(&["--coordinator", "http://[::1]:7070"]).unwrap().coordinator.port_u16(), Some(7070));
+        assert_eq!(
+            config(&["--coordinator", "http://[::1]:7070"])
+                .unwrap()
+                .coordinator
+                .port_u16(),
+            Some(7070)
+        );
         for (bad, why) in [
             ("localhost:7070", "missing scheme"),
             ("ftp://c:7070", "scheme"),
@@ -325,7 +401,10 @@ mod tests {
             ("not a url", "not a URL"),
         ] {
             let e = err(&["--coordinator", bad]);
-            assert!(e.starts_with("invalid --coordinator") && e.contains(why), "{bad}: {e}");
+            assert!(
+                e.starts_with("invalid --coordinator") && e.contains(why),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -333,8 +412,24 @@ mod tests {
     #[test]
     fn tls_flags_follow_the_scheme() {
         assert!(err(&["--coordinator", "https://c:7070"]).starts_with("invalid --ca-cert"));
-        assert!(err(&["--coordinator", "http://c:7070", "--ca-cert", "/nonexistent.pem"]).contains("https://"));
-        assert!(err(&["--coordinator", "https://c:7070", "--ca-cert", "/nonexistent.pem"]).contains("cannot read"));
+        assert!(
+            err(&[
+                "--coordinator",
+                "http://c:7070",
+                "--ca-cert",
+                "/nonexistent.pem"
+            ])
+            .contains("https://")
+        );
+        assert!(
+            err(&[
+                "--coordinator",
+                "https://c:7070",
+                "--ca-cert",
+                "/nonexistent.pem"
+            ])
+            .contains("cannot read")
+        );
         assert!(config(&[]).unwrap().tls.is_none());
     }
 

@@ -24,11 +24,19 @@ pub enum WorkerError {
 
     /// The coordinator refused the join for a reason retrying cannot fix.
     #[error("the coordinator refused to let this worker join ({code:?}): {message}{hint}")]
-    JoinRefused { code: Code, message: String, hint: &'static str },
+    JoinRefused {
+        code: Code,
+        message: String,
+        hint: &'static str,
+    },
 
     /// A call to the coordinator failed.
     #[error("{call} failed ({code:?}): {message}")]
-    Rpc { call: &'static str, code: Code, message: String },
+    Rpc {
+        call: &'static str,
+        code: Code,
+        message: String,
+    },
 
     /// The coordinator sent something that breaks the contract.
     #[error("the coordinator sent an invalid {what}: {why}")]
@@ -63,26 +71,45 @@ pub enum Recovery {
 impl WorkerError {
     /// Wraps a failed call.
     pub fn rpc(call: &'static str, status: tonic::Status) -> Self {
-        WorkerError::Rpc { call, code: status.code(), message: status.message().to_string() }
+        WorkerError::Rpc {
+            call,
+            code: status.code(),
+            message: status.message().to_string(),
+        }
     }
 
     /// Wraps a refused join, with a hint for the codes an operator can act on.
     pub fn join_refused(status: tonic::Status) -> Self {
         let hint = match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => " (check --token / FEDCSG_TOKEN)",
-            Code::FailedPrecondition => " (is this worker built from the same release as the coordinator?)",
+            Code::FailedPrecondition => {
+                " (is this worker built from the same release as the coordinator?)"
+            }
             _ => "",
         };
-        WorkerError::JoinRefused { code: status.code(), message: status.message().to_string(), hint }
+        WorkerError::JoinRefused {
+            code: status.code(),
+            message: status.message().to_string(),
+            hint,
+        }
     }
 
     pub fn recovery(&self) -> Recovery {
         match self {
-            WorkerError::Config { .. } | WorkerError::Data { .. } | WorkerError::JoinRefused { .. } => Recovery::Fatal,
-            WorkerError::Rpc { code: Code::Unauthenticated, .. } => Recovery::Rejoin,
+            WorkerError::Config { .. }
+            | WorkerError::Data { .. }
+            | WorkerError::JoinRefused { .. } => Recovery::Fatal,
+            WorkerError::Rpc {
+                code: Code::Unauthenticated,
+                ..
+            } => Recovery::Rejoin,
             // NOT_FOUND about a job or round is a task error; about the worker itself it comes
             // from the calls that name nothing but the worker.
-            WorkerError::Rpc { call: "GetTask" | "Heartbeat", code: Code::NotFound, .. } => Recovery::Rejoin,
+            WorkerError::Rpc {
+                call: "GetTask" | "Heartbeat",
+                code: Code::NotFound,
+                ..
+            } => Recovery::Rejoin,
             _ => Recovery::Retry,
         }
     }
@@ -93,7 +120,12 @@ impl WorkerError {
 pub fn is_transient(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Internal | Code::Unknown
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
     )
 }
 
@@ -107,13 +139,30 @@ mod tests {
     fn errors_map_to_the_documented_recovery() {
         let rpc = |call, code| WorkerError::rpc(call, tonic::Status::new(code, "x"));
         assert_eq!(rpc("GetTask", Code::NotFound).recovery(), Recovery::Rejoin);
-        assert_eq!(rpc("UploadUpdate", Code::Unauthenticated).recovery(), Recovery::Rejoin);
-        assert_eq!(rpc("DownloadModel", Code::NotFound).recovery(), Recovery::Retry);
-        assert_eq!(rpc("UploadUpdate", Code::FailedPrecondition).recovery(), Recovery::Retry);
-        assert_eq!(rpc("GetTask", Code::Unavailable).recovery(), Recovery::Retry);
-        let refused = WorkerError::join_refused(tonic::Status::failed_precondition("protocol version 2 expected"));
+        assert_eq!(
+            rpc("UploadUpdate", Code::Unauthenticated).recovery(),
+            Recovery::Rejoin
+        );
+        assert_eq!(
+            rpc("DownloadModel", Code::NotFound).recovery(),
+            Recovery::Retry
+        );
+        assert_eq!(
+            rpc("UploadUpdate", Code::FailedPrecondition).recovery(),
+            Recovery::Retry
+        );
+        assert_eq!(
+            rpc("GetTask", Code::Unavailable).recovery(),
+            Recovery::Retry
+        );
+        let refused = WorkerError::join_refused(tonic::Status::failed_precondition(
+            "protocol version 2 expected",
+        ));
         assert_eq!(refused.recovery(), Recovery::Fatal);
-        assert!(refused.to_string().contains("protocol version 2 expected"), "{refused}");
+        assert!(
+            refused.to_string().contains("protocol version 2 expected"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ impl BusySlot {
     pub fn start(&self, round_token: &str) -> BusyGuard {
         let abandon = Arc::new(AtomicBool::new(false));
         *self.lock() = Some((round_token.to_string(), Arc::clone(&abandon)));
-        BusyGuard { slot: self.clone(), abandon }
+        BusyGuard {
+            slot: self.clone(),
+            abandon,
+        }
     }
 
     /// The round token in progress and its abandon flag. The flag belongs to that task alone,
@@ -50,7 +53,9 @@ impl BusySlot {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<BusyTask>> {
         // The data is a plain value: a panic elsewhere cannot leave it half-written.
-        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -75,7 +80,10 @@ impl BusyGuard {
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         let mut current = self.slot.lock();
-        if current.as_ref().is_some_and(|(_, flag)| Arc::ptr_eq(flag, &self.abandon)) {
+        if current
+            .as_ref()
+            .is_some_and(|(_, flag)| Arc::ptr_eq(flag, &self.abandon))
+        {
             *current = None;
         }
     }
@@ -88,7 +96,12 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn spawn(client: CoordinatorClient, worker_id: String, interval: Duration, busy: BusySlot) -> Self {
+    pub fn spawn(
+        client: CoordinatorClient,
+        worker_id: String,
+        interval: Duration,
+        busy: BusySlot,
+    ) -> Self {
         let span = tracing::info_span!("heartbeat", worker_id = %worker_id);
         let handle = tokio::spawn(beat(client, worker_id, interval, busy).instrument(span));
         Self { handle }
@@ -110,14 +123,23 @@ async fn beat(client: CoordinatorClient, worker_id: String, interval: Duration, 
         let current = busy.current();
         let request = pb::HeartbeatRequest {
             worker_id: worker_id.clone(),
-            busy_with_round_token: current.as_ref().map(|(token, _)| token.clone()).unwrap_or_default(),
+            busy_with_round_token: current
+                .as_ref()
+                .map(|(token, _)| token.clone())
+                .unwrap_or_default(),
         };
         // An answer that arrives after the next heartbeat is due is worthless: bound each call by
         // the interval (but give a slow link at least a second).
-        match client.heartbeat(request, interval.max(Duration::from_secs(1))).await {
+        match client
+            .heartbeat(request, interval.max(Duration::from_secs(1)))
+            .await
+        {
             Ok(response) => {
                 if failures > 0 {
-                    info!(after_failures = failures, "heartbeats are getting through again");
+                    info!(
+                        after_failures = failures,
+                        "heartbeats are getting through again"
+                    );
                 }
                 failures = 0;
                 if let (true, Some((token, flag))) = (response.abandon_current_task, current)

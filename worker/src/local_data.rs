@@ -21,7 +21,10 @@ impl LocalData {
     /// Loads the data set and keeps partition `partition_id` of train and test (blocking I/O:
     /// call it off the async runtime).
     pub fn load(config: &WorkerConfig) -> Result<Self, WorkerError> {
-        let data_err = |source| WorkerError::Data { data: config.data.to_string(), source };
+        let data_err = |source| WorkerError::Data {
+            data: config.data.to_string(),
+            source,
+        };
         let all = config.data.load().map_err(data_err)?;
         Self::from_sets(&config.data, all.train, all.test, config).map_err(data_err)
     }
@@ -33,7 +36,12 @@ impl LocalData {
         config: &WorkerConfig,
     ) -> Result<Self, fedcsg_common::data::DataError> {
         let part = |set: &Dataset| -> Result<Dataset, fedcsg_common::data::DataError> {
-            let parts = partition(set, config.partitioning, config.num_partitions, config.partition_seed)?;
+            let parts = partition(
+                set,
+                config.partitioning,
+                config.num_partitions,
+                config.partition_seed,
+            )?;
             Ok(set.subset(&parts[config.partition_id]))
         };
         let (train, test) = (part(&train)?, part(&test)?);
@@ -46,7 +54,13 @@ impl LocalData {
             train.len(),
             test.len()
         );
-        Ok(Self { train, test, normalization: source.normalization(), augmentation: source.default_augmentation(), description })
+        Ok(Self {
+            train,
+            test,
+            normalization: source.normalization(),
+            augmentation: source.default_augmentation(),
+            description,
+        })
     }
 }
 
@@ -76,15 +90,44 @@ mod tests {
     #[test]
     fn workers_get_disjoint_shares_of_the_bundled_set() {
         let all = DataSource::Bundled.load().unwrap();
-        let shares: Vec<LocalData> = (0..3).map(|id| LocalData::load(&config("iid", 3, id)).unwrap()).collect();
-        assert_eq!(shares.iter().map(|s| s.train.len()).sum::<usize>(), all.train.len());
-        assert_eq!(shares.iter().map(|s| s.test.len()).sum::<usize>(), all.test.len());
-        assert!(shares.iter().all(|s| s.train.len().abs_diff(all.train.len() / 3) <= 1));
-        assert!(shares[1].description.contains("partition 1/3 (iid, seed 0)"), "{}", shares[1].description);
+        let shares: Vec<LocalData> = (0..3)
+            .map(|id| LocalData::load(&config("iid", 3, id)).unwrap())
+            .collect();
+        assert_eq!(
+            shares.iter().map(|s| s.train.len()).sum::<usize>(),
+            all.train.len()
+        );
+        assert_eq!(
+            shares.iter().map(|s| s.test.len()).sum::<usize>(),
+            all.test.len()
+        );
+        assert!(
+            shares
+                .iter()
+                .all(|s| s.train.len().abs_diff(all.train.len() / 3) <= 1)
+        );
+        assert!(
+            shares[1]
+                .description
+                .contains("partition 1/3 (iid, seed 0)"),
+            "{}",
+            shares[1].description
+        );
         // Same flags, same share: a restarted worker trains on the same samples.
-        assert_eq!(LocalData::load(&config("iid", 3, 1)).unwrap().train, shares[1].train);
+        assert_eq!(
+            LocalData::load(&config("iid", 3, 1)).unwrap().train,
+            shares[1].train
+        );
         // Label skew really skews: with shards:1 each worker sees few classes.
         let skewed = LocalData::load(&config("shards:1", 5, 0)).unwrap();
-        assert!(skewed.train.label_counts().iter().filter(|c| **c > 0).count() <= 3);
+        assert!(
+            skewed
+                .train
+                .label_counts()
+                .iter()
+                .filter(|c| **c > 0)
+                .count()
+                <= 3
+        );
     }
 }

@@ -31,12 +31,19 @@ pub struct ModelCache {
 
 impl ModelCache {
     pub fn new(backend: ConvBackend) -> Self {
-        Self { backend, entries: VecDeque::new() }
+        Self {
+            backend,
+            entries: VecDeque::new(),
+        }
     }
 
     /// The model of `job_id` if it was built with `spec`; otherwise a new one (built on a
     /// blocking thread), which replaces any older model of that job.
-    pub async fn model_for(&mut self, job_id: &str, spec: ModelSpec) -> Result<Arc<Model>, WorkerError> {
+    pub async fn model_for(
+        &mut self,
+        job_id: &str,
+        spec: ModelSpec,
+    ) -> Result<Arc<Model>, WorkerError> {
         if let Some(i) = self.entries.iter().position(|(job, _)| job == job_id) {
             let (job, model) = self.entries.remove(i).expect("position is in range");
             if *model.spec() == spec {
@@ -47,9 +54,13 @@ impl ModelCache {
         let backend = self.backend;
         // The initial weights are overwritten by the downloaded global state; a seeded slice
         // generator is fixed by the spec itself (its seed is part of the csg spelling).
-        let model = on_blocking_thread("model construction", move || Ok(Arc::new(Model::new(&spec, 0, backend)?))).await?;
+        let model = on_blocking_thread("model construction", move || {
+            Ok(Arc::new(Model::new(&spec, 0, backend)?))
+        })
+        .await?;
         debug!(job_id, %spec, "built a model for the job");
-        self.entries.push_front((job_id.to_string(), Arc::clone(&model)));
+        self.entries
+            .push_front((job_id.to_string(), Arc::clone(&model)));
         self.entries.truncate(MODELS_KEPT);
         Ok(model)
     }
@@ -77,7 +88,10 @@ where
     tokio::task::spawn_blocking(move || span.in_scope(work))
         .instrument(Span::current())
         .await
-        .map_err(|e| WorkerError::Panicked { what, why: e.to_string() })?
+        .map_err(|e| WorkerError::Panicked {
+            what,
+            why: e.to_string(),
+        })?
 }
 
 /// The result of one round of local training.
@@ -94,7 +108,9 @@ fn check_classes(model: &Model, data: &LocalData) -> Result<(), WorkerError> {
     if model_classes < data_classes {
         return Err(WorkerError::Protocol {
             what: "task",
-            why: format!("the model has {model_classes} classes but the local data has {data_classes}"),
+            why: format!(
+                "the model has {model_classes} classes but the local data has {data_classes}"
+            ),
         });
     }
     Ok(())
@@ -122,22 +138,53 @@ pub fn train_round(
     let start = Instant::now();
     let mut on_step = |p: fedcsg_common::train::StepProgress| {
         if p.step.is_multiple_of(50) {
-            debug!(epoch = p.epoch, step = p.step, steps = p.steps_per_epoch, loss = p.loss, "training");
+            debug!(
+                epoch = p.epoch,
+                step = p.step,
+                steps = p.steps_per_epoch,
+                loss = p.loss,
+                "training"
+            );
         }
     };
-    let epochs = train(model, samples, &data.normalization, &task.settings(data.augmentation), &mut on_step, should_stop)?;
+    let epochs = train(
+        model,
+        samples,
+        &data.normalization,
+        &task.settings(data.augmentation),
+        &mut on_step,
+        should_stop,
+    )?;
     let train_seconds = start.elapsed().as_secs_f64();
     let train_loss = epochs.last().map_or(f64::NAN, |e| e.train_loss);
     let update = model.exchanged_state(task.bn_stats)?;
-    Ok(TrainOutcome { update, summary: UpdateSummary { num_samples: samples.len() as u64, train_loss, train_seconds }, epochs })
+    Ok(TrainOutcome {
+        update,
+        summary: UpdateSummary {
+            num_samples: samples.len() as u64,
+            train_loss,
+            train_seconds,
+        },
+        epochs,
+    })
 }
 
 /// Loads `global` into `model` and evaluates it on the local test partition. State the global
 /// model lacks (local batch-norm statistics) is this worker's own.
-pub fn evaluate_round(model: &Model, data: &LocalData, task: &EvalAssignment, global: &StateDict) -> Result<EvalReport, WorkerError> {
+pub fn evaluate_round(
+    model: &Model,
+    data: &LocalData,
+    task: &EvalAssignment,
+    global: &StateDict,
+) -> Result<EvalReport, WorkerError> {
     check_classes(model, data)?;
     model.load_state(global)?;
-    Ok(evaluate(model, &data.test, &data.normalization, task.batch_size)?)
+    Ok(evaluate(
+        model,
+        &data.test,
+        &data.normalization,
+        task.batch_size,
+    )?)
 }
 
 #[cfg(test)]
@@ -164,7 +211,11 @@ mod tests {
 
     fn task(bn_stats: BnStatsPolicy) -> TrainAssignment {
         TrainAssignment {
-            round: RoundRef { job_id: "j".into(), round: 1, round_token: "t".into() },
+            round: RoundRef {
+                job_id: "j".into(),
+                round: 1,
+                round_token: "t".into(),
+            },
             spec: spec(),
             epochs: 1,
             batch_size: 16,
@@ -181,19 +232,50 @@ mod tests {
     #[test]
     fn a_round_returns_the_exchanged_update() {
         let (model, data) = (Model::new(&spec(), 1, ConvBackend::Fast).unwrap(), data());
-        let global = Model::new(&spec(), 2, ConvBackend::Fast).unwrap().state().unwrap();
-        let out = train_round(&model, &data, &task(BnStatsPolicy::Averaged), &global, &|| false).unwrap();
+        let global = Model::new(&spec(), 2, ConvBackend::Fast)
+            .unwrap()
+            .state()
+            .unwrap();
+        let out = train_round(
+            &model,
+            &data,
+            &task(BnStatsPolicy::Averaged),
+            &global,
+            &|| false,
+        )
+        .unwrap();
         assert_eq!(out.summary.num_samples, 48);
         assert!(out.summary.train_loss.is_finite() && out.summary.train_loss > 0.0);
         assert_eq!(out.epochs.len(), 1);
-        assert_eq!(out.update.len(), global.len(), "averaged: every variable travels");
-        assert_ne!(out.update.fingerprint(), global.fingerprint(), "training must change the weights");
+        assert_eq!(
+            out.update.len(),
+            global.len(),
+            "averaged: every variable travels"
+        );
+        assert_ne!(
+            out.update.fingerprint(),
+            global.fingerprint(),
+            "training must change the weights"
+        );
 
-        let local = train_round(&model, &data, &task(BnStatsPolicy::Local), &global, &|| false).unwrap();
+        let local = train_round(&model, &data, &task(BnStatsPolicy::Local), &global, &|| {
+            false
+        })
+        .unwrap();
         assert!(local.update.len() < global.len());
-        assert!(local.update.tensors().iter().all(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var")));
+        assert!(
+            local
+                .update
+                .tensors()
+                .iter()
+                .all(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+        );
 
-        let eval = EvalAssignment { round: task(BnStatsPolicy::Local).round, spec: spec(), batch_size: 64 };
+        let eval = EvalAssignment {
+            round: task(BnStatsPolicy::Local).round,
+            spec: spec(),
+            batch_size: 64,
+        };
         let report = evaluate_round(&model, &data, &eval, &global).unwrap();
         assert_eq!(report.samples, data.test.len());
     }
@@ -203,8 +285,18 @@ mod tests {
     fn a_stop_request_cancels_training() {
         let (model, data) = (Model::new(&spec(), 1, ConvBackend::Fast).unwrap(), data());
         let global = model.state().unwrap();
-        let err = train_round(&model, &data, &task(BnStatsPolicy::Averaged), &global, &|| true).unwrap_err();
-        assert!(matches!(err, WorkerError::Train(TrainError::Cancelled)), "{err}");
+        let err = train_round(
+            &model,
+            &data,
+            &task(BnStatsPolicy::Averaged),
+            &global,
+            &|| true,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, WorkerError::Train(TrainError::Cancelled)),
+            "{err}"
+        );
     }
 
     /// The cache hands back the same model for the same job and spec, rebuilds on a new spec,
@@ -213,14 +305,23 @@ mod tests {
     async fn models_are_kept_per_job() {
         let mut cache = ModelCache::new(ConvBackend::Fast);
         let a = cache.model_for("a", spec()).await.unwrap();
-        assert!(Arc::ptr_eq(&a, &cache.model_for("a", spec()).await.unwrap()));
+        assert!(Arc::ptr_eq(
+            &a,
+            &cache.model_for("a", spec()).await.unwrap()
+        ));
         let other = ModelSpec::new("resnet20".parse().unwrap(), "none".parse().unwrap(), 3, 10);
-        assert!(!Arc::ptr_eq(&a, &cache.model_for("a", other).await.unwrap()));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &cache.model_for("a", other).await.unwrap()
+        ));
         for job in ["b", "c", "d", "e"] {
             cache.model_for(job, spec()).await.unwrap();
         }
         assert_eq!(cache.len(), MODELS_KEPT);
-        assert!(!cache.entries.iter().any(|(job, _)| job == "a"), "the oldest job is evicted");
+        assert!(
+            !cache.entries.iter().any(|(job, _)| job == "a"),
+            "the oldest job is evicted"
+        );
         cache.forget("e");
         assert_eq!(cache.len(), MODELS_KEPT - 1);
     }

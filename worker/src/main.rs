@@ -14,8 +14,11 @@ fn main() -> anyhow::Result<()> {
     fedcsg_common::ops::prefer_single_candle_pool();
     let args = WorkerArgs::parse();
     // Values clap cannot check itself are reported like clap's own errors (usage, exit code 2).
-    let config = WorkerConfig::from_args(args)
-        .unwrap_or_else(|e| WorkerArgs::command().error(clap::error::ErrorKind::ValueValidation, e).exit());
+    let config = WorkerConfig::from_args(args).unwrap_or_else(|e| {
+        WorkerArgs::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit()
+    });
     init_tracing(config.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(fedcsg_worker::run(config, shutdown_signal()));
@@ -26,7 +29,10 @@ fn main() -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

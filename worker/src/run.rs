@@ -34,12 +34,18 @@ const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs the worker until the coordinator says it is done (`Ok`), `shutdown` completes (`Ok`,
 /// after a best-effort Leave), or the coordinator refuses the join (`Err`).
-pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
     let span = info_span!("worker", name = %config.name, worker_id = tracing::field::Empty);
     run_worker(config, shutdown).instrument(span).await
 }
 
-async fn run_worker(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+async fn run_worker(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
     let loading = config.clone();
     let data = tokio::select! {
@@ -155,7 +161,8 @@ impl Worker {
                 Err(status) if is_transient(status.code()) => {
                     let delay = self.backoff.next_delay(&mut rand::rng());
                     let attempt = self.backoff.failures();
-                    let (code, message, retry_in_ms) = (status.code(), status.message(), delay.as_millis() as u64);
+                    let (code, message, retry_in_ms) =
+                        (status.code(), status.message(), delay.as_millis() as u64);
                     if attempt <= 3 {
                         info!(coordinator = %self.config.coordinator, ?code, message, attempt, retry_in_ms, "cannot join yet; retrying");
                     } else {
@@ -172,12 +179,18 @@ impl Worker {
         if response.protocol_version != 0 && response.protocol_version != PROTOCOL_VERSION {
             return Err(WorkerError::JoinRefused {
                 code: tonic::Code::FailedPrecondition,
-                message: format!("the coordinator speaks protocol {}, this worker {PROTOCOL_VERSION}", response.protocol_version),
+                message: format!(
+                    "the coordinator speaks protocol {}, this worker {PROTOCOL_VERSION}",
+                    response.protocol_version
+                ),
                 hint: "",
             });
         }
         if response.worker_id.is_empty() {
-            return Err(WorkerError::Protocol { what: "JoinResponse", why: "worker_id is empty".into() });
+            return Err(WorkerError::Protocol {
+                what: "JoinResponse",
+                why: "worker_id is empty".into(),
+            });
         }
         // A coordinator without authentication may hand out no session token.
         let client = match response.session_token.as_str() {
@@ -187,19 +200,42 @@ impl Worker {
         let interval = interval_from_ms(response.heartbeat_interval_ms);
         tracing::Span::current().record("worker_id", response.worker_id.as_str());
         info!(worker_id = %response.worker_id, heartbeat_ms = interval.as_millis() as u64, "joined");
-        let heartbeat = Heartbeat::spawn(client.clone(), response.worker_id.clone(), interval, self.busy.clone());
-        self.session = Some(Session { worker_id: response.worker_id, client, _heartbeat: heartbeat });
+        let heartbeat = Heartbeat::spawn(
+            client.clone(),
+            response.worker_id.clone(),
+            interval,
+            self.busy.clone(),
+        );
+        self.session = Some(Session {
+            worker_id: response.worker_id,
+            client,
+            _heartbeat: heartbeat,
+        });
         Ok(())
     }
 
     async fn next_task(&mut self) -> Result<Step, WorkerError> {
-        let Some(session) = &self.session else { return Ok(Step::Continue) };
+        let Some(session) = &self.session else {
+            return Ok(Step::Continue);
+        };
         let (client, worker_id) = (session.client.clone(), session.worker_id.clone());
-        let request = pb::GetTaskRequest { worker_id: worker_id.clone() };
-        let response = client.get_task(request).await.map_err(|s| WorkerError::rpc("GetTask", s))?;
+        let request = pb::GetTaskRequest {
+            worker_id: worker_id.clone(),
+        };
+        let response = client
+            .get_task(request)
+            .await
+            .map_err(|s| WorkerError::rpc("GetTask", s))?;
         match Assignment::from_proto(response)? {
-            Assignment::Wait { retry_after, reason } => {
-                debug!(reason, wait_ms = retry_after.as_millis() as u64, "nothing to do yet");
+            Assignment::Wait {
+                retry_after,
+                reason,
+            } => {
+                debug!(
+                    reason,
+                    wait_ms = retry_after.as_millis() as u64,
+                    "nothing to do yet"
+                );
                 sleep(retry_after).await;
             }
             Assignment::Done { reason } => {
@@ -213,7 +249,12 @@ impl Worker {
     }
 
     #[instrument(name = "task", skip_all, fields(job_id = %task.round.job_id, round = task.round.round, kind = "train"))]
-    async fn train(&mut self, client: &CoordinatorClient, worker_id: &str, task: TrainAssignment) -> Result<(), WorkerError> {
+    async fn train(
+        &mut self,
+        client: &CoordinatorClient,
+        worker_id: &str,
+        task: TrainAssignment,
+    ) -> Result<(), WorkerError> {
         let busy = self.busy.start(&task.round.round_token);
         info!(model = %task.spec, epochs = task.epochs, batch_size = task.batch_size, deadline_s = task.deadline.as_secs(), "training task");
         let global = transfer::download(client, worker_id, &task.round).await?;
@@ -224,7 +265,10 @@ impl Worker {
             move || abandon.load(Ordering::Relaxed) || stopping.load(Ordering::Relaxed)
         };
         let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
-        let outcome = on_blocking_thread("training", move || train_round(&model, &data, &job, &state, &should_stop)).await;
+        let outcome = on_blocking_thread("training", move || {
+            train_round(&model, &data, &job, &state, &should_stop)
+        })
+        .await;
         let outcome = match outcome {
             Err(WorkerError::Train(TrainError::Cancelled)) => {
                 info!("training stopped early; no update sent");
@@ -261,12 +305,20 @@ impl Worker {
     }
 
     #[instrument(name = "task", skip_all, fields(job_id = %task.round.job_id, round = task.round.round, kind = "evaluate"))]
-    async fn evaluate(&mut self, client: &CoordinatorClient, worker_id: &str, task: EvalAssignment) -> Result<(), WorkerError> {
+    async fn evaluate(
+        &mut self,
+        client: &CoordinatorClient,
+        worker_id: &str,
+        task: EvalAssignment,
+    ) -> Result<(), WorkerError> {
         let _busy = self.busy.start(&task.round.round_token);
         let global = transfer::download(client, worker_id, &task.round).await?;
         let model = self.models.model_for(&task.round.job_id, task.spec).await?;
         let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
-        let report = on_blocking_thread("evaluation", move || evaluate_round(&model, &data, &job, &state)).await?;
+        let report = on_blocking_thread("evaluation", move || {
+            evaluate_round(&model, &data, &job, &state)
+        })
+        .await?;
         let request = pb::ReportEvaluationRequest {
             worker_id: worker_id.to_string(),
             job_id: task.round.job_id.clone(),
@@ -275,29 +327,49 @@ impl Worker {
             correct: report.correct as u64,
             loss_sum: report.loss_sum,
         };
-        client.report_evaluation(request).await.map_err(|s| WorkerError::rpc("ReportEvaluation", s))?;
-        info!(samples = report.samples, accuracy = report.accuracy(), loss = report.mean_loss(), "evaluation reported");
+        client
+            .report_evaluation(request)
+            .await
+            .map_err(|s| WorkerError::rpc("ReportEvaluation", s))?;
+        info!(
+            samples = report.samples,
+            accuracy = report.accuracy(),
+            loss = report.mean_loss(),
+            "evaluation reported"
+        );
         Ok(())
     }
 
     /// Best-effort Leave, so the coordinator stops counting on this worker at once.
     async fn leave(&mut self) {
-        let Some(session) = self.session.take() else { return };
-        let request = pb::LeaveRequest { worker_id: session.worker_id.clone() };
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let request = pb::LeaveRequest {
+            worker_id: session.worker_id.clone(),
+        };
         match session.client.leave(request, LEAVE_TIMEOUT).await {
             Ok(_) => info!("left the federation"),
-            Err(status) => warn!(code = ?status.code(), message = status.message(), "could not leave cleanly"),
+            Err(status) => {
+                warn!(code = ?status.code(), message = status.message(), "could not leave cleanly")
+            }
         }
     }
 }
 
 /// Sends an update, re-sending it while the coordinator is briefly unreachable.
-async fn upload(client: &CoordinatorClient, chunks: Vec<pb::UpdateChunk>, config: &WorkerConfig) -> Result<pb::UploadUpdateResponse, WorkerError> {
+async fn upload(
+    client: &CoordinatorClient,
+    chunks: Vec<pb::UpdateChunk>,
+    config: &WorkerConfig,
+) -> Result<pb::UploadUpdateResponse, WorkerError> {
     let mut backoff = Backoff::new(config.max_retry);
     loop {
         match client.upload_update(chunks.clone()).await {
             Ok(response) => return Ok(response),
-            Err(status) if is_transient(status.code()) && backoff.failures() + 1 < UPLOAD_ATTEMPTS => {
+            Err(status)
+                if is_transient(status.code()) && backoff.failures() + 1 < UPLOAD_ATTEMPTS =>
+            {
                 let delay = backoff.next_delay(&mut rand::rng());
                 warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64, "update upload failed; re-sending");
                 sleep(delay).await;

@@ -22,11 +22,18 @@ pub struct Downloaded {
 }
 
 fn protocol(why: impl Into<String>) -> WorkerError {
-    WorkerError::Protocol { what: "model stream", why: why.into() }
+    WorkerError::Protocol {
+        what: "model stream",
+        why: why.into(),
+    }
 }
 
 /// Downloads the global model of `round`.
-pub async fn download(client: &CoordinatorClient, worker_id: &str, round: &RoundRef) -> Result<Downloaded, WorkerError> {
+pub async fn download(
+    client: &CoordinatorClient,
+    worker_id: &str,
+    round: &RoundRef,
+) -> Result<Downloaded, WorkerError> {
     let rpc = |s| WorkerError::rpc("DownloadModel", s);
     let request = pb::DownloadModelRequest {
         worker_id: worker_id.to_string(),
@@ -34,7 +41,11 @@ pub async fn download(client: &CoordinatorClient, worker_id: &str, round: &Round
         round_token: round.round_token.clone(),
     };
     let mut stream = client.download_model(request).await.map_err(rpc)?;
-    let first = stream.message().await.map_err(rpc)?.ok_or_else(|| protocol("ended before its header"))?;
+    let first = stream
+        .message()
+        .await
+        .map_err(rpc)?
+        .ok_or_else(|| protocol("ended before its header"))?;
     let mut encoded_bytes = first.encoded_len() as u64;
     let Some(model_chunk::Part::Header(header)) = first.part else {
         return Err(protocol("the first message is not a header"));
@@ -50,16 +61,26 @@ pub async fn download(client: &CoordinatorClient, worker_id: &str, round: &Round
             None => return Err(protocol("a message with neither header nor data")),
         }
     }
-    Ok(Downloaded { state: assembler.finish()?, encoded_bytes, model_sha256: header.model_sha256 })
+    Ok(Downloaded {
+        state: assembler.finish()?,
+        encoded_bytes,
+        model_sha256: header.model_sha256,
+    })
 }
 
 /// A header that names another job or round is refused (fields left empty are not checked).
 fn check_header(header: &pb::ModelHeader, round: &RoundRef) -> Result<(), WorkerError> {
     if !header.job_id.is_empty() && header.job_id != round.job_id {
-        return Err(protocol(format!("header is for job {:?}, the task for {:?}", header.job_id, round.job_id)));
+        return Err(protocol(format!(
+            "header is for job {:?}, the task for {:?}",
+            header.job_id, round.job_id
+        )));
     }
     if !header.round_token.is_empty() && header.round_token != round.round_token {
-        return Err(protocol(format!("header is for round token {:?}, the task has {:?}", header.round_token, round.round_token)));
+        return Err(protocol(format!(
+            "header is for round token {:?}, the task has {:?}",
+            header.round_token, round.round_token
+        )));
     }
     Ok(())
 }
@@ -73,7 +94,12 @@ pub struct UpdateSummary {
 }
 
 /// The messages of an update upload (header first) and their total encoded size.
-pub fn update_chunks(worker_id: &str, round: &RoundRef, summary: UpdateSummary, state: &StateDict) -> (Vec<pb::UpdateChunk>, u64) {
+pub fn update_chunks(
+    worker_id: &str,
+    round: &RoundRef,
+    summary: UpdateSummary,
+    state: &StateDict,
+) -> (Vec<pb::UpdateChunk>, u64) {
     let (metas, data) = encode_state(state);
     let header = pb::UpdateHeader {
         worker_id: worker_id.to_string(),
@@ -101,28 +127,63 @@ mod tests {
     use super::*;
 
     fn round() -> RoundRef {
-        RoundRef { job_id: "j".into(), round: 4, round_token: "t".into() }
+        RoundRef {
+            job_id: "j".into(),
+            round: 4,
+            round_token: "t".into(),
+        }
     }
 
     /// An update larger than one chunk goes out as a header and bounded data messages that a
     /// receiver reassembles bit for bit.
     #[test]
     fn update_round_trips_through_the_codec() {
-        let big = NamedTensor { name: "a.weight".into(), shape: vec![600_000], values: (0..600_000).map(|i| i as f32).collect() };
-        let small = NamedTensor { name: "b.bias".into(), shape: vec![3], values: vec![1.0, -2.0, 0.5] };
+        let big = NamedTensor {
+            name: "a.weight".into(),
+            shape: vec![600_000],
+            values: (0..600_000).map(|i| i as f32).collect(),
+        };
+        let small = NamedTensor {
+            name: "b.bias".into(),
+            shape: vec![3],
+            values: vec![1.0, -2.0, 0.5],
+        };
         let state = StateDict::new(vec![big, small]).unwrap();
-        let summary = UpdateSummary { num_samples: 17, train_loss: 0.5, train_seconds: 1.5 };
+        let summary = UpdateSummary {
+            num_samples: 17,
+            train_loss: 0.5,
+            train_seconds: 1.5,
+        };
         let (chunks, bytes) = update_chunks("w1", &round(), summary, &state);
         assert!(chunks.len() >= 3, "2.4 MB must span several chunks");
         assert!(chunks.iter().all(|c| c.encoded_len() < MAX_MESSAGE_BYTES));
-        assert_eq!(bytes, chunks.iter().map(|c| c.encoded_len() as u64).sum::<u64>());
-        let Some(update_chunk::Part::Header(h)) = &chunks[0].part else { panic!("header first") };
-        assert_eq!((h.worker_id.as_str(), h.job_id.as_str(), h.round, h.round_token.as_str()), ("w1", "j", 4, "t"));
-        assert_eq!((h.num_samples, h.train_loss, h.train_seconds), (17, 0.5, 1.5));
+        assert_eq!(
+            bytes,
+            chunks.iter().map(|c| c.encoded_len() as u64).sum::<u64>()
+        );
+        let Some(update_chunk::Part::Header(h)) = &chunks[0].part else {
+            panic!("header first")
+        };
+        assert_eq!(
+            (
+                h.worker_id.as_str(),
+                h.job_id.as_str(),
+                h.round,
+                h.round_token.as_str()
+            ),
+            ("w1", "j", 4, "t")
+        );
+        assert_eq!(
+            (h.num_samples, h.train_loss, h.train_seconds),
+            (17, 0.5, 1.5)
+        );
         let limits = WireLimits::default();
-        let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &limits).unwrap(), limits).unwrap();
+        let mut a =
+            ModelAssembler::new(metas_from_proto(&h.tensors, &limits).unwrap(), limits).unwrap();
         for c in &chunks[1..] {
-            let Some(update_chunk::Part::Data(d)) = &c.part else { panic!("data after the header") };
+            let Some(update_chunk::Part::Data(d)) = &c.part else {
+                panic!("data after the header")
+            };
             a.push(d).unwrap();
         }
         assert_eq!(a.finish().unwrap(), state);
@@ -131,7 +192,11 @@ mod tests {
     /// A model header for another job or round token is refused.
     #[test]
     fn foreign_headers_are_refused() {
-        let header = |job: &str, token: &str| pb::ModelHeader { job_id: job.into(), round_token: token.into(), ..Default::default() };
+        let header = |job: &str, token: &str| pb::ModelHeader {
+            job_id: job.into(),
+            round_token: token.into(),
+            ..Default::default()
+        };
         assert!(check_header(&header("j", "t"), &round()).is_ok());
         assert!(check_header(&header("", ""), &round()).is_ok());
         assert!(check_header(&header("k", "t"), &round()).is_err());

@@ -22,7 +22,10 @@ fn out_of_range_partition_id_is_a_usage_error() {
     let out = worker(&["--num-partitions", "2", "--partition-id", "5"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("invalid --partition-id") && stderr.contains("0..=1"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("invalid --partition-id") && stderr.contains("0..=1"),
+        "stderr: {stderr}"
+    );
 }
 
 /// A misspelled scheme, an unknown flag and a bad URL are all refused with exit code 2.
@@ -32,12 +35,18 @@ fn bad_values_and_unknown_flags_are_usage_errors() {
         (&["--partition", "dirichlet"][..], "invalid --partition"),
         (&["--coordinator", "localhost:7070"][..], "missing scheme"),
         (&["--conv", "slow"][..], "possible values: fast, reference"),
-        (&["--no-such-flag"][..], "unexpected argument '--no-such-flag'"),
+        (
+            &["--no-such-flag"][..],
+            "unexpected argument '--no-such-flag'",
+        ),
     ] {
         let out = worker(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
     }
 }
 
@@ -48,10 +57,22 @@ fn help_names_flags_and_environment_variables() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--coordinator", "--name", "--data", "--partition", "--num-partitions", "--partition-id", "--seed", "--token",
-        "--log-format", "--max-retry-seconds", "--conv",
+        "--coordinator",
+        "--name",
+        "--data",
+        "--partition",
+        "--num-partitions",
+        "--partition-id",
+        "--seed",
+        "--token",
+        "--log-format",
+        "--max-retry-seconds",
+        "--conv",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
-    assert!(help.contains("FEDCSG_COORDINATOR") && help.contains("FEDCSG_TOKEN"), "{help}");
+    assert!(
+        help.contains("FEDCSG_COORDINATOR") && help.contains("FEDCSG_TOKEN"),
+        "{help}"
+    );
 }

@@ -64,7 +64,12 @@ struct Fake {
 struct FakeCoordinator(Arc<Fake>);
 
 fn auth<T>(request: &Request<T>) -> String {
-    request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 impl FakeCoordinator {
@@ -75,7 +80,10 @@ impl FakeCoordinator {
 
 #[tonic::async_trait]
 impl WorkerService for FakeCoordinator {
-    async fn join(&self, request: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let mut seen = self.0.seen.lock().unwrap();
         seen.join_attempts += 1;
         seen.join_auth.push(auth(&request));
@@ -88,8 +96,15 @@ impl WorkerService for FakeCoordinator {
             return Err(Status::unavailable("starting up"));
         }
         let join = request.into_inner();
-        assert_eq!(join.protocol_version, fedcsg_common::proto::PROTOCOL_VERSION);
-        assert_eq!((join.num_samples, join.in_channels, join.num_classes), (600, 1, 10), "a tenth of the bundled set");
+        assert_eq!(
+            join.protocol_version,
+            fedcsg_common::proto::PROTOCOL_VERSION
+        );
+        assert_eq!(
+            (join.num_samples, join.in_channels, join.num_classes),
+            (600, 1, 10),
+            "a tenth of the bundled set"
+        );
         seen.joins += 1;
         Ok(Response::new(pb::JoinResponse {
             worker_id: "w-1".into(),
@@ -99,27 +114,42 @@ impl WorkerService for FakeCoordinator {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.session_call(&request);
         let token = request.into_inner().busy_with_round_token;
         let abandon = self.0.script.lock().unwrap().abandon && !token.is_empty();
         self.0.seen.lock().unwrap().busy_tokens.push(token);
-        Ok(Response::new(pb::HeartbeatResponse { abandon_current_task: abandon }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            abandon_current_task: abandon,
+        }))
     }
 
-    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
         self.session_call(&request);
         let step = self.0.script.lock().unwrap().tasks.pop_front();
         match step {
             Some(Step::Answer(task)) => Ok(Response::new(pb::GetTaskResponse { task: Some(task) })),
             Some(Step::Fail(code)) => Err(Status::new(code, "scripted failure")),
-            None => Ok(Response::new(pb::GetTaskResponse { task: Some(Task::Done(pb::DoneTask { reason: "script over".into() })) })),
+            None => Ok(Response::new(pb::GetTaskResponse {
+                task: Some(Task::Done(pb::DoneTask {
+                    reason: "script over".into(),
+                })),
+            })),
         }
     }
 
     type DownloadModelStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
 
-    async fn download_model(&self, request: Request<pb::DownloadModelRequest>) -> Result<Response<Self::DownloadModelStream>, Status> {
+    async fn download_model(
+        &self,
+        request: Request<pb::DownloadModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
         self.session_call(&request);
         let request = request.into_inner();
         let (metas, data) = encode_state(&self.0.global);
@@ -130,36 +160,68 @@ impl WorkerService for FakeCoordinator {
             tensors: metas.iter().map(meta_to_proto).collect(),
             model_sha256: self.0.global.fingerprint(),
         };
-        let parts = std::iter::once(model_chunk::Part::Header(header)).chain(data.into_iter().map(model_chunk::Part::Data));
-        let chunks: Vec<Result<pb::ModelChunk, Status>> = parts.map(|p| Ok(pb::ModelChunk { part: Some(p) })).collect();
+        let parts = std::iter::once(model_chunk::Part::Header(header))
+            .chain(data.into_iter().map(model_chunk::Part::Data));
+        let chunks: Vec<Result<pb::ModelChunk, Status>> = parts
+            .map(|p| Ok(pb::ModelChunk { part: Some(p) }))
+            .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn upload_update(&self, request: Request<Streaming<pb::UpdateChunk>>) -> Result<Response<pb::UploadUpdateResponse>, Status> {
+    async fn upload_update(
+        &self,
+        request: Request<Streaming<pb::UpdateChunk>>,
+    ) -> Result<Response<pb::UploadUpdateResponse>, Status> {
         self.session_call(&request);
         let mut stream = request.into_inner();
-        let Some(pb::UpdateChunk { part: Some(update_chunk::Part::Header(header)) }) = stream.message().await? else {
+        let Some(pb::UpdateChunk {
+            part: Some(update_chunk::Part::Header(header)),
+        }) = stream.message().await?
+        else {
             return Err(Status::invalid_argument("header first"));
         };
         let limits = WireLimits::default();
-        let metas = metas_from_proto(&header.tensors, &limits).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut assembler = ModelAssembler::new(metas, limits).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let metas = metas_from_proto(&header.tensors, &limits)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut assembler = ModelAssembler::new(metas, limits)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         while let Some(chunk) = stream.message().await? {
-            let Some(update_chunk::Part::Data(data)) = chunk.part else { return Err(Status::invalid_argument("data after the header")) };
-            assembler.push(&data).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let Some(update_chunk::Part::Data(data)) = chunk.part else {
+                return Err(Status::invalid_argument("data after the header"));
+            };
+            assembler
+                .push(&data)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        let state = assembler.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let state = assembler
+            .finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.0.seen.lock().unwrap().uploads.push((header, state));
-        Ok(Response::new(pb::UploadUpdateResponse { accepted: true, duplicate: false, bytes_received: 0 }))
+        Ok(Response::new(pb::UploadUpdateResponse {
+            accepted: true,
+            duplicate: false,
+            bytes_received: 0,
+        }))
     }
 
-    async fn report_evaluation(&self, request: Request<pb::ReportEvaluationRequest>) -> Result<Response<pb::ReportEvaluationResponse>, Status> {
+    async fn report_evaluation(
+        &self,
+        request: Request<pb::ReportEvaluationRequest>,
+    ) -> Result<Response<pb::ReportEvaluationResponse>, Status> {
         self.session_call(&request);
-        self.0.seen.lock().unwrap().evaluations.push(request.into_inner());
+        self.0
+            .seen
+            .lock()
+            .unwrap()
+            .evaluations
+            .push(request.into_inner());
         Ok(Response::new(pb::ReportEvaluationResponse {}))
     }
 
-    async fn leave(&self, request: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
         self.session_call(&request);
         self.0.seen.lock().unwrap().leaves += 1;
         Ok(Response::new(pb::LeaveResponse {}))
@@ -167,7 +229,12 @@ impl WorkerService for FakeCoordinator {
 }
 
 fn model_spec() -> pb::ModelSpec {
-    pb::ModelSpec { architecture: "resnet20".into(), csg: "none".into(), in_channels: 1, num_classes: 10 }
+    pb::ModelSpec {
+        architecture: "resnet20".into(),
+        csg: "none".into(),
+        in_channels: 1,
+        num_classes: 10,
+    }
 }
 
 fn train(round_token: &str, epochs: u32, max_samples: u64) -> Step {
@@ -192,10 +259,18 @@ fn train(round_token: &str, epochs: u32, max_samples: u64) -> Step {
 
 /// Starts the fake on a free port; returns its URL and what it sees.
 async fn start(script: Script) -> (String, Arc<Mutex<Seen>>) {
-    let spec: ModelSpec = fedcsg_common::wire::convert::model_spec_from_proto(Some(&model_spec()), "model").unwrap();
-    let global = Model::new(&spec, 42, ConvBackend::Fast).unwrap().state().unwrap();
+    let spec: ModelSpec =
+        fedcsg_common::wire::convert::model_spec_from_proto(Some(&model_spec()), "model").unwrap();
+    let global = Model::new(&spec, 42, ConvBackend::Fast)
+        .unwrap()
+        .state()
+        .unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let fake = FakeCoordinator(Arc::new(Fake { script: Mutex::new(script), seen: Arc::clone(&seen), global }));
+    let fake = FakeCoordinator(Arc::new(Fake {
+        script: Mutex::new(script),
+        seen: Arc::clone(&seen),
+        global,
+    }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
@@ -225,7 +300,10 @@ async fn full_cycle_with_retries_and_a_rejoin() {
     let (url, seen) = start(Script {
         join_failures: 2,
         tasks: VecDeque::from([
-            Step::Answer(Task::Wait(pb::WaitTask { retry_after_ms: 10, reason: "no job yet".into() })),
+            Step::Answer(Task::Wait(pb::WaitTask {
+                retry_after_ms: 10,
+                reason: "no job yet".into(),
+            })),
             Step::Fail(Code::NotFound),
             train("r1", 1, 32),
             Step::Answer(Task::Evaluate(pb::EvaluateTask {
@@ -239,33 +317,92 @@ async fn full_cycle_with_retries_and_a_rejoin() {
         ..Script::default()
     })
     .await;
-    tokio::time::timeout(Duration::from_secs(120), fedcsg_worker::run(config(&url), std::future::pending()))
-        .await
-        .expect("the worker finishes")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        fedcsg_worker::run(config(&url), std::future::pending()),
+    )
+    .await
+    .expect("the worker finishes")
+    .unwrap();
 
     let seen = seen.lock().unwrap();
-    assert_eq!((seen.join_attempts, seen.joins), (4, 2), "two retries, then a join and a re-join");
-    assert!(seen.join_auth.iter().all(|a| a == "Bearer enroll"), "{:?}", seen.join_auth);
-    assert!(seen.session_auth.iter().all(|a| a.starts_with("Bearer session-")), "{:?}", seen.session_auth);
-    assert_eq!(seen.session_auth.last().map(String::as_str), Some("Bearer session-2"), "the re-join's token is used");
+    assert_eq!(
+        (seen.join_attempts, seen.joins),
+        (4, 2),
+        "two retries, then a join and a re-join"
+    );
+    assert!(
+        seen.join_auth.iter().all(|a| a == "Bearer enroll"),
+        "{:?}",
+        seen.join_auth
+    );
+    assert!(
+        seen.session_auth
+            .iter()
+            .all(|a| a.starts_with("Bearer session-")),
+        "{:?}",
+        seen.session_auth
+    );
+    assert_eq!(
+        seen.session_auth.last().map(String::as_str),
+        Some("Bearer session-2"),
+        "the re-join's token is used"
+    );
 
     assert_eq!(seen.uploads.len(), 1);
     let (header, update) = &seen.uploads[0];
-    assert_eq!((header.worker_id.as_str(), header.job_id.as_str(), header.round, header.round_token.as_str()), ("w-1", "job-1", 1, "r1"));
-    assert_eq!(header.num_samples, 32, "max_samples_per_round bounds the local samples");
-    assert!(header.train_loss.is_finite() && header.train_loss > 0.0 && header.train_seconds > 0.0, "{header:?}");
-    let global = Model::new(&fedcsg_common::wire::convert::model_spec_from_proto(Some(&model_spec()), "m").unwrap(), 42, ConvBackend::Fast)
-        .unwrap()
-        .state()
-        .unwrap();
-    let names = |s: &StateDict| s.tensors().iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(update), names(&global), "averaged batch norm: every variable is exchanged");
-    assert_ne!(update.fingerprint(), global.fingerprint(), "the update is trained, not the global model echoed");
+    assert_eq!(
+        (
+            header.worker_id.as_str(),
+            header.job_id.as_str(),
+            header.round,
+            header.round_token.as_str()
+        ),
+        ("w-1", "job-1", 1, "r1")
+    );
+    assert_eq!(
+        header.num_samples, 32,
+        "max_samples_per_round bounds the local samples"
+    );
+    assert!(
+        header.train_loss.is_finite() && header.train_loss > 0.0 && header.train_seconds > 0.0,
+        "{header:?}"
+    );
+    let global = Model::new(
+        &fedcsg_common::wire::convert::model_spec_from_proto(Some(&model_spec()), "m").unwrap(),
+        42,
+        ConvBackend::Fast,
+    )
+    .unwrap()
+    .state()
+    .unwrap();
+    let names = |s: &StateDict| {
+        s.tensors()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(update),
+        names(&global),
+        "averaged batch norm: every variable is exchanged"
+    );
+    assert_ne!(
+        update.fingerprint(),
+        global.fingerprint(),
+        "the update is trained, not the global model echoed"
+    );
 
     assert_eq!(seen.evaluations.len(), 1);
     let eval = &seen.evaluations[0];
-    assert_eq!((eval.job_id.as_str(), eval.round_token.as_str(), eval.num_samples), ("job-1", "r1", 100));
+    assert_eq!(
+        (
+            eval.job_id.as_str(),
+            eval.round_token.as_str(),
+            eval.num_samples
+        ),
+        ("job-1", "r1", 100)
+    );
     assert!(eval.correct <= eval.num_samples && eval.loss_sum > 0.0);
     assert_eq!(seen.leaves, 1);
 }
@@ -274,45 +411,89 @@ async fn full_cycle_with_retries_and_a_rejoin() {
 /// the heartbeats carried the round token the worker was busy with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_task_sends_no_update() {
-    let (url, seen) = start(Script { tasks: VecDeque::from([train("r-long", 500, 0)]), abandon: true, ..Script::default() }).await;
+    let (url, seen) = start(Script {
+        tasks: VecDeque::from([train("r-long", 500, 0)]),
+        abandon: true,
+        ..Script::default()
+    })
+    .await;
     let start = Instant::now();
-    tokio::time::timeout(Duration::from_secs(60), fedcsg_worker::run(config(&url), std::future::pending()))
-        .await
-        .expect("500 epochs would take far longer: training must have stopped")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        fedcsg_worker::run(config(&url), std::future::pending()),
+    )
+    .await
+    .expect("500 epochs would take far longer: training must have stopped")
+    .unwrap();
     let seen = seen.lock().unwrap();
     assert!(seen.uploads.is_empty(), "an abandoned round gets no update");
-    assert!(seen.busy_tokens.iter().any(|t| t == "r-long"), "{:?}", seen.busy_tokens);
+    assert!(
+        seen.busy_tokens.iter().any(|t| t == "r-long"),
+        "{:?}",
+        seen.busy_tokens
+    );
     assert!(start.elapsed() < Duration::from_secs(60));
 }
 
 /// A join refused for a reason retrying cannot fix ends the worker with that reason.
 #[tokio::test]
 async fn a_refused_join_is_fatal() {
-    let (url, seen) = start(Script { refuse_join: Some(Code::FailedPrecondition), ..Script::default() }).await;
-    let err = tokio::time::timeout(Duration::from_secs(30), fedcsg_worker::run(config(&url), std::future::pending()))
-        .await
-        .expect("a refused join must not be retried forever")
-        .unwrap_err();
-    assert!(matches!(err, WorkerError::JoinRefused { code: Code::FailedPrecondition, .. }), "{err}");
-    assert!(err.to_string().contains("protocol version 99 expected"), "{err}");
+    let (url, seen) = start(Script {
+        refuse_join: Some(Code::FailedPrecondition),
+        ..Script::default()
+    })
+    .await;
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        fedcsg_worker::run(config(&url), std::future::pending()),
+    )
+    .await
+    .expect("a refused join must not be retried forever")
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WorkerError::JoinRefused {
+                code: Code::FailedPrecondition,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("protocol version 99 expected"),
+        "{err}"
+    );
     assert_eq!(seen.lock().unwrap().join_attempts, 1);
 }
 
 /// Shutdown in the middle of a long training run returns promptly and says goodbye.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_training_leaves_promptly() {
-    let (url, seen) = start(Script { tasks: VecDeque::from([train("r-long", 500, 0)]), ..Script::default() }).await;
+    let (url, seen) = start(Script {
+        tasks: VecDeque::from([train("r-long", 500, 0)]),
+        ..Script::default()
+    })
+    .await;
     let watched = Arc::clone(&seen);
     let busy_training = async move {
-        while !watched.lock().unwrap().busy_tokens.iter().any(|t| t == "r-long") {
+        while !watched
+            .lock()
+            .unwrap()
+            .busy_tokens
+            .iter()
+            .any(|t| t == "r-long")
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), fedcsg_worker::run(config(&url), busy_training))
-        .await
-        .expect("shutdown must not wait for training to finish")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        fedcsg_worker::run(config(&url), busy_training),
+    )
+    .await
+    .expect("shutdown must not wait for training to finish")
+    .unwrap();
     let seen = seen.lock().unwrap();
     assert_eq!(seen.leaves, 1);
     assert!(seen.uploads.is_empty());

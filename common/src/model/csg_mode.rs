@@ -49,16 +49,29 @@ impl fmt::Display for CsgMode {
             CsgMode::Seeded { shape, seed } if *seed == DEFAULT_GENERATOR_SEED => {
                 write!(f, "seeded:{}-{}", shape.slice, shape.code)
             }
-            CsgMode::Seeded { shape, seed } => write!(f, "seeded:{}-{}:{seed}", shape.slice, shape.code),
+            CsgMode::Seeded { shape, seed } => {
+                write!(f, "seeded:{}-{}:{seed}", shape.slice, shape.code)
+            }
         }
     }
 }
 
 fn parse_shape(text: &str, whole: &str) -> Result<CsgShape, ModelError> {
-    let bad = |why: &str| ModelError::BadCsgMode { text: whole.to_string(), why: why.to_string() };
-    let (s, c) = text.split_once('-').ok_or_else(|| bad("expected S-C, e.g. 12-72"))?;
-    let slice: usize = s.trim().parse().map_err(|_| bad("slice width S is not a positive integer"))?;
-    let code: usize = c.trim().parse().map_err(|_| bad("code size C is not a positive integer"))?;
+    let bad = |why: &str| ModelError::BadCsgMode {
+        text: whole.to_string(),
+        why: why.to_string(),
+    };
+    let (s, c) = text
+        .split_once('-')
+        .ok_or_else(|| bad("expected S-C, e.g. 12-72"))?;
+    let slice: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| bad("slice width S is not a positive integer"))?;
+    let code: usize = c
+        .trim()
+        .parse()
+        .map_err(|_| bad("code size C is not a positive integer"))?;
     if slice == 0 || code == 0 {
         return Err(bad("S and C must be at least 1"));
     }
@@ -87,7 +100,10 @@ impl FromStr for CsgMode {
                 }
                 None => (rest, DEFAULT_GENERATOR_SEED),
             };
-            return Ok(CsgMode::Seeded { shape: parse_shape(shape_text, text)?, seed });
+            return Ok(CsgMode::Seeded {
+                shape: parse_shape(shape_text, text)?,
+                seed,
+            });
         }
         Ok(CsgMode::Trained(parse_shape(t, text)?))
     }

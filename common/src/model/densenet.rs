@@ -26,8 +26,12 @@ struct Bottleneck {
 
 impl Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward(&fused::bn_relu(&self.bn1, x, train, self.backend)?)?;
-        let y = self.conv2.forward(&fused::bn_relu(&self.bn2, &y, train, self.backend)?)?;
+        let y = self
+            .conv1
+            .forward(&fused::bn_relu(&self.bn1, x, train, self.backend)?)?;
+        let y = self
+            .conv2
+            .forward(&fused::bn_relu(&self.bn2, &y, train, self.backend)?)?;
         Tensor::cat(&[x, &y], 1)
     }
 }
@@ -41,7 +45,9 @@ struct Transition {
 
 impl Transition {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.conv.forward(&fused::bn_relu(&self.bn, x, train, self.backend)?)?.avg_pool2d(2)
+        self.conv
+            .forward(&fused::bn_relu(&self.bn, x, train, self.backend)?)?
+            .avg_pool2d(2)
     }
 }
 
@@ -72,11 +78,23 @@ impl DenseNet {
         vb: VarBuilder,
     ) -> Result<Self> {
         if depth < 10 || (depth - 4) % 6 != 0 || growth == 0 {
-            candle_core::bail!("DenseNet-BC depth must be 6n+4 (40, 100, ...) and growth > 0, got {depth}, k={growth}");
+            candle_core::bail!(
+                "DenseNet-BC depth must be 6n+4 (40, 100, ...) and growth > 0, got {depth}, k={growth}"
+            );
         }
         let per_block = (depth - 4) / 6;
-        let three = ConvConfig { kernel: 3, stride: 1, padding: 1, backend };
-        let one = ConvConfig { kernel: 1, stride: 1, padding: 0, backend };
+        let three = ConvConfig {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            backend,
+        };
+        let one = ConvConfig {
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+            backend,
+        };
         let mut c = 2 * growth;
         let conv1 = conv2d(in_channels, c, three, vb.pp("conv1"))?;
         let mut stages = Vec::new();
@@ -106,7 +124,13 @@ impl DenseNet {
         }
         let bn = batch_norm(c, vb.pp("bn"))?;
         let fc = classifier(c, num_classes, vb.pp("fc"))?;
-        Ok(Self { conv1, stages, bn, fc, backend })
+        Ok(Self {
+            conv1,
+            stages,
+            bn,
+            fc,
+            backend,
+        })
     }
 
     pub fn convs(&self) -> Vec<&Conv2d> {

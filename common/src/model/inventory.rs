@@ -66,7 +66,9 @@ impl std::str::FromStr for BnStatsPolicy {
         match s {
             "averaged" => Ok(Self::Averaged),
             "local" => Ok(Self::Local),
-            other => Err(format!("batch-norm statistics policy {other:?}: use averaged or local")),
+            other => Err(format!(
+                "batch-norm statistics policy {other:?}: use averaged or local"
+            )),
         }
     }
 }
@@ -104,18 +106,35 @@ pub struct Inventory {
 impl Inventory {
     /// Builds the inventory from `(name, shape)` of every variable, plus the seeded generator's
     /// shape when the mode has one (it exists on every node but is neither trained nor sent).
-    pub fn new(csg: CsgMode, vars: Vec<(String, Vec<usize>)>, seeded_generator: Option<Vec<usize>>, bn: BnStatsPolicy) -> Self {
+    pub fn new(
+        csg: CsgMode,
+        vars: Vec<(String, Vec<usize>)>,
+        seeded_generator: Option<Vec<usize>>,
+        bn: BnStatsPolicy,
+    ) -> Self {
         let mut entries: Vec<ParamEntry> = vars
             .into_iter()
             .map(|(name, shape)| {
                 let role = ParamRole::of(&name);
                 let trained = role != ParamRole::BnStats;
                 let exchanged = role != ParamRole::BnStats || bn == BnStatsPolicy::Averaged;
-                ParamEntry { name, shape, role, trained, exchanged }
+                ParamEntry {
+                    name,
+                    shape,
+                    role,
+                    trained,
+                    exchanged,
+                }
             })
             .collect();
         if let Some(shape) = seeded_generator {
-            entries.push(ParamEntry { name: "generator.weight".into(), shape, role: ParamRole::Generator, trained: false, exchanged: false });
+            entries.push(ParamEntry {
+                name: "generator.weight".into(),
+                shape,
+                role: ParamRole::Generator,
+                trained: false,
+                exchanged: false,
+            });
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         Self { csg, entries }
@@ -132,25 +151,45 @@ impl Inventory {
 
     /// DESIGN §1.3's count: weights and BN affine parameters, including the generator.
     pub fn parameter_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.role != ParamRole::BnStats).map(ParamEntry::numel).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.role != ParamRole::BnStats)
+            .map(ParamEntry::numel)
+            .sum()
     }
 
     pub fn trainable_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.trained).map(ParamEntry::numel).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.trained)
+            .map(ParamEntry::numel)
+            .sum()
     }
 
     /// Parameters sent per exchange, not counting batch-norm running statistics.
     pub fn exchanged_parameter_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.exchanged && e.role != ParamRole::BnStats).map(ParamEntry::numel).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.exchanged && e.role != ParamRole::BnStats)
+            .map(ParamEntry::numel)
+            .sum()
     }
 
     /// Every value sent per exchange, batch-norm running statistics included.
     pub fn exchanged_value_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.exchanged).map(ParamEntry::numel).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.exchanged)
+            .map(ParamEntry::numel)
+            .sum()
     }
 
     pub fn exchanged_names(&self) -> Vec<&str> {
-        self.entries.iter().filter(|e| e.exchanged).map(|e| e.name.as_str()).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.exchanged)
+            .map(|e| e.name.as_str())
+            .collect()
     }
 }
 

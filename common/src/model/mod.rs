@@ -49,7 +49,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,17 +66,47 @@ impl Model {
         let vb = VarBuilder::from_backend(backend_vars, DType::F32, device.clone());
         let generator = match spec.csg {
             CsgMode::Full => None,
-            CsgMode::Trained(shape) => Some(Arc::new(SliceGenerator::trained(shape, 3, spec.layout, vb.pp("generator"))?)),
-            CsgMode::Seeded { shape, seed } => Some(Arc::new(SliceGenerator::seeded(shape, 3, spec.layout, seed, &device)?)),
+            CsgMode::Trained(shape) => Some(Arc::new(SliceGenerator::trained(
+                shape,
+                3,
+                spec.layout,
+                vb.pp("generator"),
+            )?)),
+            CsgMode::Seeded { shape, seed } => Some(Arc::new(SliceGenerator::seeded(
+                shape,
+                3,
+                spec.layout,
+                seed,
+                &device,
+            )?)),
         };
         let g = generator.as_ref();
         let net = match spec.arch {
-            Architecture::ResNet { depth } => Net::ResNet(ResNet::new(depth, spec.in_channels, spec.num_classes, g, backend, vb)?),
-            Architecture::DenseNet { depth, growth } => {
-                Net::DenseNet(DenseNet::new(depth, growth, spec.in_channels, spec.num_classes, g, backend, vb)?)
-            }
+            Architecture::ResNet { depth } => Net::ResNet(ResNet::new(
+                depth,
+                spec.in_channels,
+                spec.num_classes,
+                g,
+                backend,
+                vb,
+            )?),
+            Architecture::DenseNet { depth, growth } => Net::DenseNet(DenseNet::new(
+                depth,
+                growth,
+                spec.in_channels,
+                spec.num_classes,
+                g,
+                backend,
+                vb,
+            )?),
         };
-        Ok(Self { spec: *spec, vars, net, generator, device })
+        Ok(Self {
+            spec: *spec,
+            vars,
+            net,
+            generator,
+            device,
+        })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -99,18 +131,26 @@ impl Model {
 
     fn named_vars(&self) -> Vec<(String, Var)> {
         let data = self.vars.data().lock().expect("variable map lock poisoned");
-        let mut out: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     /// Variables the optimiser updates (everything but batch-norm running statistics), by name.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
-        self.named_vars().into_iter().filter(|(n, _)| ParamRole::of(n) != ParamRole::BnStats).collect()
+        self.named_vars()
+            .into_iter()
+            .filter(|(n, _)| ParamRole::of(n) != ParamRole::BnStats)
+            .collect()
     }
 
     pub fn inventory(&self, bn: BnStatsPolicy) -> Inventory {
-        let vars = self.named_vars().into_iter().map(|(n, v)| (n, v.dims().to_vec())).collect();
+        let vars = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.dims().to_vec()))
+            .collect();
         let seeded = match self.spec.csg {
             CsgMode::Seeded { .. } => self.generator.as_ref().map(|g| g.weight().dims().to_vec()),
             _ => None,
@@ -124,7 +164,11 @@ impl Model {
         for (name, var) in self.named_vars() {
             let t = var.as_tensor();
             let values: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            tensors.push(NamedTensor { name, shape: t.dims().to_vec(), values });
+            tensors.push(NamedTensor {
+                name,
+                shape: t.dims().to_vec(),
+                values,
+            });
         }
         StateDict::new(tensors).map_err(|why| ModelError::BadConfig { why })
     }
@@ -141,18 +185,34 @@ impl Model {
         let vars: HashMap<String, Var> = self.named_vars().into_iter().collect();
         for t in state.tensors() {
             let Some(var) = vars.get(&t.name) else {
-                return Err(ModelError::BadTensor { name: t.name.clone(), why: format!("not a variable of {}", self.spec) });
+                return Err(ModelError::BadTensor {
+                    name: t.name.clone(),
+                    why: format!("not a variable of {}", self.spec),
+                });
             };
             if var.dims() != t.shape.as_slice() {
-                return Err(ModelError::BadTensor { name: t.name.clone(), why: format!("shape {:?}, expected {:?}", t.shape, var.dims()) });
+                return Err(ModelError::BadTensor {
+                    name: t.name.clone(),
+                    why: format!("shape {:?}, expected {:?}", t.shape, var.dims()),
+                });
             }
             if let Some(i) = t.first_non_finite() {
-                return Err(ModelError::BadTensor { name: t.name.clone(), why: format!("value {} at index {i} is not finite", t.values[i]) });
+                return Err(ModelError::BadTensor {
+                    name: t.name.clone(),
+                    why: format!("value {} at index {i} is not finite", t.values[i]),
+                });
             }
         }
         if complete && state.len() != vars.len() {
-            let missing: Vec<&String> = vars.keys().filter(|k| state.get(k).is_none()).take(5).collect();
-            return Err(ModelError::BadTensor { name: format!("{missing:?}"), why: "missing from the model state".into() });
+            let missing: Vec<&String> = vars
+                .keys()
+                .filter(|k| state.get(k).is_none())
+                .take(5)
+                .collect();
+            return Err(ModelError::BadTensor {
+                name: format!("{missing:?}"),
+                why: "missing from the model state".into(),
+            });
         }
         Ok(())
     }
@@ -171,23 +231,37 @@ impl Model {
 
     /// Writes every variable to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let tensors: HashMap<String, Tensor> =
-            self.named_vars().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-        candle_core::safetensors::save(&tensors, path)
-            .map_err(|e| ModelError::File { path: path.display().to_string(), why: e.to_string() })
+        let tensors: HashMap<String, Tensor> = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path).map_err(|e| ModelError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
     }
 
     /// Loads a safetensors file written by `save` (or by `materialize().save`) into this model.
     pub fn load(&self, path: &Path) -> Result<(), ModelError> {
-        let file_err = |why: String| ModelError::File { path: path.display().to_string(), why };
-        let tensors = candle_core::safetensors::load(path, &self.device).map_err(|e| file_err(e.to_string()))?;
+        let file_err = |why: String| ModelError::File {
+            path: path.display().to_string(),
+            why,
+        };
+        let tensors = candle_core::safetensors::load(path, &self.device)
+            .map_err(|e| file_err(e.to_string()))?;
         let mut named = Vec::with_capacity(tensors.len());
         for (name, t) in tensors {
             let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            named.push(NamedTensor { name, shape: t.dims().to_vec(), values });
+            named.push(NamedTensor {
+                name,
+                shape: t.dims().to_vec(),
+                values,
+            });
         }
         let state = StateDict::new(named).map_err(file_err)?;
-        self.check_state(&state, true).map_err(|e| file_err(e.to_string()))?;
+        self.check_state(&state, true)
+            .map_err(|e| file_err(e.to_string()))?;
         self.load_state(&state)
     }
 
@@ -199,7 +273,12 @@ impl Model {
             .state()?
             .into_tensors()
             .into_iter()
-            .filter(|t| !matches!(ParamRole::of(&t.name), ParamRole::Codes | ParamRole::Generator))
+            .filter(|t| {
+                !matches!(
+                    ParamRole::of(&t.name),
+                    ParamRole::Codes | ParamRole::Generator
+                )
+            })
             .collect();
         for conv in self.convs() {
             if conv.is_generated() {

@@ -38,8 +38,18 @@ impl BasicBlock {
         backend: ConvBackend,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let c1 = ConvConfig { kernel: 3, stride, padding: 1, backend };
-        let c2 = ConvConfig { kernel: 3, stride: 1, padding: 1, backend };
+        let c1 = ConvConfig {
+            kernel: 3,
+            stride,
+            padding: 1,
+            backend,
+        };
+        let c2 = ConvConfig {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            backend,
+        };
         let conv1 = csg_conv2d(c_in, c_out, c1, generator, vb.pp("conv1"))?;
         let bn1 = batch_norm(c_out, vb.pp("bn1"))?;
         let conv2 = csg_conv2d(c_out, c_out, c2, generator, vb.pp("conv2"))?;
@@ -52,7 +62,14 @@ impl BasicBlock {
         } else {
             None
         };
-        Ok(Self { conv1, bn1, conv2, bn2, shortcut, backend })
+        Ok(Self {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            shortcut,
+            backend,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -106,7 +123,12 @@ impl ResNet {
             candle_core::bail!("ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}");
         }
         let n = (depth - 2) / 6;
-        let stem = ConvConfig { kernel: 3, stride: 1, padding: 1, backend };
+        let stem = ConvConfig {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            backend,
+        };
         let conv1 = conv2d(in_channels, 16, stem, vb.pp("conv1"))?;
         let bn1 = batch_norm(16, vb.pp("bn1"))?;
         let mut blocks = Vec::with_capacity(3 * n);
@@ -115,16 +137,31 @@ impl ResNet {
             let vb_stage = vb.pp(format!("layer{}", stage + 1));
             for i in 0..n {
                 let stride = if stage > 0 && i == 0 { 2 } else { 1 };
-                blocks.push(BasicBlock::new(c_in, c_out, stride, generator, backend, vb_stage.pp(i))?);
+                blocks.push(BasicBlock::new(
+                    c_in,
+                    c_out,
+                    stride,
+                    generator,
+                    backend,
+                    vb_stage.pp(i),
+                )?);
                 c_in = c_out;
             }
         }
         let fc = classifier(64, num_classes, vb.pp("fc"))?;
-        Ok(Self { conv1, bn1, blocks, fc, backend })
+        Ok(Self {
+            conv1,
+            bn1,
+            blocks,
+            fc,
+            backend,
+        })
     }
 
     pub fn convs(&self) -> Vec<&Conv2d> {
-        std::iter::once(&self.conv1).chain(self.blocks.iter().flat_map(|b| b.convs())).collect()
+        std::iter::once(&self.conv1)
+            .chain(self.blocks.iter().flat_map(|b| b.convs()))
+            .collect()
     }
 }
 

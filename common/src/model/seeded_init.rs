@@ -23,7 +23,9 @@ impl SeededVarMap {
 
 /// FNV-1a: a stable, dependency-free hash of a variable name.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 fn sample(shape: &Shape, init: Init, rng: &mut StdRng) -> Vec<f32> {
@@ -40,7 +42,11 @@ fn sample(shape: &Shape, init: Init, rng: &mut StdRng) -> Vec<f32> {
         Init::Const(v) => vec![v as f32; n],
         Init::Randn { mean, stdev } => (0..n).map(|_| normal(rng, mean, stdev)).collect(),
         Init::Uniform { lo, up } => (0..n).map(|_| rng.random_range(lo..up) as f32).collect(),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let fan = match fan {
                 FanInOut::FanIn => fan_in,
                 FanInOut::FanOut => fan_out,
@@ -50,7 +56,9 @@ fn sample(shape: &Shape, init: Init, rng: &mut StdRng) -> Vec<f32> {
                 NormalOrUniform::Normal => (0..n).map(|_| normal(rng, 0.0, std)).collect(),
                 NormalOrUniform::Uniform => {
                     let bound = 3f64.sqrt() * std;
-                    (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect()
+                    (0..n)
+                        .map(|_| rng.random_range(-bound..bound) as f32)
+                        .collect()
                 }
             }
         }
@@ -59,7 +67,11 @@ fn sample(shape: &Shape, init: Init, rng: &mut StdRng) -> Vec<f32> {
 
 impl SimpleBackend for SeededVarMap {
     fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let mut data = self.vars.data().lock().map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+        let mut data = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
         if let Some(existing) = data.get(name) {
             if existing.shape() != &s {
                 candle_core::bail!("shape mismatch on {name}: {s:?} <> {:?}", existing.shape());
@@ -75,7 +87,11 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
-        let data = self.vars.data().lock().map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
+        let data = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
         match data.get(name) {
             Some(var) => Ok(var.as_tensor().clone()),
             None => candle_core::bail!("cannot find tensor {name}"),
@@ -83,6 +99,10 @@ impl SimpleBackend for SeededVarMap {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.vars.data().lock().map(|d| d.contains_key(name)).unwrap_or(false)
+        self.vars
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
     }
 }

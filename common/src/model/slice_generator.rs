@@ -10,7 +10,9 @@ use rand_distr::{Distribution, StandardNormal};
 use super::csg_mode::CsgShape;
 
 /// How generated slices are laid out into a kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SliceLayout {
     /// Block `(i, j)` holds output channels `i*S..` and input channels `j*S..` (DESIGN §1.1).
     #[default]
@@ -30,19 +32,51 @@ pub struct SliceGenerator {
 
 impl SliceGenerator {
     /// A trained generator stored as `weight` under `vb` (Kaiming-normal, fan-in = C).
-    pub fn trained(shape: CsgShape, kernel: usize, layout: SliceLayout, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn trained(
+        shape: CsgShape,
+        kernel: usize,
+        layout: SliceLayout,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         let out = shape.slice * shape.slice * kernel * kernel;
         let std = (2.0 / shape.code as f64).sqrt();
-        let weight = vb.get_with_hints((out, shape.code), "weight", Init::Randn { mean: 0.0, stdev: std })?;
-        Ok(Self { weight, shape, kernel, layout })
+        let weight = vb.get_with_hints(
+            (out, shape.code),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?;
+        Ok(Self {
+            weight,
+            shape,
+            kernel,
+            layout,
+        })
     }
 
     /// The seeded generator `0.5 * sign(N(0,1))` drawn from `seed`; it is a constant, not a
     /// variable, so it is never trained, saved or exchanged: every node rebuilds the same one.
-    pub fn seeded(shape: CsgShape, kernel: usize, layout: SliceLayout, seed: u64, device: &Device) -> candle_core::Result<Self> {
+    pub fn seeded(
+        shape: CsgShape,
+        kernel: usize,
+        layout: SliceLayout,
+        seed: u64,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
         let out = shape.slice * shape.slice * kernel * kernel;
-        let weight = Tensor::from_vec(seeded_signs(out * shape.code, seed), (out, shape.code), device)?;
-        Ok(Self { weight, shape, kernel, layout })
+        let weight = Tensor::from_vec(
+            seeded_signs(out * shape.code, seed),
+            (out, shape.code),
+            device,
+        )?;
+        Ok(Self {
+            weight,
+            shape,
+            kernel,
+            layout,
+        })
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -64,7 +98,12 @@ impl SliceGenerator {
 
     /// Generates the `[c_out, c_in, k, k]` kernel from `codes` (`[n_out_blocks * n_in_blocks, C]`,
     /// block `(i, j)` at row `i * n_in_blocks + j`). Differentiable in both `codes` and `G`.
-    pub fn generate(&self, codes: &Tensor, c_out: usize, c_in: usize) -> candle_core::Result<Tensor> {
+    pub fn generate(
+        &self,
+        codes: &Tensor,
+        c_out: usize,
+        c_in: usize,
+    ) -> candle_core::Result<Tensor> {
         let s = self.shape.slice;
         let k = self.kernel;
         let (n_o, n_i) = (c_out.div_ceil(s), c_in.div_ceil(s));
@@ -75,8 +114,16 @@ impl SliceGenerator {
                 let blocks = slices.reshape((n_o, n_i, s, s * k * k))?;
                 // [n_o, S, n_i, S*k*k]: output channel i*S + a, input channel j*S + b.
                 let kernel = blocks.transpose(1, 2)?.reshape((n_o * s, n_i * s, k, k))?;
-                let kernel = if n_o * s != c_out { kernel.narrow(0, 0, c_out)? } else { kernel };
-                let kernel = if n_i * s != c_in { kernel.narrow(1, 0, c_in)? } else { kernel };
+                let kernel = if n_o * s != c_out {
+                    kernel.narrow(0, 0, c_out)?
+                } else {
+                    kernel
+                };
+                let kernel = if n_i * s != c_in {
+                    kernel.narrow(1, 0, c_in)?
+                } else {
+                    kernel
+                };
                 kernel.contiguous()
             }
             SliceLayout::RowMajor => {
@@ -98,7 +145,6 @@ fn seeded_signs(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,9 +153,16 @@ mod tests {
     fn generator(slice: usize, code: usize, layout: SliceLayout) -> SliceGenerator {
         let out = slice * slice * 9;
         // G[r, c] = r * 1000 + c makes every generated weight identify its source row.
-        let data: Vec<f32> = (0..out * code).map(|i| ((i / code) * 1000 + i % code) as f32).collect();
+        let data: Vec<f32> = (0..out * code)
+            .map(|i| ((i / code) * 1000 + i % code) as f32)
+            .collect();
         let weight = Tensor::from_vec(data, (out, code), &Device::Cpu).unwrap();
-        SliceGenerator { weight, shape: CsgShape { slice, code }, kernel: 3, layout }
+        SliceGenerator {
+            weight,
+            shape: CsgShape { slice, code },
+            kernel: 3,
+            layout,
+        }
     }
 
     /// With one-hot codes, the generated kernel places slice rows into aligned S x S blocks and
@@ -144,9 +197,12 @@ mod tests {
     #[test]
     fn seeded_generator_is_reproducible() {
         let shape = CsgShape { slice: 4, code: 8 };
-        let a = SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 7, &Device::Cpu).unwrap();
-        let b = SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 7, &Device::Cpu).unwrap();
-        let c = SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 8, &Device::Cpu).unwrap();
+        let a =
+            SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 7, &Device::Cpu).unwrap();
+        let b =
+            SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 7, &Device::Cpu).unwrap();
+        let c =
+            SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 8, &Device::Cpu).unwrap();
         let va: Vec<f32> = a.weight.flatten_all().unwrap().to_vec1().unwrap();
         let vb: Vec<f32> = b.weight.flatten_all().unwrap().to_vec1().unwrap();
         let vc: Vec<f32> = c.weight.flatten_all().unwrap().to_vec1().unwrap();

@@ -32,9 +32,15 @@ impl FromStr for Architecture {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let t = text.trim().to_ascii_lowercase();
-        let bad = |why: &str| ModelError::BadArchitecture { text: text.to_string(), why: why.to_string() };
+        let bad = |why: &str| ModelError::BadArchitecture {
+            text: text.to_string(),
+            why: why.to_string(),
+        };
         if let Some(depth) = t.strip_prefix("resnet") {
-            let depth: usize = depth.trim_start_matches('-').parse().map_err(|_| bad("depth is not a number"))?;
+            let depth: usize = depth
+                .trim_start_matches('-')
+                .parse()
+                .map_err(|_| bad("depth is not a number"))?;
             if depth < 8 || (depth - 2) % 6 != 0 {
                 return Err(bad("ResNet depth must be 6n+2"));
             }
@@ -43,7 +49,11 @@ impl FromStr for Architecture {
         if let Some(rest) = t.strip_prefix("densenet") {
             let rest = rest.trim_start_matches("-bc").trim_start_matches('-');
             let (depth, growth) = match rest.split_once('k') {
-                Some((d, k)) => (d, k.parse().map_err(|_| bad("growth rate after 'k' is not a number"))?),
+                Some((d, k)) => (
+                    d,
+                    k.parse()
+                        .map_err(|_| bad("growth rate after 'k' is not a number"))?,
+                ),
                 None => (rest, 12),
             };
             let depth: usize = depth.parse().map_err(|_| bad("depth is not a number"))?;
@@ -71,21 +81,36 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     pub fn new(arch: Architecture, csg: CsgMode, in_channels: usize, num_classes: usize) -> Self {
-        Self { arch, csg, in_channels, num_classes, layout: SliceLayout::default() }
+        Self {
+            arch,
+            csg,
+            in_channels,
+            num_classes,
+            layout: SliceLayout::default(),
+        }
     }
 
     /// The same architecture with ordinary full filters: the baseline a CSG model is compared to.
     pub fn full_filter(&self) -> Self {
-        Self { csg: CsgMode::Full, ..*self }
+        Self {
+            csg: CsgMode::Full,
+            ..*self
+        }
     }
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |why: String| Err(ModelError::BadConfig { why });
         if self.in_channels == 0 || self.in_channels > 64 {
-            return bad(format!("in_channels must be 1..=64, got {}", self.in_channels));
+            return bad(format!(
+                "in_channels must be 1..=64, got {}",
+                self.in_channels
+            ));
         }
         if self.num_classes < 2 || self.num_classes > 10_000 {
-            return bad(format!("num_classes must be 2..=10000, got {}", self.num_classes));
+            return bad(format!(
+                "num_classes must be 2..=10000, got {}",
+                self.num_classes
+            ));
         }
         Ok(())
     }
@@ -93,6 +118,10 @@ impl ModelSpec {
 
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} csg={} in={} classes={}", self.arch, self.csg, self.in_channels, self.num_classes)
+        write!(
+            f,
+            "{} csg={} in={} classes={}",
+            self.arch, self.csg, self.in_channels, self.num_classes
+        )
     }
 }

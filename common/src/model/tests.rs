@@ -11,7 +11,9 @@ fn spec(arch: &str, csg: &str, in_channels: usize) -> ModelSpec {
 }
 
 fn counts(arch: &str, csg: &str, in_channels: usize) -> Inventory {
-    Model::new(&spec(arch, csg, in_channels), 0, ConvBackend::Reference).unwrap().inventory(BnStatsPolicy::Averaged)
+    Model::new(&spec(arch, csg, in_channels), 0, ConvBackend::Reference)
+        .unwrap()
+        .inventory(BnStatsPolicy::Averaged)
 }
 
 /// DESIGN §1.3, 3 input channels, 10 classes: full / CSG 12-72 / CSG 16-128, exactly.
@@ -53,7 +55,11 @@ fn exchanged_sets_follow_the_mode() {
     assert!(names.contains(&"layer1.0.conv1.codes"));
     assert!(names.contains(&"conv1.weight"));
     assert!(names.contains(&"layer3.2.bn2.running_var"));
-    assert!(!names.iter().any(|n| n.starts_with("layer") && n.ends_with("conv1.weight")));
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("layer") && n.ends_with("conv1.weight"))
+    );
     let bn_values = 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64);
     assert_eq!(csg.exchanged_value_count(), 115_138 + bn_values);
     let model = Model::new(&spec("resnet20", "12-72", 1), 0, ConvBackend::Reference).unwrap();
@@ -67,9 +73,18 @@ fn exchanged_sets_follow_the_mode() {
 #[test]
 fn initialisation_is_deterministic_for_a_seed() {
     let s = spec("resnet20", "12-72", 1);
-    let a = Model::new(&s, 3, ConvBackend::Reference).unwrap().state().unwrap();
-    let b = Model::new(&s, 3, ConvBackend::Reference).unwrap().state().unwrap();
-    let c = Model::new(&s, 4, ConvBackend::Reference).unwrap().state().unwrap();
+    let a = Model::new(&s, 3, ConvBackend::Reference)
+        .unwrap()
+        .state()
+        .unwrap();
+    let b = Model::new(&s, 3, ConvBackend::Reference)
+        .unwrap()
+        .state()
+        .unwrap();
+    let c = Model::new(&s, 4, ConvBackend::Reference)
+        .unwrap()
+        .state()
+        .unwrap();
     assert_eq!(a.fingerprint(), b.fingerprint());
     assert_ne!(a.fingerprint(), c.fingerprint());
 }
@@ -102,16 +117,32 @@ fn bad_state_is_refused_and_changes_nothing() {
     tensors[0].values[0] += 1.0;
     let fc = tensors.iter().position(|t| t.name == "fc.weight").unwrap();
     for (case, edit) in [
-        ("shape", Box::new(|t: &mut Vec<crate::tensor::NamedTensor>| t[fc].shape = vec![64, 10]) as Box<dyn Fn(&mut Vec<_>)>),
-        ("name", Box::new(|t: &mut Vec<crate::tensor::NamedTensor>| t[fc].name = "fc.nonexistent".into())),
-        ("nan", Box::new(|t: &mut Vec<crate::tensor::NamedTensor>| t[fc].values[5] = f32::NAN)),
+        (
+            "shape",
+            Box::new(|t: &mut Vec<crate::tensor::NamedTensor>| t[fc].shape = vec![64, 10])
+                as Box<dyn Fn(&mut Vec<_>)>,
+        ),
+        (
+            "name",
+            Box::new(|t: &mut Vec<crate::tensor::NamedTensor>| {
+                t[fc].name = "fc.nonexistent".into()
+            }),
+        ),
+        (
+            "nan",
+            Box::new(|t: &mut Vec<crate::tensor::NamedTensor>| t[fc].values[5] = f32::NAN),
+        ),
     ] {
         let mut bad = tensors.clone();
         edit(&mut bad);
         let state = crate::tensor::StateDict::new(bad).unwrap();
         let err = model.load_state(&state).unwrap_err().to_string();
         assert!(err.contains("fc."), "{case}: {err}");
-        assert_eq!(model.state().unwrap().fingerprint(), before.fingerprint(), "{case} changed the model");
+        assert_eq!(
+            model.state().unwrap().fingerprint(),
+            before.fingerprint(),
+            "{case} changed the model"
+        );
     }
 }
 
@@ -122,10 +153,16 @@ fn safetensors_round_trip() {
     let a = Model::new(&s, 1, ConvBackend::Reference).unwrap();
     let x = Tensor::randn(0f32, 1.0, (4, 1, 28, 28), &Device::Cpu).unwrap();
     a.forward_t(&x, true).unwrap(); // moves the running statistics off their initial values
-    let path = std::env::temp_dir().join(format!("fedcsg-roundtrip-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "fedcsg-roundtrip-{}.safetensors",
+        std::process::id()
+    ));
     a.save(&path).unwrap();
     let b = Model::new(&s, 2, ConvBackend::Reference).unwrap();
     b.load(&path).unwrap();
     std::fs::remove_file(&path).ok();
-    assert_eq!(a.state().unwrap().fingerprint(), b.state().unwrap().fingerprint());
+    assert_eq!(
+        a.state().unwrap().fingerprint(),
+        b.state().unwrap().fingerprint()
+    );
 }

@@ -13,12 +13,18 @@ const CHUNK: usize = 1 << 15;
 
 /// `relu(a + b)` for two tensors of the same shape; candle's ops unless both are f32 on the CPU.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let fast = [a, b].iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    let fast = [a, b]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
     if !fast {
         return (a + b)?.relu();
     }
     if a.dims() != b.dims() {
-        return Err(Error::ShapeMismatchBinaryOp { lhs: a.shape().clone(), rhs: b.shape().clone(), op: "add-relu" });
+        return Err(Error::ShapeMismatchBinaryOp {
+            lhs: a.shape().clone(),
+            rhs: b.shape().clone(),
+            op: "add-relu",
+        });
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }
@@ -27,19 +33,24 @@ fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a 
     let CpuStorage::F32(data) = s else {
         return Err(Error::UnsupportedDTypeForOp(s.dtype(), op));
     };
-    let (start, end) = l.contiguous_offsets().ok_or(Error::RequiresContiguous { op })?;
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or(Error::RequiresContiguous { op })?;
     Ok(&data[start..end])
 }
 
 /// `out[i] = f(lhs[i], rhs[i])` over equal-length slices, in parallel chunks.
 fn zip_map(lhs: &[f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0f32; lhs.len()];
-    for_each_part(out.chunks_mut(CHUNK).collect(), |i, chunk: &mut &mut [f32]| {
-        let start = i * CHUNK;
-        for ((o, &l), &r) in chunk.iter_mut().zip(&lhs[start..]).zip(&rhs[start..]) {
-            *o = f(l, r);
-        }
-    });
+    for_each_part(
+        out.chunks_mut(CHUNK).collect(),
+        |i, chunk: &mut &mut [f32]| {
+            let start = i * CHUNK;
+            for ((o, &l), &r) in chunk.iter_mut().zip(&lhs[start..]).zip(&rhs[start..]) {
+                *o = f(l, r);
+            }
+        },
+    );
     out
 }
 
@@ -50,15 +61,37 @@ impl CustomOp2 for AddRelu {
         "fast-add-relu"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (dense_f32(s1, l1, self.name())?, dense_f32(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            dense_f32(s1, l1, self.name())?,
+            dense_f32(s2, l2, self.name())?,
+        );
         if a.len() != b.len() {
-            return Err(Error::ShapeMismatchBinaryOp { lhs: l1.shape().clone(), rhs: l2.shape().clone(), op: self.name() });
+            return Err(Error::ShapeMismatchBinaryOp {
+                lhs: l1.shape().clone(),
+                rhs: l2.shape().clone(),
+                op: self.name(),
+            });
         }
-        Ok((CpuStorage::F32(zip_map(a, b, |x, y| (x + y).max(0.0))), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(zip_map(a, b, |x, y| (x + y).max(0.0))),
+            l1.shape().clone(),
+        ))
     }
 
-    fn bwd(&self, _a: &Tensor, _b: &Tensor, out: &Tensor, dout: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        out: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // Both summands receive the same gradient: the output's, where the output was positive.
         let grad = out.apply_op2_no_bwd(&dout.contiguous()?, &PassWherePositive)?;
         Ok((Some(grad.clone()), Some(grad)))
@@ -73,11 +106,27 @@ impl CustomOp2 for PassWherePositive {
         "fast-relu-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (out, dout) = (dense_f32(s1, l1, self.name())?, dense_f32(s2, l2, self.name())?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, dout) = (
+            dense_f32(s1, l1, self.name())?,
+            dense_f32(s2, l2, self.name())?,
+        );
         if out.len() != dout.len() {
-            return Err(Error::ShapeMismatchBinaryOp { lhs: l1.shape().clone(), rhs: l2.shape().clone(), op: self.name() });
+            return Err(Error::ShapeMismatchBinaryOp {
+                lhs: l1.shape().clone(),
+                rhs: l2.shape().clone(),
+                op: self.name(),
+            });
         }
-        Ok((CpuStorage::F32(zip_map(out, dout, |o, g| if o > 0.0 { g } else { 0.0 })), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(zip_map(out, dout, |o, g| if o > 0.0 { g } else { 0.0 })),
+            l1.shape().clone(),
+        ))
     }
 }

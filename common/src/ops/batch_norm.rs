@@ -24,7 +24,11 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
 fn dispatch(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
     match bn.weight_and_bias() {
         Some((weight, bias)) if train && x.rank() == 4 && is_cpu_f32(&[x, weight, bias]) => {
-            let stats = RunningStats { mean: bn.running_mean(), var: bn.running_var(), momentum: bn.momentum() };
+            let stats = RunningStats {
+                mean: bn.running_mean(),
+                var: bn.running_var(),
+                momentum: bn.momentum(),
+            };
             fused_train(x, weight, bias, stats, bn.eps(), relu)
         }
         _ if relu => candle_core::ModuleT::forward_t(bn, x, train)?.relu(),
@@ -40,7 +44,8 @@ struct RunningStats<'a> {
 }
 
 fn is_cpu_f32(ts: &[&Tensor]) -> bool {
-    ts.iter().all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// Batch norm of `x` (`[n, c, h, w]`, f32, CPU) with the batch's statistics, scaled by `weight`
@@ -57,25 +62,59 @@ pub fn batch_norm_train(
     momentum: f64,
     eps: f64,
 ) -> Result<Tensor> {
-    fused_train(x, weight, bias, RunningStats { mean: running_mean, var: running_var, momentum }, eps, false)
+    fused_train(
+        x,
+        weight,
+        bias,
+        RunningStats {
+            mean: running_mean,
+            var: running_var,
+            momentum,
+        },
+        eps,
+        false,
+    )
 }
 
-fn fused_train(x: &Tensor, weight: &Tensor, bias: &Tensor, running: RunningStats, eps: f64, relu: bool) -> Result<Tensor> {
+fn fused_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    running: RunningStats,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
     let (running_mean, running_var, momentum) = (running.mean, running.var, running.momentum);
     let (_, c, _, _) = x.dims4()?;
-    for (what, t) in [("weight", weight), ("bias", bias), ("running mean", running_mean), ("running var", running_var)] {
+    for (what, t) in [
+        ("weight", weight),
+        ("bias", bias),
+        ("running mean", running_mean),
+        ("running var", running_var),
+    ] {
         if t.dims() != [c] {
             candle_core::bail!("batch norm {what} has shape {:?}, expected [{c}]", t.dims());
         }
     }
     let stats = Arc::new(OnceLock::new());
-    let op = BatchNormTrain { eps: eps as f32, relu, stats: Arc::clone(&stats) };
-    let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    let stats: &ChannelStats = stats.get().ok_or_else(|| Error::Msg("batch norm forward kept no statistics".into()))?;
+    let op = BatchNormTrain {
+        eps: eps as f32,
+        relu,
+        stats: Arc::clone(&stats),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let stats: &ChannelStats = stats
+        .get()
+        .ok_or_else(|| Error::Msg("batch norm forward kept no statistics".into()))?;
     let count = x.elem_count() / c.max(1);
     // candle-nn (and PyTorch) track the unbiased variance.
     let unbiased = count as f32 / (count.max(2) - 1) as f32;
-    running_mean.inplace_op1(&MoveTowards { target: stats.mean.clone(), momentum: momentum as f32 })?;
+    running_mean.inplace_op1(&MoveTowards {
+        target: stats.mean.clone(),
+        momentum: momentum as f32,
+    })?;
     running_var.inplace_op1(&MoveTowards {
         target: stats.var.iter().map(|v| v * unbiased).collect(),
         momentum: momentum as f32,
@@ -87,14 +126,20 @@ fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a 
     let CpuStorage::F32(data) = s else {
         return Err(Error::UnsupportedDTypeForOp(s.dtype(), op));
     };
-    let (start, end) = l.contiguous_offsets().ok_or(Error::RequiresContiguous { op })?;
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or(Error::RequiresContiguous { op })?;
     Ok(&data[start..end])
 }
 
 fn planes(dims: &[usize]) -> Result<Planes> {
     match *dims {
         [n, c, h, w] => Ok(Planes { n, c, hw: h * w }),
-        _ => Err(Error::UnexpectedNumberOfDims { expected: 4, got: dims.len(), shape: Shape::from(dims) }),
+        _ => Err(Error::UnexpectedNumberOfDims {
+            expected: 4,
+            got: dims.len(),
+            shape: Shape::from(dims),
+        }),
     }
 }
 
@@ -121,9 +166,14 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(xl.dims())?;
         let x = dense_f32(xs, xl, self.name())?;
-        let (gamma, beta) = (dense_f32(gs, gl, self.name())?, dense_f32(bs, bl, self.name())?);
+        let (gamma, beta) = (
+            dense_f32(gs, gl, self.name())?,
+            dense_f32(bs, bl, self.name())?,
+        );
         let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, self.relu);
-        self.stats.set(stats).map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
+        self.stats
+            .set(stats)
+            .map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -135,11 +185,17 @@ impl CustomOp3 for BatchNormTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self.stats.get().ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
+        let stats = self
+            .stats
+            .get()
+            .ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
         let c = gamma.elem_count();
         // gamma and beta travel as one tensor so that the gradient op keeps three operands.
         let params = Tensor::cat(&[gamma, beta], 0)?;
-        let grad_op = BatchNormGrad { stats: stats.clone(), relu: self.relu };
+        let grad_op = BatchNormGrad {
+            stats: stats.clone(),
+            relu: self.relu,
+        };
         let packed = x.apply_op3_no_bwd(&dy.contiguous()?, &params, &grad_op)?;
         let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
         let dgamma = packed.narrow(0, x.elem_count(), c)?;
@@ -170,13 +226,21 @@ impl CustomOp3 for BatchNormGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let p = planes(xl.dims())?;
         if dyl.dims() != xl.dims() {
-            return Err(Error::ShapeMismatchBinaryOp { lhs: xl.shape().clone(), rhs: dyl.shape().clone(), op: self.name() });
+            return Err(Error::ShapeMismatchBinaryOp {
+                lhs: xl.shape().clone(),
+                rhs: dyl.shape().clone(),
+                op: self.name(),
+            });
         }
         let x = dense_f32(xs, xl, self.name())?;
         let dy = dense_f32(dys, dyl, self.name())?;
         let params = dense_f32(gs, gl, self.name())?;
         if params.len() != 2 * p.c {
-            return Err(Error::Msg(format!("batch norm gradient got {} parameters for {} channels", params.len(), p.c)));
+            return Err(Error::Msg(format!(
+                "batch norm gradient got {} parameters for {} channels",
+                params.len(),
+                p.c
+            )));
         }
         let (gamma, beta) = params.split_at(p.c);
         let out = batch_norm_kernels::backward(p, x, dy, gamma, beta, &self.stats, self.relu);
@@ -200,7 +264,9 @@ impl InplaceOp1 for MoveTowards {
         let CpuStorage::F32(data) = s else {
             return Err(Error::UnsupportedDTypeForOp(s.dtype(), self.name()));
         };
-        let (start, end) = l.contiguous_offsets().ok_or(Error::RequiresContiguous { op: self.name() })?;
+        let (start, end) = l
+            .contiguous_offsets()
+            .ok_or(Error::RequiresContiguous { op: self.name() })?;
         for (r, &t) in data[start..end].iter_mut().zip(&self.target) {
             *r = (1.0 - self.momentum) * *r + self.momentum * t;
         }

@@ -28,8 +28,13 @@ impl Planes {
 
     /// The `n` contiguous planes of each channel of `buf`, grouped by channel.
     fn by_channel<'a>(&self, buf: &'a mut [f32]) -> Vec<Vec<&'a mut [f32]>> {
-        let mut groups: Vec<Vec<&mut [f32]>> = (0..self.c).map(|_| Vec::with_capacity(self.n)).collect();
-        for (i, plane) in buf.chunks_mut(self.hw.max(1)).enumerate().take(self.n * self.c) {
+        let mut groups: Vec<Vec<&mut [f32]>> =
+            (0..self.c).map(|_| Vec::with_capacity(self.n)).collect();
+        for (i, plane) in buf
+            .chunks_mut(self.hw.max(1))
+            .enumerate()
+            .take(self.n * self.c)
+        {
             groups[i % self.c].push(plane);
         }
         groups
@@ -43,18 +48,36 @@ impl Planes {
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics, followed
 /// by `max(y, 0)` when `relu` is set.
-pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, relu: bool) -> (Vec<f32>, ChannelStats) {
+pub fn forward(
+    p: Planes,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    relu: bool,
+) -> (Vec<f32>, ChannelStats) {
     let mut y = vec![0f32; x.len()];
     let mut stats = vec![(0f32, 0f32, 0f32); p.c];
     let count = p.count().max(1) as f64;
-    let parts: Vec<_> = p.by_channel(&mut y).into_iter().zip(stats.iter_mut()).collect();
+    let parts: Vec<_> = p
+        .by_channel(&mut y)
+        .into_iter()
+        .zip(stats.iter_mut())
+        .collect();
     for_each_part(parts, |c, (y_planes, stat)| {
         // Two passes (mean, then squared deviations) in f64: one-pass E[x^2] - E[x]^2 loses
         // the variance of large-mean activations to cancellation.
-        let sum: f64 = (0..p.n).map(|n| p.plane(x, n, c).iter().map(|&v| f64::from(v)).sum::<f64>()).sum();
+        let sum: f64 = (0..p.n)
+            .map(|n| p.plane(x, n, c).iter().map(|&v| f64::from(v)).sum::<f64>())
+            .sum();
         let mean = sum / count;
         let sq: f64 = (0..p.n)
-            .map(|n| p.plane(x, n, c).iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>())
+            .map(|n| {
+                p.plane(x, n, c)
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+            })
             .sum();
         let var = sq / count;
         let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
@@ -81,18 +104,36 @@ pub fn forward(p: Planes, x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, relu
 /// `dx = gamma * inv_std * (dy - dbeta / m - xhat * dgamma / m)` with `m` values per channel.
 /// With `relu`, `dy` first passes only where the normalised output (recomputed from `x`; `beta`
 /// is needed for that) was positive.
-pub fn backward(p: Planes, x: &[f32], dy: &[f32], gamma: &[f32], beta: &[f32], stats: &ChannelStats, relu: bool) -> Vec<f32> {
+pub fn backward(
+    p: Planes,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    stats: &ChannelStats,
+    relu: bool,
+) -> Vec<f32> {
     let len = p.n * p.c * p.hw;
     let mut out = vec![0f32; len + 2 * p.c];
     let (dx, params) = out.split_at_mut(len);
     let (dgamma, dbeta) = params.split_at_mut(p.c);
     let m = p.count().max(1) as f32;
-    let parts: Vec<_> = p.by_channel(dx).into_iter().zip(dgamma.iter_mut().zip(dbeta.iter_mut())).collect();
+    let parts: Vec<_> = p
+        .by_channel(dx)
+        .into_iter()
+        .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+        .collect();
     for_each_part(parts, |c, (dx_planes, (dg, db))| {
         let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
         // The forward's affine map, to recompute which outputs the ReLU let through.
         let (fwd_scale, fwd_shift) = (gamma[c] * inv_std, beta[c] - mean * gamma[c] * inv_std);
-        let pass = |xv: f32, g: f32| if !relu || xv * fwd_scale + fwd_shift > 0.0 { g } else { 0.0 };
+        let pass = |xv: f32, g: f32| {
+            if !relu || xv * fwd_scale + fwd_shift > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        };
         let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
         for n in 0..p.n {
             let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));

@@ -14,9 +14,18 @@ pub enum ConvShapeError {
     #[error("conv2d stride must be at least 1")]
     ZeroStride,
     #[error("conv2d kernel {kh}x{kw} does not fit the padded {h}x{w} input (padding {padding})")]
-    KernelTooLarge { kh: usize, kw: usize, h: usize, w: usize, padding: usize },
+    KernelTooLarge {
+        kh: usize,
+        kw: usize,
+        h: usize,
+        w: usize,
+        padding: usize,
+    },
     #[error("conv2d gradient has shape {got:?}, expected {expected:?}")]
-    Gradient { got: Vec<usize>, expected: Vec<usize> },
+    Gradient {
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
 }
 
 impl From<ConvShapeError> for candle_core::Error {
@@ -43,26 +52,56 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
-    pub fn new(input: &[usize], weight: &[usize], stride: usize, padding: usize) -> Result<Self, ConvShapeError> {
+    pub fn new(
+        input: &[usize],
+        weight: &[usize],
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, ConvShapeError> {
         let &[batch, c_in, h, w] = input else {
-            return Err(ConvShapeError::InputRank { dims: input.to_vec() });
+            return Err(ConvShapeError::InputRank {
+                dims: input.to_vec(),
+            });
         };
         let &[c_out, wc_in, kh, kw] = weight else {
-            return Err(ConvShapeError::WeightRank { dims: weight.to_vec() });
+            return Err(ConvShapeError::WeightRank {
+                dims: weight.to_vec(),
+            });
         };
         if wc_in != c_in {
-            return Err(ConvShapeError::Channels { input: c_in, weight: wc_in });
+            return Err(ConvShapeError::Channels {
+                input: c_in,
+                weight: wc_in,
+            });
         }
         if stride == 0 {
             return Err(ConvShapeError::ZeroStride);
         }
         let (ph, pw) = (h + 2 * padding, w + 2 * padding);
         if kh == 0 || kw == 0 || kh > ph || kw > pw {
-            return Err(ConvShapeError::KernelTooLarge { kh, kw, h, w, padding });
+            return Err(ConvShapeError::KernelTooLarge {
+                kh,
+                kw,
+                h,
+                w,
+                padding,
+            });
         }
         let oh = (ph - kh) / stride + 1;
         let ow = (pw - kw) / stride + 1;
-        Ok(Self { batch, c_in, h, w, c_out, kh, kw, stride, padding, oh, ow })
+        Ok(Self {
+            batch,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride,
+            padding,
+            oh,
+            ow,
+        })
     }
 
     /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
@@ -100,7 +139,10 @@ impl ConvGeometry {
     pub fn check_output_grad(&self, dims: &[usize]) -> Result<(), ConvShapeError> {
         let expected = self.output_shape().dims().to_vec();
         if dims != expected.as_slice() {
-            return Err(ConvShapeError::Gradient { got: dims.to_vec(), expected });
+            return Err(ConvShapeError::Gradient {
+                got: dims.to_vec(),
+                expected,
+            });
         }
         Ok(())
     }

@@ -17,7 +17,11 @@ use super::sgemm::{MatMut, MatRef, sgemm};
 /// splits each product over rayon's pool.
 fn gemm_threads(batch: usize) -> usize {
     let threads = threads();
-    if batch >= threads { 1 } else { rayon::current_num_threads() }
+    if batch >= threads {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
 }
 
 /// Runs `f` on one image's im2col matrix: the image itself for a pointwise conv, else scratch.
@@ -40,17 +44,20 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
         return y;
     }
     let threads = gemm_threads(g.batch);
-    for_each_part(y.chunks_mut(g.c_out * p).collect(), |n, y_n: &mut &mut [f32]| {
-        with_columns(g, &x[n * image..(n + 1) * image], |col| {
-            sgemm(
-                MatMut::row_major(y_n, g.c_out, p),
-                MatRef::row_major(w, g.c_out, k),
-                MatRef::row_major(col, k, p),
-                false,
-                threads,
-            )
-        });
-    });
+    for_each_part(
+        y.chunks_mut(g.c_out * p).collect(),
+        |n, y_n: &mut &mut [f32]| {
+            with_columns(g, &x[n * image..(n + 1) * image], |col| {
+                sgemm(
+                    MatMut::row_major(y_n, g.c_out, p),
+                    MatRef::row_major(w, g.c_out, k),
+                    MatRef::row_major(col, k, p),
+                    false,
+                    threads,
+                )
+            });
+        },
+    );
     y
 }
 
@@ -64,18 +71,21 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     }
     let threads = gemm_threads(g.batch);
     let w_t = MatRef::row_major(w, g.c_out, k).t();
-    for_each_part(dx.chunks_mut(image).collect(), |n, dx_n: &mut &mut [f32]| {
-        let dy_n = MatRef::row_major(&dy[n * g.c_out * p..(n + 1) * g.c_out * p], g.c_out, p);
-        if g.is_pointwise() {
-            // The column matrix is the image gradient itself: write it in place.
-            sgemm(MatMut::row_major(dx_n, k, p), w_t, dy_n, false, threads);
-            return;
-        }
-        with_scratch(k * p, |dcol| {
-            sgemm(MatMut::row_major(dcol, k, p), w_t, dy_n, false, threads);
-            col2im_add(g, dcol, dx_n);
-        });
-    });
+    for_each_part(
+        dx.chunks_mut(image).collect(),
+        |n, dx_n: &mut &mut [f32]| {
+            let dy_n = MatRef::row_major(&dy[n * g.c_out * p..(n + 1) * g.c_out * p], g.c_out, p);
+            if g.is_pointwise() {
+                // The column matrix is the image gradient itself: write it in place.
+                sgemm(MatMut::row_major(dx_n, k, p), w_t, dy_n, false, threads);
+                return;
+            }
+            with_scratch(k * p, |dcol| {
+                sgemm(MatMut::row_major(dcol, k, p), w_t, dy_n, false, threads);
+                col2im_add(g, dcol, dx_n);
+            });
+        },
+    );
     dx
 }
 
@@ -106,11 +116,15 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 )
             });
         }
-        *partials[t].lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = dw;
+        *partials[t]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = dw;
     });
     let mut dw = vec![0f32; len];
     for part in partials {
-        let part = part.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let part = part
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
     dw

@@ -7,14 +7,24 @@ use super::conv_geometry::ConvGeometry;
 
 /// Output columns `[lo, hi)` whose input column `ox * stride + kx - padding` lies inside `[0, w)`.
 fn valid_columns(g: &ConvGeometry, kx: usize) -> (usize, usize) {
-    let lo = if g.padding > kx { (g.padding - kx).div_ceil(g.stride) } else { 0 };
-    let hi = if g.w + g.padding > kx { ((g.w - 1 + g.padding - kx) / g.stride + 1).min(g.ow) } else { 0 };
+    let lo = if g.padding > kx {
+        (g.padding - kx).div_ceil(g.stride)
+    } else {
+        0
+    };
+    let hi = if g.w + g.padding > kx {
+        ((g.w - 1 + g.padding - kx) / g.stride + 1).min(g.ow)
+    } else {
+        0
+    };
     (lo.min(hi), hi)
 }
 
 /// Input row read by output row `oy` at kernel row `ky`, if it is not padding.
 fn input_row(g: &ConvGeometry, oy: usize, ky: usize) -> Option<usize> {
-    (oy * g.stride + ky).checked_sub(g.padding).filter(|&iy| iy < g.h)
+    (oy * g.stride + ky)
+        .checked_sub(g.padding)
+        .filter(|&iy| iy < g.h)
 }
 
 /// Fills `col` from one image `x` (`[c_in, h, w]`).
@@ -44,7 +54,10 @@ pub fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
                     if g.stride == 1 {
                         out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
                     } else {
-                        for (o, s) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.stride)) {
+                        for (o, s) in out[lo..hi]
+                            .iter_mut()
+                            .zip(src[first..].iter().step_by(g.stride))
+                        {
                             *o = *s;
                         }
                     }
@@ -69,7 +82,9 @@ pub fn col2im_add(g: &ConvGeometry, col: &[f32], dx: &mut [f32]) {
                 }
                 let first = lo * g.stride + kx - g.padding;
                 for oy in 0..g.oh {
-                    let Some(iy) = input_row(g, oy, ky) else { continue };
+                    let Some(iy) = input_row(g, oy, ky) else {
+                        continue;
+                    };
                     let src = &row[oy * g.ow + lo..oy * g.ow + hi];
                     let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
                     if g.stride == 1 {
@@ -95,16 +110,30 @@ mod tests {
     use super::*;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
     }
 
     fn dot(a: &[f32], b: &[f32]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum()
     }
 
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
-        for (c, hw, k, stride, padding) in [(3, 7, 3, 1, 1), (2, 8, 3, 2, 1), (2, 9, 3, 2, 0), (1, 5, 1, 2, 0), (2, 6, 5, 1, 2), (1, 4, 1, 1, 1)] {
+        for (c, hw, k, stride, padding) in [
+            (3, 7, 3, 1, 1),
+            (2, 8, 3, 2, 1),
+            (2, 9, 3, 2, 0),
+            (1, 5, 1, 2, 0),
+            (2, 6, 5, 1, 2),
+            (1, 4, 1, 1, 1),
+        ] {
             let Ok(g) = ConvGeometry::new(&[1, c, hw, hw], &[1, c, k, k], stride, padding) else {
                 panic!("test geometry {c} {hw} {k} {stride} {padding} is invalid");
             };
@@ -115,7 +144,10 @@ mod tests {
             let mut back = vec![0.0; x.len()];
             col2im_add(&g, &c_mat, &mut back);
             let (lhs, rhs) = (dot(&col, &c_mat), dot(&x, &back));
-            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{g:?}: {lhs} vs {rhs}");
+            assert!(
+                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+                "{g:?}: {lhs} vs {rhs}"
+            );
         }
     }
 }

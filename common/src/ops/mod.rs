@@ -42,9 +42,17 @@ pub enum ConvBackend {
 }
 
 /// 2-D convolution without bias: `x` is `[n, c_in, h, w]`, `w` is `[c_out, c_in, k, k]`.
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, backend: ConvBackend) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    backend: ConvBackend,
+) -> Result<Tensor> {
     match backend {
-        ConvBackend::Fast if conv_fast::supports(x, w) => conv_fast::conv2d_fast(x, w, stride, padding),
+        ConvBackend::Fast if conv_fast::supports(x, w) => {
+            conv_fast::conv2d_fast(x, w, stride, padding)
+        }
         // Other dtypes and devices have no fast path: candle's op is correct there.
         ConvBackend::Fast | ConvBackend::Reference => x.conv2d(w, padding, stride, 1, 1),
     }

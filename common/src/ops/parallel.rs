@@ -38,7 +38,9 @@ pub fn for_each_part<P: Send>(parts: Vec<P>, f: impl Fn(usize, &mut P) + Sync) {
     // One uncontended lock per part hands each part to exactly one thread.
     let parts: Vec<Mutex<P>> = parts.into_iter().map(Mutex::new).collect();
     for_each_index(parts.len(), |i| {
-        let mut part = parts[i].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut part = parts[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(i, &mut part);
     });
 }

@@ -23,27 +23,57 @@ pub struct MatMut<'a> {
 
 /// Elements from the first to one past the last addressed by a strided matrix.
 fn span(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * row_stride + (cols - 1) * col_stride + 1 }
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * row_stride + (cols - 1) * col_stride + 1
+    }
 }
 
 impl<'a> MatRef<'a> {
     /// The first `rows * cols` elements of `data` read row by row.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
         // A bad slice here is a bug in the kernel that built it, never a user input.
-        assert!(data.len() >= rows * cols, "matrix {rows}x{cols} does not fit {} elements", data.len());
-        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
+        assert!(
+            data.len() >= rows * cols,
+            "matrix {rows}x{cols} does not fit {} elements",
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The same elements read as the transposed matrix, without a copy.
     pub fn t(self) -> Self {
-        Self { data: self.data, rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 }
 
 impl<'a> MatMut<'a> {
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "matrix {rows}x{cols} does not fit {} elements", data.len());
-        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
+        assert!(
+            data.len() >= rows * cols,
+            "matrix {rows}x{cols} does not fit {} elements",
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 }
 
@@ -53,7 +83,10 @@ impl<'a> MatMut<'a> {
 /// when they already run one product per image in parallel.
 pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool, threads: usize) {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
-    assert!(lhs.rows == m && rhs.rows == k && rhs.cols == n, "gemm shapes do not chain");
+    assert!(
+        lhs.rows == m && rhs.rows == k && rhs.cols == n,
+        "gemm shapes do not chain"
+    );
     assert!(span(m, n, dst.row_stride, dst.col_stride) <= dst.data.len());
     assert!(span(m, k, lhs.row_stride, lhs.col_stride) <= lhs.data.len());
     assert!(span(k, n, rhs.row_stride, rhs.col_stride) <= rhs.data.len());
@@ -66,7 +99,11 @@ pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool
         }
         return;
     }
-    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let parallelism = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the asserts above keep every strided access of all three matrices inside their
     // slices, `dst` is borrowed mutably so it aliases neither input, and strides fit in isize
     // because they index existing allocations.

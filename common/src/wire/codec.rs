@@ -65,44 +65,86 @@ impl ModelAssembler {
     /// byte lengths consistent with shapes, total size.
     pub fn new(metas: Vec<TensorMeta>, limits: WireLimits) -> Result<Self, WireError> {
         if metas.len() > limits.max_tensors {
-            return Err(WireError::TooManyTensors { count: metas.len(), limit: limits.max_tensors });
+            return Err(WireError::TooManyTensors {
+                count: metas.len(),
+                limit: limits.max_tensors,
+            });
         }
         let mut names = std::collections::HashSet::new();
         let mut total: u64 = 0;
         for m in &metas {
-            let bad = |why: String| WireError::BadTensorSpec { name: m.name.clone(), why };
+            let bad = |why: String| WireError::BadTensorSpec {
+                name: m.name.clone(),
+                why,
+            };
             if m.name.len() > limits.max_name_len {
-                return Err(WireError::NameTooLong { len: m.name.len(), limit: limits.max_name_len });
+                return Err(WireError::NameTooLong {
+                    len: m.name.len(),
+                    limit: limits.max_name_len,
+                });
             }
             if m.name.is_empty() {
                 return Err(bad("empty name".into()));
             }
             if !names.insert(m.name.as_str()) {
-                return Err(WireError::DuplicateTensor { name: m.name.clone() });
+                return Err(WireError::DuplicateTensor {
+                    name: m.name.clone(),
+                });
             }
             if m.encoding != TensorEncoding::F32 {
-                return Err(WireError::UnsupportedEncoding { name: m.name.clone(), encoding: format!("{:?}", m.encoding) });
+                return Err(WireError::UnsupportedEncoding {
+                    name: m.name.clone(),
+                    encoding: format!("{:?}", m.encoding),
+                });
             }
             if m.shape.len() > limits.max_rank {
-                return Err(bad(format!("rank {} exceeds the limit of {}", m.shape.len(), limits.max_rank)));
+                return Err(bad(format!(
+                    "rank {} exceeds the limit of {}",
+                    m.shape.len(),
+                    limits.max_rank
+                )));
             }
             let elements = m
                 .shape
                 .iter()
                 // Every dimension within the limit too: [0, 2^60] holds no values but is no shape.
-                .try_fold(1u64, |acc, d| if *d as u64 > limits.max_elements { None } else { acc.checked_mul(*d as u64) })
+                .try_fold(1u64, |acc, d| {
+                    if *d as u64 > limits.max_elements {
+                        None
+                    } else {
+                        acc.checked_mul(*d as u64)
+                    }
+                })
                 .filter(|n| *n <= limits.max_elements)
-                .ok_or_else(|| bad(format!("shape {:?} exceeds the limit of {} elements", m.shape, limits.max_elements)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "shape {:?} exceeds the limit of {} elements",
+                        m.shape, limits.max_elements
+                    ))
+                })?;
             if m.byte_length != elements * 4 {
-                return Err(bad(format!("byte length {} does not match shape {:?} in f32 ({})", m.byte_length, m.shape, elements * 4)));
+                return Err(bad(format!(
+                    "byte length {} does not match shape {:?} in f32 ({})",
+                    m.byte_length,
+                    m.shape,
+                    elements * 4
+                )));
             }
             total += m.byte_length;
             if total > limits.max_total_bytes {
-                return Err(WireError::TooLarge { total, limit: limits.max_total_bytes });
+                return Err(WireError::TooLarge {
+                    total,
+                    limit: limits.max_total_bytes,
+                });
             }
         }
         let reserve = (total as usize).min(INITIAL_RESERVE);
-        Ok(Self { metas, limits, expected: total, buffer: Vec::with_capacity(reserve) })
+        Ok(Self {
+            metas,
+            limits,
+            expected: total,
+            buffer: Vec::with_capacity(reserve),
+        })
     }
 
     /// Bytes the receive buffer holds allocated: never more than [`Self::expected_bytes`]
@@ -121,15 +163,23 @@ impl ModelAssembler {
 
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), WireError> {
         if chunk.len() > self.limits.max_chunk_bytes {
-            return Err(WireError::ChunkTooLarge { len: chunk.len(), limit: self.limits.max_chunk_bytes });
+            return Err(WireError::ChunkTooLarge {
+                len: chunk.len(),
+                limit: self.limits.max_chunk_bytes,
+            });
         }
         let got = self.buffer.len() as u64 + chunk.len() as u64;
         if got > self.expected {
-            return Err(WireError::LengthMismatch { expected: self.expected, got });
+            return Err(WireError::LengthMismatch {
+                expected: self.expected,
+                got,
+            });
         }
         if got as usize > self.buffer.capacity() {
             // Double, as Vec would, but never past the declared size.
-            let target = (self.buffer.capacity() * 2).max(got as usize).min(self.expected as usize);
+            let target = (self.buffer.capacity() * 2)
+                .max(got as usize)
+                .min(self.expected as usize);
             self.buffer.reserve_exact(target - self.buffer.len());
         }
         self.buffer.extend_from_slice(chunk);
@@ -139,7 +189,10 @@ impl ModelAssembler {
     /// Checks the length and every checksum, then decodes the tensors.
     pub fn finish(self) -> Result<StateDict, WireError> {
         if self.buffer.len() as u64 != self.expected {
-            return Err(WireError::LengthMismatch { expected: self.expected, got: self.buffer.len() as u64 });
+            return Err(WireError::LengthMismatch {
+                expected: self.expected,
+                got: self.buffer.len() as u64,
+            });
         }
         let mut offset = 0usize;
         let mut tensors = Vec::with_capacity(self.metas.len());
@@ -148,10 +201,21 @@ impl ModelAssembler {
             offset += m.byte_length as usize;
             let got = crc32fast::hash(bytes);
             if got != m.crc32 {
-                return Err(WireError::Checksum { name: m.name, expected: m.crc32, got });
+                return Err(WireError::Checksum {
+                    name: m.name,
+                    expected: m.crc32,
+                    got,
+                });
             }
-            let values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            tensors.push(NamedTensor { name: m.name, shape: m.shape, values });
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            tensors.push(NamedTensor {
+                name: m.name,
+                shape: m.shape,
+                values,
+            });
         }
         StateDict::new(tensors).map_err(WireError::Protocol)
     }
@@ -166,7 +230,11 @@ mod tests {
         let tensors = sizes
             .iter()
             .enumerate()
-            .map(|(i, n)| NamedTensor { name: format!("t{i:03}"), shape: vec![*n], values: (0..*n).map(|v| v as f32 * 0.5 - i as f32).collect() })
+            .map(|(i, n)| NamedTensor {
+                name: format!("t{i:03}"),
+                shape: vec![*n],
+                values: (0..*n).map(|v| v as f32 * 0.5 - i as f32).collect(),
+            })
             .collect();
         StateDict::new(tensors).unwrap()
     }
@@ -208,26 +276,50 @@ mod tests {
         let (metas, _) = encode_state(&state(&[4, 8]));
         let mut m = metas.clone();
         m[1].byte_length = 31;
-        assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::BadTensorSpec { .. })));
+        assert!(matches!(
+            ModelAssembler::new(m, WireLimits::default()),
+            Err(WireError::BadTensorSpec { .. })
+        ));
         let mut m = metas.clone();
         m[1].name = m[0].name.clone();
-        assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::DuplicateTensor { .. })));
+        assert!(matches!(
+            ModelAssembler::new(m, WireLimits::default()),
+            Err(WireError::DuplicateTensor { .. })
+        ));
         let mut m = metas.clone();
         m[0].shape = vec![1 << 40, 1 << 40];
-        assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::BadTensorSpec { .. })));
+        assert!(matches!(
+            ModelAssembler::new(m, WireLimits::default()),
+            Err(WireError::BadTensorSpec { .. })
+        ));
         // No values, but a dimension beyond the element limit is no shape either.
         let mut m = metas.clone();
         m[0].shape = vec![0, 1 << 40];
         m[0].byte_length = 0;
-        assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::BadTensorSpec { .. })));
+        assert!(matches!(
+            ModelAssembler::new(m, WireLimits::default()),
+            Err(WireError::BadTensorSpec { .. })
+        ));
         let mut m = metas.clone();
         m[0].encoding = TensorEncoding::Int8Scaled;
-        assert!(matches!(ModelAssembler::new(m, WireLimits::default()), Err(WireError::UnsupportedEncoding { .. })));
-        let limits = WireLimits { max_tensors: 1, ..WireLimits::default() };
-        assert!(matches!(ModelAssembler::new(metas.clone(), limits), Err(WireError::TooManyTensors { .. })));
+        assert!(matches!(
+            ModelAssembler::new(m, WireLimits::default()),
+            Err(WireError::UnsupportedEncoding { .. })
+        ));
+        let limits = WireLimits {
+            max_tensors: 1,
+            ..WireLimits::default()
+        };
+        assert!(matches!(
+            ModelAssembler::new(metas.clone(), limits),
+            Err(WireError::TooManyTensors { .. })
+        ));
         // too much and too little data
         let mut a = ModelAssembler::new(metas.clone(), WireLimits::default()).unwrap();
-        assert!(matches!(a.push(&[0u8; 49]), Err(WireError::LengthMismatch { .. })));
+        assert!(matches!(
+            a.push(&[0u8; 49]),
+            Err(WireError::LengthMismatch { .. })
+        ));
         let mut a = ModelAssembler::new(metas, WireLimits::default()).unwrap();
         a.push(&[0u8; 47]).unwrap();
         assert!(matches!(a.finish(), Err(WireError::LengthMismatch { .. })));

@@ -28,7 +28,11 @@ pub enum WireError {
     #[error("received {got} data bytes but the header announces {expected}")]
     LengthMismatch { expected: u64, got: u64 },
     #[error("tensor {name:?}: checksum mismatch (header {expected:08x}, data {got:08x})")]
-    Checksum { name: String, expected: u32, got: u32 },
+    Checksum {
+        name: String,
+        expected: u32,
+        got: u32,
+    },
     #[error("tensor {name:?}: encoding {encoding} is not supported (only f32)")]
     UnsupportedEncoding { name: String, encoding: String },
     #[error("{0}")]

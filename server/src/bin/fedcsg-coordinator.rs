@@ -5,7 +5,11 @@ use clap::Parser;
 use fedcsg_server::config::CoordinatorArgs;
 
 #[derive(Parser)]
-#[command(name = "fedcsg-coordinator", version, about = "fedcsg federated-training coordinator")]
+#[command(
+    name = "fedcsg-coordinator",
+    version,
+    about = "fedcsg federated-training coordinator"
+)]
 struct Cli {
     #[command(flatten)]
     args: CoordinatorArgs,
@@ -17,14 +21,19 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     // Coordinator-side evaluation runs candle: set up its threads before any thread exists.
     fedcsg_common::ops::prefer_single_candle_pool();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
 }
 
 async fn serve() -> anyhow::Result<()> {
     let cli = Cli::parse();
     fedcsg_server::telemetry::init(&cli.log_format).map_err(anyhow::Error::msg)?;
     let config = cli.args.resolve()?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     fedcsg_server::run(listener, config, shutdown_signal()).await?;
     Ok(())
 }
@@ -33,7 +42,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

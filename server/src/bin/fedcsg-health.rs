@@ -9,12 +9,16 @@ use anyhow::Context;
 use clap::Parser;
 use fedcsg_common::tls::ClientTlsArgs;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[derive(Parser)]
-#[command(name = "fedcsg-health", version, about = "Exit 0 when a gRPC server reports a service SERVING (grpc.health.v1)")]
+#[command(
+    name = "fedcsg-health",
+    version,
+    about = "Exit 0 when a gRPC server reports a service SERVING (grpc.health.v1)"
+)]
 struct Cli {
     /// Server URL: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
     #[arg(long, default_value = "http://127.0.0.1:7070")]
@@ -31,7 +35,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fedcsg-health: cannot start a runtime: {e}");
@@ -39,14 +46,21 @@ fn main() -> ExitCode {
         }
     };
     let timeout = Duration::from_millis(cli.timeout_ms);
-    let outcome = runtime.block_on(async { tokio::time::timeout(timeout, check(&cli.addr, &cli.tls, &cli.service, timeout)).await });
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(timeout, check(&cli.addr, &cli.tls, &cli.service, timeout)).await
+    });
     match outcome {
         Ok(Ok(ServingStatus::Serving)) => {
             println!("{} service {:?}: SERVING", cli.addr, cli.service);
             ExitCode::SUCCESS
         }
         Ok(Ok(status)) => {
-            eprintln!("{} service {:?}: {}", cli.addr, cli.service, status.as_str_name());
+            eprintln!(
+                "{} service {:?}: {}",
+                cli.addr,
+                cli.service,
+                status.as_str_name()
+            );
             ExitCode::FAILURE
         }
         Ok(Err(e)) => {
@@ -54,16 +68,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("{} service {:?}: no answer within {} ms", cli.addr, cli.service, cli.timeout_ms);
+            eprintln!(
+                "{} service {:?}: no answer within {} ms",
+                cli.addr, cli.service, cli.timeout_ms
+            );
             ExitCode::FAILURE
         }
     }
 }
 
-async fn check(addr: &str, tls: &ClientTlsArgs, service: &str, timeout: Duration) -> anyhow::Result<ServingStatus> {
+async fn check(
+    addr: &str,
+    tls: &ClientTlsArgs,
+    service: &str,
+    timeout: Duration,
+) -> anyhow::Result<ServingStatus> {
     let endpoint = match tls.resolve(addr.starts_with("https://"))? {
         Some(tls) => tls.endpoint(addr)?,
-        None => Channel::from_shared(addr.to_string()).with_context(|| format!("server URL {addr:?}"))?,
+        None => Channel::from_shared(addr.to_string())
+            .with_context(|| format!("server URL {addr:?}"))?,
     };
     let channel = endpoint
         .connect_timeout(timeout)
@@ -71,6 +94,11 @@ async fn check(addr: &str, tls: &ClientTlsArgs, service: &str, timeout: Duration
         .connect()
         .await
         .context("cannot connect")?;
-    let response = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_string() }).await?.into_inner();
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?
+        .into_inner();
     Ok(ServingStatus::try_from(response.status).unwrap_or(ServingStatus::Unknown))
 }

@@ -69,7 +69,13 @@ impl Coordinator {
                         Ok(w) => w,
                         Err(e) => {
                             error!(error = %e, "round closing task failed");
-                            (None, Some(Err(crate::store::StoreError::Io { path: "model".into(), why: e.to_string() })))
+                            (
+                                None,
+                                Some(Err(crate::store::StoreError::Io {
+                                    path: "model".into(),
+                                    why: e.to_string(),
+                                })),
+                            )
                         }
                     };
                     crate::fault::hit("after-model-write", closing.round);
@@ -82,7 +88,11 @@ impl Coordinator {
         }
     }
 
-    fn evaluate_global(&self, spec: &fedcsg_common::model::ModelSpec, global: &StateDict) -> Evaluation {
+    fn evaluate_global(
+        &self,
+        spec: &fedcsg_common::model::ModelSpec,
+        global: &StateDict,
+    ) -> Evaluation {
         let test = self.test_set.as_ref()?;
         if test.data.channels() != spec.in_channels || test.data.num_classes() != spec.num_classes {
             return None;
@@ -90,7 +100,13 @@ impl Coordinator {
         let run = || -> Result<(f64, f64), String> {
             let model = Model::new(spec, 0, ConvBackend::default()).map_err(|e| e.to_string())?;
             model.load_state(global).map_err(|e| e.to_string())?;
-            let r = train::evaluate(&model, &test.data, &test.normalization, self.settings.eval_batch).map_err(|e| e.to_string())?;
+            let r = train::evaluate(
+                &model,
+                &test.data,
+                &test.normalization,
+                self.settings.eval_batch,
+            )
+            .map_err(|e| e.to_string())?;
             Ok((r.accuracy(), r.mean_loss()))
         };
         match run() {
@@ -134,7 +150,11 @@ impl Coordinator {
                 Some(Phase::Closing) => {}
                 Some(Phase::FederatedEvaluation) => {
                     let active = st.jobs[&id].active.as_ref().expect("phase");
-                    let waiting = active.sampled.iter().filter(|w| !active.evaluations.contains_key(*w)).count();
+                    let waiting = active
+                        .sampled
+                        .iter()
+                        .filter(|w| !active.evaluations.contains_key(*w))
+                        .count();
                     if waiting == 0 || now >= active.deadline {
                         self.finish_federated_evaluation(&mut st, &id);
                     }
@@ -146,10 +166,21 @@ impl Coordinator {
 
     /// Makes the evaluated round durable in memory, then starts federated evaluation or ends
     /// the round.
-    fn commit(&self, closing: Closing, evaluation: Evaluation, file: Option<Result<(String, String), crate::store::StoreError>>) {
+    fn commit(
+        &self,
+        closing: Closing,
+        evaluation: Evaluation,
+        file: Option<Result<(String, String), crate::store::StoreError>>,
+    ) {
         let mut st = self.lock();
-        let Some(job) = st.jobs.get_mut(&closing.job) else { return };
-        let Some(active) = job.active.as_mut().filter(|a| a.token == closing.token && a.phase == Phase::Closing) else {
+        let Some(job) = st.jobs.get_mut(&closing.job) else {
+            return;
+        };
+        let Some(active) = job
+            .active
+            .as_mut()
+            .filter(|a| a.token == closing.token && a.phase == Phase::Closing)
+        else {
             return; // cancelled meanwhile
         };
         let accepted: Vec<_> = active.accepted.values().map(|u| u.stats.clone()).collect();
@@ -158,7 +189,11 @@ impl Coordinator {
             round: active.round,
             sampled: active.sampled.len(),
             participants: accepted.iter().map(|s| s.worker_id.clone()).collect(),
-            train_loss: accepted.iter().map(|s| s.train_loss * s.num_samples as f64).sum::<f64>() / weight.max(1.0),
+            train_loss: accepted
+                .iter()
+                .map(|s| s.train_loss * s.num_samples as f64)
+                .sum::<f64>()
+                / weight.max(1.0),
             test_accuracy: evaluation.map(|e| e.0),
             test_loss: evaluation.map(|e| e.1),
             federated_accuracy: None,
@@ -174,11 +209,19 @@ impl Coordinator {
         if let (Some(store), Some(file)) = (&self.store, file) {
             let last = job.records.len() as u64 + 1 >= job.spec.rounds;
             let (state, message) = if last {
-                (JobState::Succeeded, format!("completed {} rounds", job.records.len() + 1))
+                (
+                    JobState::Succeeded,
+                    format!("completed {} rounds", job.records.len() + 1),
+                )
             } else {
-                (JobState::Running, format!("round {} committed", record.round))
+                (
+                    JobState::Running,
+                    format!("round {} committed", record.round),
+                )
             };
-            let committed = file.and_then(|(path, sha)| store.commit_round(job.id.as_str(), &record, &path, &sha, state, &message));
+            let committed = file.and_then(|(path, sha)| {
+                store.commit_round(job.id.as_str(), &record, &path, &sha, state, &message)
+            });
             if let Err(e) = committed {
                 // The round is not durable: do not pretend it happened. Retry it later.
                 error!(job_id = %job.id, round = record.round, error = %e, "cannot commit the round: it will be retried");
@@ -219,7 +262,12 @@ impl Coordinator {
             });
             for w in &free {
                 if let Some(entry) = st.workers.get_mut(w) {
-                    entry.assignment = Some(Assignment { job: id.clone(), round, token: token.clone(), kind: TaskKind::Evaluate });
+                    entry.assignment = Some(Assignment {
+                        job: id.clone(),
+                        round,
+                        token: token.clone(),
+                        kind: TaskKind::Evaluate,
+                    });
                 }
             }
             for p in participants {
@@ -241,7 +289,10 @@ impl Coordinator {
     fn finish_federated_evaluation(&self, st: &mut State, id: &JobId) {
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_ref().expect("active");
-        let (samples, correct) = active.evaluations.values().fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
+        let (samples, correct) = active
+            .evaluations
+            .values()
+            .fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
         if let Some(r) = job.records.last_mut() {
             r.federated_accuracy = (samples > 0).then(|| correct as f64 / samples as f64);
             if let Some(store) = &self.store {
@@ -268,7 +319,11 @@ impl Coordinator {
             job.message = format!("completed {} rounds", job.records.len());
             info!(job_id = %id, "job succeeded");
         }
-        let _ = self.events.send(JobEvent { job: id.clone(), state: job.state, record: job.records.last().cloned() });
+        let _ = self.events.send(JobEvent {
+            job: id.clone(),
+            state: job.state,
+            record: job.records.last().cloned(),
+        });
     }
 }
 
@@ -276,7 +331,12 @@ impl Coordinator {
 fn free_workers(st: &State, spec: &fedcsg_common::model::ModelSpec) -> Vec<WorkerId> {
     st.workers
         .values()
-        .filter(|w| !w.gone && w.assignment.is_none() && w.in_channels == spec.in_channels && w.num_classes == spec.num_classes)
+        .filter(|w| {
+            !w.gone
+                && w.assignment.is_none()
+                && w.in_channels == spec.in_channels
+                && w.num_classes == spec.num_classes
+        })
         .map(|w| w.id.clone())
         .collect()
 }
@@ -286,12 +346,20 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
     let free = free_workers(st, &job.spec.model);
     if free.len() < job.spec.min_workers {
         let job = st.jobs.get_mut(id).expect("exists");
-        job.message = format!("waiting for workers: {} free, {} needed", free.len(), job.spec.min_workers);
+        job.message = format!(
+            "waiting for workers: {} free, {} needed",
+            free.len(),
+            job.spec.min_workers
+        );
         return;
     }
-    let wanted = ((job.spec.fraction * free.len() as f64).ceil() as usize).max(job.spec.min_workers).min(free.len());
+    let wanted = ((job.spec.fraction * free.len() as f64).ceil() as usize)
+        .max(job.spec.min_workers)
+        .min(free.len());
     let round = job.records.len() as u64 + 1;
-    let mut rng = StdRng::seed_from_u64(job.spec.seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ job.retries);
+    let mut rng = StdRng::seed_from_u64(
+        job.spec.seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ job.retries,
+    );
     let mut sampled: Vec<WorkerId> = free.choose_multiple(&mut rng, wanted).cloned().collect();
     sampled.sort();
     let token = RoundToken::new(random_hex());
@@ -315,7 +383,12 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
     });
     for w in &sampled {
         if let Some(entry) = st.workers.get_mut(w) {
-            entry.assignment = Some(Assignment { job: id.clone(), round, token: token.clone(), kind: TaskKind::Train });
+            entry.assignment = Some(Assignment {
+                job: id.clone(),
+                round,
+                token: token.clone(),
+                kind: TaskKind::Train,
+            });
         }
     }
 }
@@ -337,7 +410,9 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let token = active.token.clone();
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_mut().expect("training");
-        let Some(mean) = active.sum.mean() else { return None };
+        let Some(mean) = active.sum.mean() else {
+            return None;
+        };
         crate::fault::hit("aggregate", active.round);
         if !all_in {
             warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), sampled = active.sampled.len(), "round closing with the quorum");
@@ -352,7 +427,13 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
             }
         }
         let round = active.round;
-        return Some(Closing { job: id.clone(), round, token, model, global });
+        return Some(Closing {
+            job: id.clone(),
+            round,
+            token,
+            model,
+            global,
+        });
     }
     if past_deadline {
         let job = st.jobs.get_mut(id).expect("exists");
@@ -366,7 +447,10 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         );
         warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), "round missed its quorum: retrying");
         for w in st.workers.values_mut() {
-            if w.assignment.as_ref().is_some_and(|a| a.token == active.token) {
+            if w.assignment
+                .as_ref()
+                .is_some_and(|a| a.token == active.token)
+            {
                 w.assignment = None;
             }
         }

@@ -12,8 +12,16 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
     let bad = ServerError::InvalidArgument;
     let s = spec.ok_or_else(|| bad("spec is missing".into()))?;
     let model = model_spec_from_proto(s.model.as_ref(), "spec.model").map_err(bad)?;
-    let t = s.training.ok_or_else(|| bad("spec.training is missing".into()))?;
-    let bn_stats: BnStatsPolicy = if s.bn_stats.is_empty() { BnStatsPolicy::default() } else { s.bn_stats.parse().map_err(|e| bad(format!("spec.bn_stats: {e}")))? };
+    let t = s
+        .training
+        .ok_or_else(|| bad("spec.training is missing".into()))?;
+    let bn_stats: BnStatsPolicy = if s.bn_stats.is_empty() {
+        BnStatsPolicy::default()
+    } else {
+        s.bn_stats
+            .parse()
+            .map_err(|e| bad(format!("spec.bn_stats: {e}")))?
+    };
     super::validate::text(&s.name, "spec.name", super::validate::MAX_NAME_LEN)?;
     let spec = JobSpec {
         name: s.name,
@@ -26,7 +34,10 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
             weight_decay: t.weight_decay,
             max_samples_per_round: t.max_samples_per_round,
         },
-        strategy: s.strategy.parse::<Strategy>().map_err(|e| bad(format!("spec.strategy: {e}")))?,
+        strategy: s
+            .strategy
+            .parse::<Strategy>()
+            .map_err(|e| bad(format!("spec.strategy: {e}")))?,
         rounds: s.rounds as u64,
         fraction: s.fraction,
         min_workers: s.min_workers as usize,
@@ -110,7 +121,11 @@ pub fn job_to_proto(v: &JobView) -> pb::Job {
         state: job_state_to_proto(v.state) as i32,
         rounds_completed: v.records.len() as u64,
         message: v.message.clone(),
-        rounds: v.records.iter().map(|r| round_to_proto(v.id.as_str(), r, v.state)).collect(),
+        rounds: v
+            .records
+            .iter()
+            .map(|r| round_to_proto(v.id.as_str(), r, v.state))
+            .collect(),
         exchanged_values: v.exchanged_values,
         full_filter_exchanged_values: v.full_filter_exchanged_values,
     }
@@ -136,14 +151,26 @@ pub fn task_to_proto(t: Task) -> pb::GetTaskResponse {
             bn_stats: t.bn_stats.to_string(),
             deadline_seconds: t.deadline_seconds.min(u32::MAX as u64) as u32,
         }),
-        Task::Evaluate { job, round, token, model, batch_size } => T::Evaluate(pb::EvaluateTask {
+        Task::Evaluate {
+            job,
+            round,
+            token,
+            model,
+            batch_size,
+        } => T::Evaluate(pb::EvaluateTask {
             job_id: job.to_string(),
             round,
             round_token: token.to_string(),
             model: Some(model_spec_to_proto(&model)),
             batch_size: batch_size as u32,
         }),
-        Task::Wait { retry_after, reason } => T::Wait(pb::WaitTask { retry_after_ms: retry_after.as_millis() as u32, reason }),
+        Task::Wait {
+            retry_after,
+            reason,
+        } => T::Wait(pb::WaitTask {
+            retry_after_ms: retry_after.as_millis() as u32,
+            reason,
+        }),
         Task::Done { reason } => T::Done(pb::DoneTask { reason }),
     };
     pb::GetTaskResponse { task: Some(task) }

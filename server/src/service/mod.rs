@@ -10,5 +10,9 @@ use tonic::metadata::MetadataMap;
 
 /// The bearer token of a request, if any.
 pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    metadata.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")
+    metadata
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
 }

@@ -5,17 +5,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::secret::Secret;
 use fedcsg_common::proto::v1::operator_service_server::OperatorService;
+use fedcsg_common::secret::Secret;
 use fedcsg_common::wire::convert::meta_to_proto;
 use fedcsg_common::wire::encode_state;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
+use super::bearer;
 use super::convert::{job_spec_from_proto, job_to_proto, round_to_proto};
 use super::worker_api::model_stream;
-use super::bearer;
 use crate::coordinator::{Coordinator, constant_time_eq};
 use crate::ids::JobId;
 
@@ -26,15 +26,24 @@ pub struct OperatorApi {
 
 impl OperatorApi {
     pub fn new(coordinator: Arc<Coordinator>, admin_token: Option<Secret>) -> Self {
-        Self { coordinator, admin_token }
+        Self {
+            coordinator,
+            admin_token,
+        }
     }
 
     fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(expected) = &self.admin_token else { return Ok(()) };
+        let Some(expected) = &self.admin_token else {
+            return Ok(());
+        };
         match bearer(req.metadata()) {
             Some(t) if constant_time_eq(t, expected.expose()) => Ok(()),
-            Some(_) => Err(Status::permission_denied("this token may not use the operator API")),
-            None => Err(Status::unauthenticated("admin token missing: send authorization: Bearer <token>")),
+            Some(_) => Err(Status::permission_denied(
+                "this token may not use the operator API",
+            )),
+            None => Err(Status::unauthenticated(
+                "admin token missing: send authorization: Bearer <token>",
+            )),
         }
     }
 }
@@ -48,7 +57,10 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + S
 
 #[tonic::async_trait]
 impl OperatorService for OperatorApi {
-    async fn create_job(&self, req: Request<pb::CreateJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn create_job(
+        &self,
+        req: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         self.auth(&req)?;
         let spec = job_spec_from_proto(req.into_inner().spec)?;
         let coordinator = Arc::clone(&self.coordinator);
@@ -59,9 +71,17 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(job_to_proto(&view)))
     }
 
-    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         self.auth(&req)?;
-        let jobs = self.coordinator.list_jobs().iter().map(job_to_proto).collect();
+        let jobs = self
+            .coordinator
+            .list_jobs()
+            .iter()
+            .map(job_to_proto)
+            .collect();
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
@@ -71,15 +91,23 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(job_to_proto(&view)))
     }
 
-    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         self.auth(&req)?;
-        let view = self.coordinator.cancel_job(&job_id(&req.get_ref().job_id)?)?;
+        let view = self
+            .coordinator
+            .cancel_job(&job_id(&req.get_ref().job_id)?)?;
         Ok(Response::new(job_to_proto(&view)))
     }
 
     type WatchJobStream = EventStream;
 
-    async fn watch_job(&self, req: Request<pb::WatchJobRequest>) -> Result<Response<Self::WatchJobStream>, Status> {
+    async fn watch_job(
+        &self,
+        req: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
         self.auth(&req)?;
         let id = job_id(&req.get_ref().job_id)?;
         // Subscribe before the snapshot so no round falls between the two.
@@ -90,7 +118,11 @@ impl OperatorService for OperatorApi {
             let mut last = 0;
             for r in &view.records {
                 last = r.round;
-                if tx.send(Ok(round_to_proto(id.as_str(), r, view.state))).await.is_err() {
+                if tx
+                    .send(Ok(round_to_proto(id.as_str(), r, view.state)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -102,7 +134,11 @@ impl OperatorService for OperatorApi {
                     Ok(e) if e.job == id => {
                         if let Some(r) = e.record.filter(|r| r.round > last) {
                             last = r.round;
-                            if tx.send(Ok(round_to_proto(id.as_str(), &r, e.state))).await.is_err() {
+                            if tx
+                                .send(Ok(round_to_proto(id.as_str(), &r, e.state)))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -112,7 +148,11 @@ impl OperatorService for OperatorApi {
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!("watcher fell behind by {n} events: watch again")))).await;
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "watcher fell behind by {n} events: watch again"
+                            ))))
+                            .await;
                         return;
                     }
                     Err(RecvError::Closed) => return,
@@ -122,7 +162,10 @@ impl OperatorService for OperatorApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_workers(&self, req: Request<pb::ListWorkersRequest>) -> Result<Response<pb::ListWorkersResponse>, Status> {
+    async fn list_workers(
+        &self,
+        req: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         self.auth(&req)?;
         let workers = self
             .coordinator
@@ -142,7 +185,10 @@ impl OperatorService for OperatorApi {
 
     type ExportModelStream = ChunkStream;
 
-    async fn export_model(&self, req: Request<pb::ExportModelRequest>) -> Result<Response<Self::ExportModelStream>, Status> {
+    async fn export_model(
+        &self,
+        req: Request<pb::ExportModelRequest>,
+    ) -> Result<Response<Self::ExportModelStream>, Status> {
         self.auth(&req)?;
         let id = job_id(&req.get_ref().job_id)?;
         let (round, state, sha) = self.coordinator.export(&id)?;

@@ -24,14 +24,20 @@ pub fn id<'a>(value: &'a str, field: &str) -> Result<&'a str, ServerError> {
         return Err(bad(format!("{field} is longer than {MAX_ID_LEN} bytes")));
     }
     if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad(format!("{field} must be printable ASCII without spaces")));
+        return Err(bad(format!(
+            "{field} must be printable ASCII without spaces"
+        )));
     }
     Ok(value)
 }
 
 /// An identifier that may be left empty (meaning none).
 pub fn optional_id<'a>(value: &'a str, field: &str) -> Result<Option<&'a str>, ServerError> {
-    if value.is_empty() { Ok(None) } else { id(value, field).map(Some) }
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        id(value, field).map(Some)
+    }
 }
 
 /// Human-readable text of at most `max` bytes without control characters.
@@ -61,19 +67,44 @@ mod tests {
     #[test]
     fn rules_refuse_and_name_the_field() {
         assert_eq!(id("job-1", "job_id").unwrap(), "job-1");
-        for bad in ["", "a b", "tab\there", "nul\0", "é", &"x".repeat(MAX_ID_LEN + 1)] {
+        for bad in [
+            "",
+            "a b",
+            "tab\there",
+            "nul\0",
+            "é",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
             let e = id(bad, "job_id").unwrap_err().to_string();
             assert!(e.contains("job_id"), "{bad:?}: {e}");
         }
         assert_eq!(optional_id("", "t").unwrap(), None);
         assert!(optional_id("a b", "t").is_err());
-        assert_eq!(text("Fashion-MNIST, 1/4", "d", 64).unwrap(), "Fashion-MNIST, 1/4");
-        assert!(text("line\nbreak", "d", 64).unwrap_err().to_string().contains("control"));
+        assert_eq!(
+            text("Fashion-MNIST, 1/4", "d", 64).unwrap(),
+            "Fashion-MNIST, 1/4"
+        );
+        assert!(
+            text("line\nbreak", "d", 64)
+                .unwrap_err()
+                .to_string()
+                .contains("control")
+        );
         assert!(text("\u{1b}[31mred", "d", 64).is_err());
-        assert!(text(&"x".repeat(65), "d", 64).unwrap_err().to_string().contains("64"));
+        assert!(
+            text(&"x".repeat(65), "d", 64)
+                .unwrap_err()
+                .to_string()
+                .contains("64")
+        );
         assert_eq!(non_negative(0.0, "loss").unwrap(), 0.0);
         for bad in [-1e-9, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert!(non_negative(bad, "loss").unwrap_err().to_string().contains("loss"));
+            assert!(
+                non_negative(bad, "loss")
+                    .unwrap_err()
+                    .to_string()
+                    .contains("loss")
+            );
         }
     }
 }

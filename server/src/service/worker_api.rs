@@ -11,7 +11,7 @@ use fedcsg_common::wire::encode_state;
 use prost::Message;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info_span, instrument, warn, Instrument};
+use tracing::{Instrument, info_span, instrument, warn};
 
 use super::bearer;
 use super::convert::task_to_proto;
@@ -31,7 +31,8 @@ impl WorkerApi {
 
     fn auth<T>(&self, req: &Request<T>, worker_id: &str) -> Result<WorkerId, Status> {
         let id = WorkerId::new(validate::id(worker_id, "worker_id")?);
-        self.coordinator.authenticate_worker(&id, bearer(req.metadata()))?;
+        self.coordinator
+            .authenticate_worker(&id, bearer(req.metadata()))?;
         Ok(id)
     }
 }
@@ -45,8 +46,12 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + S
 /// Streams `state` as a header and data chunks; returns the stream and its encoded size.
 pub fn model_stream(header: pb::ModelHeader, chunks: Vec<Vec<u8>>) -> (ChunkStream, u64) {
     let mut messages = Vec::with_capacity(chunks.len() + 1);
-    messages.push(pb::ModelChunk { part: Some(pb::model_chunk::Part::Header(header)) });
-    messages.extend(chunks.into_iter().map(|c| pb::ModelChunk { part: Some(pb::model_chunk::Part::Data(c)) }));
+    messages.push(pb::ModelChunk {
+        part: Some(pb::model_chunk::Part::Header(header)),
+    });
+    messages.extend(chunks.into_iter().map(|c| pb::ModelChunk {
+        part: Some(pb::model_chunk::Part::Data(c)),
+    }));
     let bytes: u64 = messages.iter().map(|m| m.encoded_len() as u64).sum();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
@@ -63,7 +68,10 @@ pub fn model_stream(header: pb::ModelHeader, chunks: Vec<Vec<u8>>) -> (ChunkStre
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     #[instrument(skip_all, fields(name = %req.get_ref().worker_name))]
-    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
         let token = bearer(req.metadata()).map(str::to_owned);
         let r = req.into_inner();
         validate::text(&r.worker_name, "worker_name", MAX_NAME_LEN)?;
@@ -86,21 +94,37 @@ impl WorkerService for WorkerApi {
         }))
     }
 
-    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
-        let busy = validate::optional_id(&req.get_ref().busy_with_round_token, "busy_with_round_token")?;
+        let busy = validate::optional_id(
+            &req.get_ref().busy_with_round_token,
+            "busy_with_round_token",
+        )?;
         let abandon = self.coordinator.heartbeat(&id, busy)?;
-        Ok(Response::new(pb::HeartbeatResponse { abandon_current_task: abandon }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            abandon_current_task: abandon,
+        }))
     }
 
-    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::GetTaskResponse>, Status> {
+    async fn get_task(
+        &self,
+        req: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
-        Ok(Response::new(task_to_proto(self.coordinator.next_task(&id)?)))
+        Ok(Response::new(task_to_proto(
+            self.coordinator.next_task(&id)?,
+        )))
     }
 
     type DownloadModelStream = ChunkStream;
 
-    async fn download_model(&self, req: Request<pb::DownloadModelRequest>) -> Result<Response<Self::DownloadModelStream>, Status> {
+    async fn download_model(
+        &self,
+        req: Request<pb::DownloadModelRequest>,
+    ) -> Result<Response<Self::DownloadModelStream>, Status> {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
@@ -119,19 +143,24 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(stream))
     }
 
-    async fn upload_update(&self, req: Request<Streaming<pb::UpdateChunk>>) -> Result<Response<pb::UploadUpdateResponse>, Status> {
+    async fn upload_update(
+        &self,
+        req: Request<Streaming<pb::UpdateChunk>>,
+    ) -> Result<Response<pb::UploadUpdateResponse>, Status> {
         let token = bearer(req.metadata()).map(str::to_owned);
         let mut stream = req.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("upload is empty: the first message must be the header"))??;
+        let first = stream.next().await.ok_or_else(|| {
+            Status::invalid_argument("upload is empty: the first message must be the header")
+        })??;
         let mut bytes_up = first.encoded_len() as u64;
         let Some(pb::update_chunk::Part::Header(h)) = first.part else {
-            return Err(Status::invalid_argument("the first upload message must be the header"));
+            return Err(Status::invalid_argument(
+                "the first upload message must be the header",
+            ));
         };
         let worker = WorkerId::new(required(&h.worker_id, "header.worker_id")?);
-        self.coordinator.authenticate_worker(&worker, token.as_deref())?;
+        self.coordinator
+            .authenticate_worker(&worker, token.as_deref())?;
         let limits = self.coordinator.settings().wire_limits;
         let header = UpdateHeader {
             worker: worker.clone(),
@@ -143,7 +172,8 @@ impl WorkerService for WorkerApi {
             train_seconds: validate::non_negative(h.train_seconds, "header.train_seconds")?,
             tensors: metas_from_proto(&h.tensors, &limits).map_err(ServerError::from)?,
         };
-        let span = info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
+        let span =
+            info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
         async move {
             let mut assembler = self.coordinator.begin_upload(&header)?;
             while let Some(msg) = stream.next().await {
@@ -151,29 +181,56 @@ impl WorkerService for WorkerApi {
                 bytes_up += msg.encoded_len() as u64;
                 match msg.part {
                     // An empty chunk carries nothing and would only keep the stream open.
-                    Some(pb::update_chunk::Part::Data(d)) if d.is_empty() => return Err(ServerError::InvalidArgument("empty data chunk".into()).into()),
-                    Some(pb::update_chunk::Part::Data(d)) => assembler.push(&d).map_err(ServerError::from)?,
-                    _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
+                    Some(pb::update_chunk::Part::Data(d)) if d.is_empty() => {
+                        return Err(ServerError::InvalidArgument("empty data chunk".into()).into());
+                    }
+                    Some(pb::update_chunk::Part::Data(d)) => {
+                        assembler.push(&d).map_err(ServerError::from)?
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "only data chunks may follow the header",
+                        ));
+                    }
                 }
             }
             let update = assembler.finish().map_err(ServerError::from)?;
-            let duplicate = self.coordinator.finish_upload(&header, update, bytes_up).inspect_err(|e| warn!(error = %e, "update refused"))?;
-            Ok(Response::new(pb::UploadUpdateResponse { accepted: true, duplicate, bytes_received: bytes_up }))
+            let duplicate = self
+                .coordinator
+                .finish_upload(&header, update, bytes_up)
+                .inspect_err(|e| warn!(error = %e, "update refused"))?;
+            Ok(Response::new(pb::UploadUpdateResponse {
+                accepted: true,
+                duplicate,
+                bytes_received: bytes_up,
+            }))
         }
         .instrument(span)
         .await
     }
 
-    async fn report_evaluation(&self, req: Request<pb::ReportEvaluationRequest>) -> Result<Response<pb::ReportEvaluationResponse>, Status> {
+    async fn report_evaluation(
+        &self,
+        req: Request<pb::ReportEvaluationRequest>,
+    ) -> Result<Response<pb::ReportEvaluationResponse>, Status> {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
         validate::non_negative(r.loss_sum, "loss_sum")?;
-        self.coordinator.report_evaluation(&id, &job, required(&r.round_token, "round_token")?, r.num_samples, r.correct)?;
+        self.coordinator.report_evaluation(
+            &id,
+            &job,
+            required(&r.round_token, "round_token")?,
+            r.num_samples,
+            r.correct,
+        )?;
         Ok(Response::new(pb::ReportEvaluationResponse {}))
     }
 
-    async fn leave(&self, req: Request<pb::LeaveRequest>) -> Result<Response<pb::LeaveResponse>, Status> {
+    async fn leave(
+        &self,
+        req: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
         let id = self.auth(&req, &req.get_ref().worker_id)?;
         self.coordinator.leave(&id);
         Ok(Response::new(pb::LeaveResponse {}))

@@ -60,24 +60,38 @@ fn parse_state(s: &str) -> Result<JobState, StoreError> {
         "succeeded" => JobState::Succeeded,
         "failed" => JobState::Failed,
         "cancelled" => JobState::Cancelled,
-        other => return Err(StoreError::Corrupt { what: "job state".into(), why: format!("unknown state {other:?}") }),
+        other => {
+            return Err(StoreError::Corrupt {
+                what: "job state".into(),
+                why: format!("unknown state {other:?}"),
+            });
+        }
     })
 }
 
 fn now_unix() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Store {
     /// Opens (creating if needed) the store in `dir` and applies pending migrations.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir.join("models")).map_err(|e| StoreError::Io { path: dir.display().to_string(), why: e.to_string() })?;
+        std::fs::create_dir_all(dir.join("models")).map_err(|e| StoreError::Io {
+            path: dir.display().to_string(),
+            why: e.to_string(),
+        })?;
         let mut conn = Connection::open(dir.join("state.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::apply(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn), dir: dir.to_path_buf() })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -91,7 +105,13 @@ impl Store {
     /// The next value of a durable counter (`job`, `worker`), so ids are never reused.
     pub fn next_id(&self, counter: &str) -> Result<u64, StoreError> {
         let conn = self.conn();
-        let current: Option<i64> = conn.query_row("SELECT value FROM counters WHERE name = ?1", [counter], |r| r.get(0)).optional()?;
+        let current: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = ?1",
+                [counter],
+                |r| r.get(0),
+            )
+            .optional()?;
         let next = current.unwrap_or(0) + 1;
         conn.execute("INSERT INTO counters(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = ?2", params![counter, next])?;
         Ok(next as u64)
@@ -105,16 +125,29 @@ impl Store {
 
     /// Writes a round's global model file (atomically); returns (relative path, SHA-256).
     /// Nothing refers to the file until [`Store::commit_round`] commits.
-    pub fn write_model(&self, job: &str, round: u64, state: &StateDict) -> Result<(String, String), StoreError> {
+    pub fn write_model(
+        &self,
+        job: &str,
+        round: u64,
+        state: &StateDict,
+    ) -> Result<(String, String), StoreError> {
         let (rel, abs) = self.model_path(job, round);
         let sha = model_file::write_atomic(&abs, state)?;
         Ok((rel, sha))
     }
 
     /// Records a new job with its initial model (written first, as round 0).
-    pub fn insert_job(&self, id: &str, spec: &JobSpec, initial: &StateDict) -> Result<(), StoreError> {
+    pub fn insert_job(
+        &self,
+        id: &str,
+        spec: &JobSpec,
+        initial: &StateDict,
+    ) -> Result<(), StoreError> {
         let (rel, sha) = self.write_model(id, 0, initial)?;
-        let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt { what: "job spec".into(), why: e.to_string() })?;
+        let spec_json = serde_json::to_string(spec).map_err(|e| StoreError::Corrupt {
+            what: "job spec".into(),
+            why: e.to_string(),
+        })?;
         self.conn().execute(
             "INSERT INTO jobs(id, spec_json, state, message, initial_model, initial_sha256, created_unix) VALUES (?1, ?2, 'pending', 'waiting for workers', ?3, ?4, ?5)",
             params![id, spec_json, rel, sha, now_unix()],
@@ -124,28 +157,56 @@ impl Store {
 
     /// Commits a round: its record (naming the model file and its SHA-256) and the job's
     /// state, in one transaction.
-    pub fn commit_round(&self, job: &str, record: &RoundRecord, model_file: &str, file_sha256: &str, state: JobState, message: &str) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt { what: "round record".into(), why: e.to_string() })?;
+    pub fn commit_round(
+        &self,
+        job: &str,
+        record: &RoundRecord,
+        model_file: &str,
+        file_sha256: &str,
+        state: JobState,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            what: "round record".into(),
+            why: e.to_string(),
+        })?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO rounds(job_id, round, record_json, model_file, file_sha256, committed_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![job, record.round as i64, json, model_file, file_sha256, now_unix()],
         )?;
-        tx.execute("UPDATE jobs SET state = ?2, message = ?3 WHERE id = ?1", params![job, state_name(state), message])?;
+        tx.execute(
+            "UPDATE jobs SET state = ?2, message = ?3 WHERE id = ?1",
+            params![job, state_name(state), message],
+        )?;
         tx.commit()?;
         Ok(())
     }
 
     /// Updates a committed round's metrics (e.g. federated accuracy that arrives later).
     pub fn update_round_record(&self, job: &str, record: &RoundRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt { what: "round record".into(), why: e.to_string() })?;
-        self.conn().execute("UPDATE rounds SET record_json = ?3 WHERE job_id = ?1 AND round = ?2", params![job, record.round as i64, json])?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            what: "round record".into(),
+            why: e.to_string(),
+        })?;
+        self.conn().execute(
+            "UPDATE rounds SET record_json = ?3 WHERE job_id = ?1 AND round = ?2",
+            params![job, record.round as i64, json],
+        )?;
         Ok(())
     }
 
-    pub fn set_job_state(&self, job: &str, state: JobState, message: &str) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE jobs SET state = ?2, message = ?3 WHERE id = ?1", params![job, state_name(state), message])?;
+    pub fn set_job_state(
+        &self,
+        job: &str,
+        state: JobState,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE jobs SET state = ?2, message = ?3 WHERE id = ?1",
+            params![job, state_name(state), message],
+        )?;
         Ok(())
     }
 
@@ -162,33 +223,72 @@ impl Store {
         let conn = self.conn();
         let mut jobs_stmt = conn.prepare("SELECT id, spec_json, state, message, initial_model, initial_sha256 FROM jobs ORDER BY created_unix, id")?;
         let rows: Vec<(String, String, String, String, String, String)> = jobs_stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for (id, spec_json, state, message, initial_model, initial_sha) in rows {
-            let spec: JobSpec = serde_json::from_str(&spec_json).map_err(|e| StoreError::Corrupt { what: format!("spec of {id}"), why: e.to_string() })?;
+            let spec: JobSpec =
+                serde_json::from_str(&spec_json).map_err(|e| StoreError::Corrupt {
+                    what: format!("spec of {id}"),
+                    why: e.to_string(),
+                })?;
             let mut stmt = conn.prepare("SELECT round, record_json, model_file, file_sha256 FROM rounds WHERE job_id = ?1 ORDER BY round")?;
-            let rounds: Vec<(i64, String, String, String)> =
-                stmt.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+            let rounds: Vec<(i64, String, String, String)> = stmt
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
             let mut records = Vec::new();
             for (i, (round, json, _, _)) in rounds.iter().enumerate() {
                 if *round != i as i64 + 1 {
-                    return Err(StoreError::Corrupt { what: format!("rounds of {id}"), why: format!("round {round} follows round {i}") });
+                    return Err(StoreError::Corrupt {
+                        what: format!("rounds of {id}"),
+                        why: format!("round {round} follows round {i}"),
+                    });
                 }
-                records.push(serde_json::from_str(json).map_err(|e| StoreError::Corrupt { what: format!("round {round} of {id}"), why: e.to_string() })?);
+                records.push(serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+                    what: format!("round {round} of {id}"),
+                    why: e.to_string(),
+                })?);
             }
-            let (file, sha) = rounds.last().map(|(_, _, f, s)| (f.clone(), s.clone())).unwrap_or((initial_model, initial_sha));
+            let (file, sha) = rounds
+                .last()
+                .map(|(_, _, f, s)| (f.clone(), s.clone()))
+                .unwrap_or((initial_model, initial_sha));
             let global = model_file::read_verified(&self.dir.join(&file), &sha)?;
-            out.push(PersistedJob { id, spec, state: parse_state(&state)?, message, records, global, global_file_sha256: sha });
+            out.push(PersistedJob {
+                id,
+                spec,
+                state: parse_state(&state)?,
+                message,
+                records,
+                global,
+                global_file_sha256: sha,
+            });
         }
         Ok(out)
     }
 
     /// (model file, SHA-256) of a committed round.
-    pub fn round_model(&self, job: &str, round: u64) -> Result<Option<(PathBuf, String)>, StoreError> {
+    pub fn round_model(
+        &self,
+        job: &str,
+        round: u64,
+    ) -> Result<Option<(PathBuf, String)>, StoreError> {
         let row: Option<(String, String)> = self
             .conn()
-            .query_row("SELECT model_file, file_sha256 FROM rounds WHERE job_id = ?1 AND round = ?2", params![job, round as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT model_file, file_sha256 FROM rounds WHERE job_id = ?1 AND round = ?2",
+                params![job, round as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
         Ok(row.map(|(f, s)| (self.dir.join(f), s)))
     }

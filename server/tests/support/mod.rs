@@ -27,19 +27,30 @@ pub async fn start_with(args: CoordinatorArgs) -> (String, tokio::sync::oneshot:
 
 /// A coordinator without a test set.
 pub async fn start() -> (String, tokio::sync::oneshot::Sender<()>) {
-    start_with(CoordinatorArgs { data: Some("none".into()), ..Default::default() }).await
+    start_with(CoordinatorArgs {
+        data: Some("none".into()),
+        ..Default::default()
+    })
+    .await
 }
 
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
 
 /// The model a header-then-data chunk stream carries.
 pub async fn assemble(mut s: Streaming<pb::ModelChunk>) -> StateDict {
-    let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else { panic!("no header") };
-    let mut a = ModelAssembler::new(metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(), WireLimits::default()).unwrap();
+    let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else {
+        panic!("no header")
+    };
+    let mut a = ModelAssembler::new(
+        metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(),
+        WireLimits::default(),
+    )
+    .unwrap();
     while let Some(m) = s.message().await.unwrap() {
         if let Some(pb::model_chunk::Part::Data(d)) = m.part {
             a.push(&d).unwrap();
@@ -50,5 +61,11 @@ pub async fn assemble(mut s: Streaming<pb::ModelChunk>) -> StateDict {
 
 /// A job's global model through the operator API.
 pub async fn export(op: &mut OperatorServiceClient<Channel>, job: &str) -> StateDict {
-    assemble(op.export_model(pb::ExportModelRequest { job_id: job.into() }).await.unwrap().into_inner()).await
+    assemble(
+        op.export_model(pb::ExportModelRequest { job_id: job.into() })
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
 }

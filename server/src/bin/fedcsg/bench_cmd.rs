@@ -47,13 +47,29 @@ pub fn peak_rss_kib() -> Option<u64> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.steps > 0 && args.batch > 0, "--steps and --batch must be positive");
+    anyhow::ensure!(
+        args.steps > 0 && args.batch > 0,
+        "--steps and --batch must be positive"
+    );
     let spec = ModelSpec::new(args.model.parse()?, args.csg.parse()?, args.in_channels, 10);
     let model = Model::new(&spec, 0, conv_backend(&args.conv)?)?;
     let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = Optimizer::new(vars, OptimizerConfig::sgd(0.01, 0.9, 5e-4), LrSchedule::Constant)?;
-    let x = Tensor::randn(0f32, 1.0, (args.batch, args.in_channels, args.size, args.size), &Device::Cpu)?;
-    let y = Tensor::from_vec((0..args.batch as u32).map(|i| i % 10).collect::<Vec<_>>(), args.batch, &Device::Cpu)?;
+    let mut opt = Optimizer::new(
+        vars,
+        OptimizerConfig::sgd(0.01, 0.9, 5e-4),
+        LrSchedule::Constant,
+    )?;
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (args.batch, args.in_channels, args.size, args.size),
+        &Device::Cpu,
+    )?;
+    let y = Tensor::from_vec(
+        (0..args.batch as u32).map(|i| i % 10).collect::<Vec<_>>(),
+        args.batch,
+        &Device::Cpu,
+    )?;
     let (mut fwd, mut bwd, mut step_t) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..args.warmup + args.steps {
         let t0 = Instant::now();

@@ -37,7 +37,12 @@ pub struct LocalArgs {
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
-    anyhow::ensure!(path.exists(), "{} not found next to {}: build it with `cargo build --workspace --bins`", name, exe.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to {}: build it with `cargo build --workspace --bins`",
+        name,
+        exe.display()
+    );
     Ok(path)
 }
 
@@ -54,11 +59,20 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
 
 fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.workers >= 1 && args.workers <= 64, "--workers must be 1..=64");
+    anyhow::ensure!(
+        args.workers >= 1 && args.workers <= 64,
+        "--workers must be 1..=64"
+    );
     let coordinator_bin = sibling_binary("fedcsg-coordinator")?;
     let worker_bin = sibling_binary("fedcsg-worker")?;
     let log_dir = match &args.log_dir {
@@ -79,16 +93,26 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "--test-limit".into(),
         args.test_limit.to_string(),
     ];
-    children.push(spawn(&coordinator_bin, &coordinator_args, &log_dir.join("coordinator.log"))?);
+    children.push(spawn(
+        &coordinator_bin,
+        &coordinator_args,
+        &log_dir.join("coordinator.log"),
+    )?);
     let started = Instant::now();
     let addr = loop {
         if let Ok(a) = std::fs::read_to_string(&addr_file) {
             break a;
         }
         if let Some(status) = children[0].try_wait()? {
-            anyhow::bail!("coordinator exited with {status}; see {}", log_dir.join("coordinator.log").display());
+            anyhow::bail!(
+                "coordinator exited with {status}; see {}",
+                log_dir.join("coordinator.log").display()
+            );
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "coordinator did not start within 120 s");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "coordinator did not start within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let url = format!("http://{addr}");
@@ -110,7 +134,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             "--seed".into(),
             args.job.seed.to_string(),
         ];
-        children.push(spawn(&worker_bin, &worker_args, &log_dir.join(format!("worker-{i}.log")))?);
+        children.push(spawn(
+            &worker_bin,
+            &worker_args,
+            &log_dir.join(format!("worker-{i}.log")),
+        )?);
     }
     let result = tokio::select! {
         r = drive_job(&args, &url, &children) => r,
@@ -126,9 +154,20 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 }
 
 async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::Result<()> {
-    let mut op = Operator::connect(&Remote { coordinator: url.to_string(), ..Remote::default() }).await?;
+    let mut op = Operator::connect(&Remote {
+        coordinator: url.to_string(),
+        ..Remote::default()
+    })
+    .await?;
     let spec = args.job.spec("local", args.workers as u32)?;
-    let job = { let req = op.request(pb::CreateJobRequest { spec: Some(spec.clone()) }); op.client().create_job(req) }.await?.into_inner();
+    let job = {
+        let req = op.request(pb::CreateJobRequest {
+            spec: Some(spec.clone()),
+        });
+        op.client().create_job(req)
+    }
+    .await?
+    .into_inner();
     println!(
         "job {}: {} csg={} on {} workers, {} rounds; exchanges {} values per update ({} bytes as f32), a full-filter exchange {} ({} bytes)",
         job.job_id,
@@ -142,18 +181,45 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         job.full_filter_exchanged_values * 4
     );
     let started = Instant::now();
-    let mut stream = { let req = op.request(pb::WatchJobRequest { job_id: job.job_id.clone() }); op.client().watch_job(req) }.await?.into_inner();
+    let mut stream = {
+        let req = op.request(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        });
+        op.client().watch_job(req)
+    }
+    .await?
+    .into_inner();
     let mut rounds = Vec::new();
     while let Some(e) = stream.message().await? {
-        let full_equiv = (e.workers.iter().map(|w| w.bytes_up).sum::<u64>() as f64 / e.workers.len().max(1) as f64)
+        let full_equiv = (e.workers.iter().map(|w| w.bytes_up).sum::<u64>() as f64
+            / e.workers.len().max(1) as f64)
             * job.full_filter_exchanged_values as f64
             / job.exchanged_values.max(1) as f64;
-        println!("{}  (full filters: ~{:.0} B/worker)", round_line(&e), full_equiv);
+        println!(
+            "{}  (full filters: ~{:.0} B/worker)",
+            round_line(&e),
+            full_equiv
+        );
         rounds.push(e);
     }
-    let final_job = { let req = op.request(pb::GetJobRequest { job_id: job.job_id.clone() }); op.client().get_job(req) }.await?.into_inner();
-    let state = pb::JobState::try_from(final_job.state).map(|s| s.as_str_name()).unwrap_or("?");
-    println!("job {} {} in {:.1} s: {}", job.job_id, state, started.elapsed().as_secs_f64(), final_job.message);
+    let final_job = {
+        let req = op.request(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        });
+        op.client().get_job(req)
+    }
+    .await?
+    .into_inner();
+    let state = pb::JobState::try_from(final_job.state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    println!(
+        "job {} {} in {:.1} s: {}",
+        job.job_id,
+        state,
+        started.elapsed().as_secs_f64(),
+        final_job.message
+    );
     let coordinator_rss = peak_rss_kib(children[0].id());
     let worker_rss: Vec<Option<u64>> = children[1..].iter().map(|c| peak_rss_kib(c.id())).collect();
     if let Some(path) = &args.summary_json {
@@ -191,6 +257,10 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
         println!("summary written to {}", path.display());
     }
-    anyhow::ensure!(final_job.state == pb::JobState::Succeeded as i32, "job ended {state}: {}", final_job.message);
+    anyhow::ensure!(
+        final_job.state == pb::JobState::Succeeded as i32,
+        "job ended {state}: {}",
+        final_job.message
+    );
     Ok(())
 }

@@ -12,7 +12,11 @@ mod train_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "fedcsg", version, about = "Federated training with Convolutional Slice Generators")]
+#[command(
+    name = "fedcsg",
+    version,
+    about = "Federated training with Convolutional Slice Generators"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,5 +58,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -54,8 +54,14 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         println!("{:<12} {:>12}", role.to_string(), group(n));
     }
     let ratio = full.parameter_count() as f64 / inv.parameter_count() as f64;
-    println!("parameters (weights + BN affine):   {:>12}", group(inv.parameter_count()));
-    println!("trainable:                          {:>12}", group(inv.trainable_count()));
+    println!(
+        "parameters (weights + BN affine):   {:>12}",
+        group(inv.parameter_count())
+    );
+    println!(
+        "trainable:                          {:>12}",
+        group(inv.trainable_count())
+    );
     println!(
         "exchanged per round:                {:>12}  (+{} BN statistics = {} values, {} bytes as f32)",
         group(inv.exchanged_parameter_count()),
@@ -63,7 +69,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         group(inv.exchanged_value_count()),
         group(inv.exchanged_value_count() * 4)
     );
-    println!("full-filter equivalent:             {:>12}  ({ratio:.2}x the parameters of this model)", group(full.parameter_count()));
+    println!(
+        "full-filter equivalent:             {:>12}  ({ratio:.2}x the parameters of this model)",
+        group(full.parameter_count())
+    );
     println!(
         "exchanged vs full-filter exchange:  {:>12}  of {} values ({:.1}%)",
         group(inv.exchanged_value_count()),
@@ -72,7 +81,15 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     );
     if args.verbose {
         for e in &inv.entries {
-            println!("  {:<40} {:<12} {:>9} {:?} trained={} exchanged={}", e.name, e.role.to_string(), e.numel(), e.shape, e.trained, e.exchanged);
+            println!(
+                "  {:<40} {:<12} {:>9} {:?} trained={} exchanged={}",
+                e.name,
+                e.role.to_string(),
+                e.numel(),
+                e.shape,
+                e.trained,
+                e.exchanged
+            );
         }
     }
     Ok(())

@@ -20,7 +20,11 @@ use tonic::transport::Channel;
 #[derive(Args, Clone, Default)]
 pub struct Remote {
     /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
-    #[arg(long, env = "FEDCSG_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "FEDCSG_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub coordinator: String,
     /// Admin token for the operator API.
     #[arg(long, env = "FEDCSG_ADMIN_TOKEN", hide_env_values = true)]
@@ -36,9 +40,13 @@ pub struct Operator {
 
 impl Operator {
     pub async fn connect(remote: &Remote) -> anyhow::Result<Self> {
-        let endpoint = match remote.tls.resolve(remote.coordinator.trim_start().starts_with("https://"))? {
+        let endpoint = match remote
+            .tls
+            .resolve(remote.coordinator.trim_start().starts_with("https://"))?
+        {
             Some(tls) => tls.endpoint(&remote.coordinator)?,
-            None => Channel::from_shared(remote.coordinator.clone()).with_context(|| format!("coordinator URL {:?}", remote.coordinator))?,
+            None => Channel::from_shared(remote.coordinator.clone())
+                .with_context(|| format!("coordinator URL {:?}", remote.coordinator))?,
         };
         let channel = endpoint
             .connect_timeout(std::time::Duration::from_secs(5))
@@ -48,7 +56,10 @@ impl Operator {
         let client = OperatorServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self { client, token: remote.admin_token.clone().map(Secret::from) })
+        Ok(Self {
+            client,
+            token: remote.admin_token.clone().map(Secret::from),
+        })
     }
 
     pub fn request<T>(&self, msg: T) -> Request<T> {
@@ -74,20 +85,53 @@ pub struct StatusArgs {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut op = Operator::connect(&args.remote).await?;
-    let jobs = op.client.list_jobs(op.request(pb::ListJobsRequest {})).await?.into_inner().jobs;
-    println!("{:<10} {:<10} {:>8} {:<36} message", "job", "state", "rounds", "model");
+    let jobs = op
+        .client
+        .list_jobs(op.request(pb::ListJobsRequest {}))
+        .await?
+        .into_inner()
+        .jobs;
+    println!(
+        "{:<10} {:<10} {:>8} {:<36} message",
+        "job", "state", "rounds", "model"
+    );
     for j in jobs {
         let spec = j.spec.unwrap_or_default();
-        let model = spec.model.map(|m| format!("{} csg={}", m.architecture, m.csg)).unwrap_or_default();
-        let state = pb::JobState::try_from(j.state).map(|s| s.as_str_name().trim_start_matches("JOB_STATE_").to_lowercase()).unwrap_or_default();
-        println!("{:<10} {:<10} {:>3}/{:<4} {:<36} {}", j.job_id, state, j.rounds_completed, spec.rounds, model, j.message);
+        let model = spec
+            .model
+            .map(|m| format!("{} csg={}", m.architecture, m.csg))
+            .unwrap_or_default();
+        let state = pb::JobState::try_from(j.state)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("JOB_STATE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<10} {:>3}/{:<4} {:<36} {}",
+            j.job_id, state, j.rounds_completed, spec.rounds, model, j.message
+        );
     }
-    let workers = op.client.list_workers(op.request(pb::ListWorkersRequest {})).await?.into_inner().workers;
-    println!("\n{:<8} {:<20} {:>8} {:<11} {:>10} {:>7}", "worker", "name", "samples", "state", "heartbeat", "rounds");
+    let workers = op
+        .client
+        .list_workers(op.request(pb::ListWorkersRequest {}))
+        .await?
+        .into_inner()
+        .workers;
+    println!(
+        "\n{:<8} {:<20} {:>8} {:<11} {:>10} {:>7}",
+        "worker", "name", "samples", "state", "heartbeat", "rounds"
+    );
     for w in workers {
         println!(
             "{:<8} {:<20} {:>8} {:<11} {:>9.1}s {:>7}",
-            w.worker_id, w.worker_name, w.num_samples, w.state, w.seconds_since_heartbeat, w.rounds_contributed
+            w.worker_id,
+            w.worker_name,
+            w.num_samples,
+            w.state,
+            w.seconds_since_heartbeat,
+            w.rounds_contributed
         );
     }
     Ok(())
@@ -102,24 +146,57 @@ pub struct WatchArgs {
 
 pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let mut op = Operator::connect(&args.remote).await?;
-    let job = op.client.get_job(op.request(pb::GetJobRequest { job_id: args.job.clone() })).await?.into_inner();
+    let job = op
+        .client
+        .get_job(op.request(pb::GetJobRequest {
+            job_id: args.job.clone(),
+        }))
+        .await?
+        .into_inner();
     let rounds = job.spec.as_ref().map(|s| s.rounds).unwrap_or(0);
     let bar = ProgressBar::new(rounds as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} round {pos}/{len} {msg} [{elapsed}]")?);
-    let mut stream = op.client.watch_job(op.request(pb::WatchJobRequest { job_id: args.job.clone() })).await?.into_inner();
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} round {pos}/{len} {msg} [{elapsed}]",
+    )?);
+    let mut stream = op
+        .client
+        .watch_job(op.request(pb::WatchJobRequest {
+            job_id: args.job.clone(),
+        }))
+        .await?
+        .into_inner();
     while let Some(e) = stream.message().await? {
         bar.set_position(e.round);
         print_line(&bar, round_line(&e));
     }
     bar.finish_and_clear();
-    let job = op.client.get_job(op.request(pb::GetJobRequest { job_id: args.job })).await?.into_inner();
-    println!("job {}: {} ({})", job.job_id, pb::JobState::try_from(job.state).map(|s| s.as_str_name()).unwrap_or("?"), job.message);
+    let job = op
+        .client
+        .get_job(op.request(pb::GetJobRequest { job_id: args.job }))
+        .await?
+        .into_inner();
+    println!(
+        "job {}: {} ({})",
+        job.job_id,
+        pb::JobState::try_from(job.state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?"),
+        job.message
+    );
     Ok(())
 }
 
 pub fn round_line(e: &pb::RoundEvent) -> String {
-    let acc = if e.test_accuracy >= 0.0 { format!("{:.2}%", 100.0 * e.test_accuracy) } else { "n/a".into() };
-    let up = if e.workers.is_empty() { 0 } else { e.workers.iter().map(|w| w.bytes_up).sum::<u64>() / e.workers.len() as u64 };
+    let acc = if e.test_accuracy >= 0.0 {
+        format!("{:.2}%", 100.0 * e.test_accuracy)
+    } else {
+        "n/a".into()
+    };
+    let up = if e.workers.is_empty() {
+        0
+    } else {
+        e.workers.iter().map(|w| w.bytes_up).sum::<u64>() / e.workers.len() as u64
+    };
     format!(
         "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {} B/worker  down {} B  {:.1} s",
         e.round, e.train_loss, e.participants, e.sampled, up, e.bytes_down, e.seconds
@@ -137,11 +214,21 @@ pub struct ExportArgs {
 }
 
 /// Downloads a job's global model (every variable).
-pub async fn fetch_model(op: &mut Operator, job: &str) -> anyhow::Result<(pb::ModelHeader, fedcsg_common::tensor::StateDict)> {
-    let req = op.request(pb::ExportModelRequest { job_id: job.to_string() });
+pub async fn fetch_model(
+    op: &mut Operator,
+    job: &str,
+) -> anyhow::Result<(pb::ModelHeader, fedcsg_common::tensor::StateDict)> {
+    let req = op.request(pb::ExportModelRequest {
+        job_id: job.to_string(),
+    });
     let mut stream = op.client.export_model(req).await?.into_inner();
-    let first = stream.message().await?.context("export stream ended before its header")?;
-    let Some(pb::model_chunk::Part::Header(header)) = first.part else { anyhow::bail!("export stream did not start with a header") };
+    let first = stream
+        .message()
+        .await?
+        .context("export stream ended before its header")?;
+    let Some(pb::model_chunk::Part::Header(header)) = first.part else {
+        anyhow::bail!("export stream did not start with a header")
+    };
     let limits = WireLimits::default();
     let mut assembler = ModelAssembler::new(metas_from_proto(&header.tensors, &limits)?, limits)?;
     while let Some(m) = stream.message().await? {
@@ -158,7 +245,11 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (header, state) = fetch_model(&mut op, &args.job).await?;
     let mut tensors = HashMap::new();
     for t in state.tensors() {
-        let tensor = candle_core::Tensor::from_slice(&t.values, t.shape.as_slice(), &candle_core::Device::Cpu)?;
+        let tensor = candle_core::Tensor::from_slice(
+            &t.values,
+            t.shape.as_slice(),
+            &candle_core::Device::Cpu,
+        )?;
         tensors.insert(t.name.clone(), tensor);
     }
     candle_core::safetensors::save(&tensors, &args.out)?;

@@ -44,17 +44,30 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let mut op = connect_patiently(&args.remote, patience).await?;
     let job = match existing_job(&mut op, &args).await? {
         Some(job) => {
-            println!("job {}: following the existing job named {:?}", job.job_id, args.name);
+            println!(
+                "job {}: following the existing job named {:?}",
+                job.job_id, args.name
+            );
             job
         }
         None => {
             wait_for_workers(&mut op, args.wait_for_workers, patience).await?;
             let spec = args.job.spec(&args.name, 1)?;
             let req = op.request(pb::CreateJobRequest { spec: Some(spec) });
-            let job = op.client().create_job(req).await.context("CreateJob")?.into_inner();
+            let job = op
+                .client()
+                .create_job(req)
+                .await
+                .context("CreateJob")?
+                .into_inner();
             println!(
                 "job {} created: {} csg={}, {} rounds, {} values per update ({} for full filters)",
-                job.job_id, args.job.model, args.job.csg, args.job.rounds, job.exchanged_values, job.full_filter_exchanged_values
+                job.job_id,
+                args.job.model,
+                args.job.csg,
+                args.job.rounds,
+                job.exchanged_values,
+                job.full_filter_exchanged_values
             );
             job
         }
@@ -65,8 +78,19 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let last = follow(&args.remote, &job.job_id, patience).await?;
     let state = state_name(last.state);
-    println!("job {} {} in {:.1} s: {}", last.job_id, state, started.elapsed().as_secs_f64(), last.message);
-    anyhow::ensure!(last.state == pb::JobState::Succeeded as i32, "job {} ended {state}: {}", last.job_id, last.message);
+    println!(
+        "job {} {} in {:.1} s: {}",
+        last.job_id,
+        state,
+        started.elapsed().as_secs_f64(),
+        last.message
+    );
+    anyhow::ensure!(
+        last.state == pb::JobState::Succeeded as i32,
+        "job {} ended {state}: {}",
+        last.job_id,
+        last.message
+    );
     Ok(())
 }
 
@@ -75,9 +99,22 @@ async fn existing_job(op: &mut Operator, args: &SubmitArgs) -> anyhow::Result<Op
         return Ok(None);
     }
     let req = op.request(pb::ListJobsRequest {});
-    let jobs = op.client().list_jobs(req).await.context("ListJobs")?.into_inner().jobs;
-    let alive = [pb::JobState::Pending, pb::JobState::Running, pb::JobState::Succeeded].map(|s| s as i32);
-    Ok(jobs.into_iter().find(|j| j.spec.as_ref().is_some_and(|s| s.name == args.name) && alive.contains(&j.state)))
+    let jobs = op
+        .client()
+        .list_jobs(req)
+        .await
+        .context("ListJobs")?
+        .into_inner()
+        .jobs;
+    let alive = [
+        pb::JobState::Pending,
+        pb::JobState::Running,
+        pb::JobState::Succeeded,
+    ]
+    .map(|s| s as i32);
+    Ok(jobs
+        .into_iter()
+        .find(|j| j.spec.as_ref().is_some_and(|s| s.name == args.name) && alive.contains(&j.state)))
 }
 
 async fn connect_patiently(remote: &Remote, patience: Duration) -> anyhow::Result<Operator> {
@@ -96,7 +133,11 @@ async fn connect_patiently(remote: &Remote, patience: Duration) -> anyhow::Resul
     }
 }
 
-async fn wait_for_workers(op: &mut Operator, wanted: usize, patience: Duration) -> anyhow::Result<()> {
+async fn wait_for_workers(
+    op: &mut Operator,
+    wanted: usize,
+    patience: Duration,
+) -> anyhow::Result<()> {
     if wanted == 0 {
         return Ok(());
     }
@@ -104,7 +145,13 @@ async fn wait_for_workers(op: &mut Operator, wanted: usize, patience: Duration) 
     let mut reported = usize::MAX;
     loop {
         let req = op.request(pb::ListWorkersRequest {});
-        let workers = op.client().list_workers(req).await.context("ListWorkers")?.into_inner().workers;
+        let workers = op
+            .client()
+            .list_workers(req)
+            .await
+            .context("ListWorkers")?
+            .into_inner()
+            .workers;
         let connected = workers.iter().filter(|w| w.state != "gone").count();
         if connected >= wanted {
             println!("{connected} workers connected");
@@ -114,7 +161,11 @@ async fn wait_for_workers(op: &mut Operator, wanted: usize, patience: Duration) 
             println!("waiting for workers: {connected} of {wanted} connected");
             reported = connected;
         }
-        anyhow::ensure!(started.elapsed() < patience, "only {connected} of {wanted} workers connected after {} s", patience.as_secs());
+        anyhow::ensure!(
+            started.elapsed() < patience,
+            "only {connected} of {wanted} workers connected after {} s",
+            patience.as_secs()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -127,11 +178,20 @@ async fn follow(remote: &Remote, job_id: &str, patience: Duration) -> anyhow::Re
     loop {
         match follow_once(remote, job_id, &mut printed, &mut away_since).await {
             Ok(job) if finished(job.state) => return Ok(job),
-            Ok(job) => eprintln!("the watch of job {job_id} ended while it is {}; watching again", state_name(job.state)),
+            Ok(job) => eprintln!(
+                "the watch of job {job_id} ended while it is {}; watching again",
+                state_name(job.state)
+            ),
             Err(e) if retryable(&e) => {
                 let since = *away_since.get_or_insert_with(Instant::now);
-                anyhow::ensure!(since.elapsed() < patience, "lost the coordinator for {} s: {e:#}", patience.as_secs());
-                eprintln!("lost the coordinator while following job {job_id} ({e:#}); reconnecting");
+                anyhow::ensure!(
+                    since.elapsed() < patience,
+                    "lost the coordinator for {} s: {e:#}",
+                    patience.as_secs()
+                );
+                eprintln!(
+                    "lost the coordinator while following job {job_id} ({e:#}); reconnecting"
+                );
             }
             Err(e) => return Err(e),
         }
@@ -139,19 +199,34 @@ async fn follow(remote: &Remote, job_id: &str, patience: Duration) -> anyhow::Re
     }
 }
 
-async fn follow_once(remote: &Remote, job_id: &str, printed: &mut u64, away_since: &mut Option<Instant>) -> anyhow::Result<pb::Job> {
+async fn follow_once(
+    remote: &Remote,
+    job_id: &str,
+    printed: &mut u64,
+    away_since: &mut Option<Instant>,
+) -> anyhow::Result<pb::Job> {
     let mut op = Operator::connect(remote).await?;
-    let req = op.request(pb::GetJobRequest { job_id: job_id.to_string() });
+    let req = op.request(pb::GetJobRequest {
+        job_id: job_id.to_string(),
+    });
     let job = op.client().get_job(req).await.map_err(|s| {
         let gone = s.code() == Code::NotFound;
         let e = anyhow::Error::new(s);
-        if gone { e.context(format!("the coordinator no longer knows job {job_id} (restarted without durable state?)")) } else { e }
+        if gone {
+            e.context(format!(
+                "the coordinator no longer knows job {job_id} (restarted without durable state?)"
+            ))
+        } else {
+            e
+        }
     })?;
     *away_since = None;
     if job.into_inner().rounds_completed < *printed {
         eprintln!("job {job_id} resumed at an earlier round than this watcher saw");
     }
-    let req = op.request(pb::WatchJobRequest { job_id: job_id.to_string() });
+    let req = op.request(pb::WatchJobRequest {
+        job_id: job_id.to_string(),
+    });
     let mut stream = op.client().watch_job(req).await?.into_inner();
     while let Some(event) = stream.message().await? {
         if event.round > *printed {
@@ -159,7 +234,9 @@ async fn follow_once(remote: &Remote, job_id: &str, printed: &mut u64, away_sinc
             *printed = event.round;
         }
     }
-    let req = op.request(pb::GetJobRequest { job_id: job_id.to_string() });
+    let req = op.request(pb::GetJobRequest {
+        job_id: job_id.to_string(),
+    });
     Ok(op.client().get_job(req).await?.into_inner())
 }
 
@@ -168,16 +245,28 @@ fn retryable(e: &anyhow::Error) -> bool {
     match e.downcast_ref::<tonic::Status>() {
         Some(s) => !matches!(
             s.code(),
-            Code::NotFound | Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument | Code::FailedPrecondition
+            Code::NotFound
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::InvalidArgument
+                | Code::FailedPrecondition
         ),
         None => true,
     }
 }
 
 fn finished(state: i32) -> bool {
-    [pb::JobState::Succeeded, pb::JobState::Failed, pb::JobState::Cancelled].map(|s| s as i32).contains(&state)
+    [
+        pb::JobState::Succeeded,
+        pb::JobState::Failed,
+        pb::JobState::Cancelled,
+    ]
+    .map(|s| s as i32)
+    .contains(&state)
 }
 
 fn state_name(state: i32) -> &'static str {
-    pb::JobState::try_from(state).map(|s| s.as_str_name()).unwrap_or("JOB_STATE_UNKNOWN")
+    pb::JobState::try_from(state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("JOB_STATE_UNKNOWN")
 }

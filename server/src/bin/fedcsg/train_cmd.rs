@@ -83,15 +83,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         None => data.test,
     };
     let (c, _, _) = train_set.image_shape();
-    let spec = ModelSpec::new(args.model.parse()?, args.csg.parse()?, c, train_set.num_classes());
+    let spec = ModelSpec::new(
+        args.model.parse()?,
+        args.csg.parse()?,
+        c,
+        train_set.num_classes(),
+    );
     let backend = conv_backend(&args.conv)?;
     let model = Model::new(&spec, args.seed, backend)?;
     let inv = model.inventory(BnStatsPolicy::Averaged);
     let steps = steps_per_epoch(train_set.len(), args.batch) * args.epochs;
     let schedule = match args.schedule.as_str() {
-        "warmup-cosine" => LrSchedule::WarmupCosine { warmup: args.warmup, total: steps },
+        "warmup-cosine" => LrSchedule::WarmupCosine {
+            warmup: args.warmup,
+            total: steps,
+        },
         "constant" => LrSchedule::Constant,
-        "step" => LrSchedule::Step { every: steps_per_epoch(train_set.len(), args.batch), gamma: 0.1 },
+        "step" => LrSchedule::Step {
+            every: steps_per_epoch(train_set.len(), args.batch),
+            gamma: 0.1,
+        },
         other => anyhow::bail!("--schedule {other:?}: use warmup-cosine, constant or step"),
     };
     let optimizer = match args.optimizer.as_str() {
@@ -112,7 +123,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     );
     let norm = source.normalization();
     let bar = ProgressBar::new(steps as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} [{elapsed} < {eta}]")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} steps {msg} [{elapsed} < {eta}]",
+    )?);
     let started = Instant::now();
     let mut epochs_json = Vec::new();
     let settings = TrainSettings {
@@ -120,27 +133,41 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         batch_size: args.batch,
         optimizer,
         schedule,
-        augmentation: if augmentation.is_identity() { Augmentation::none() } else { augmentation },
+        augmentation: if augmentation.is_identity() {
+            Augmentation::none()
+        } else {
+            augmentation
+        },
         seed: args.seed,
     };
     let mut trainer = Trainer::new(&model, &settings)?;
     for epoch in 0..args.epochs {
-        let r = trainer.epoch(&model, &train_set, &norm, epoch, &mut |p| {
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", p.loss));
-        }, &|| false)?;
+        let r = trainer.epoch(
+            &model,
+            &train_set,
+            &norm,
+            epoch,
+            &mut |p| {
+                bar.inc(1);
+                bar.set_message(format!("loss {:.4}", p.loss));
+            },
+            &|| false,
+        )?;
         let eval_start = Instant::now();
         let eval = train::evaluate(&model, &test_set, &norm, 256)?;
         let eval_ips = test_set.len() as f64 / eval_start.elapsed().as_secs_f64();
-        crate::remote::print_line(&bar, format!(
-            "epoch {}: train loss {:.4}  test accuracy {:.2}%  test loss {:.4}  train {:.1} images/s  eval {:.1} images/s",
-            epoch + 1,
-            r.train_loss,
-            100.0 * eval.accuracy(),
-            eval.mean_loss(),
-            r.images_per_second,
-            eval_ips
-        ));
+        crate::remote::print_line(
+            &bar,
+            format!(
+                "epoch {}: train loss {:.4}  test accuracy {:.2}%  test loss {:.4}  train {:.1} images/s  eval {:.1} images/s",
+                epoch + 1,
+                r.train_loss,
+                100.0 * eval.accuracy(),
+                eval.mean_loss(),
+                r.images_per_second,
+                eval_ips
+            ),
+        );
         epochs_json.push(serde_json::json!({
             "epoch": epoch + 1, "train_loss": r.train_loss, "test_accuracy": eval.accuracy(),
             "test_loss": eval.mean_loss(), "train_images_per_second": r.images_per_second,
@@ -169,4 +196,3 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
