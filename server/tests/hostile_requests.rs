@@ -11,13 +11,13 @@ use fedcsg_common::proto::v1 as pb;
 use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
 use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
 use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_common::wire::{ModelAssembler, WireLimits, encode_state};
+use fedcsg_common::wire::convert::meta_to_proto;
+use fedcsg_common::wire::encode_state;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 mod support;
-use support::{authed, export, start};
+use support::{assemble, authed, export, start};
 
 fn join_request(name: &str) -> pb::JoinRequest {
     pb::JoinRequest {
@@ -574,22 +574,7 @@ async fn malformed_requests_are_refused_and_change_nothing() {
     // ----- UploadUpdate: stream shape, header figures, tensor specs, chunks -----
     let global = {
         let req = dl(&job, &train.round_token);
-        let mut s = w.download_model(req).await.unwrap().into_inner();
-        let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part
-        else {
-            panic!("no header")
-        };
-        let mut a = ModelAssembler::new(
-            metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(),
-            WireLimits::default(),
-        )
-        .unwrap();
-        while let Some(m) = s.message().await.unwrap() {
-            if let Some(pb::model_chunk::Part::Data(d)) = m.part {
-                a.push(&d).unwrap();
-            }
-        }
-        a.finish().unwrap()
+        assemble(w.download_model(req).await.unwrap().into_inner()).await
     };
     let (header, chunks) = header_of(&global, &wid, &job, train.round, &train.round_token);
     let data: Vec<u8> = chunks.concat();

@@ -50,18 +50,22 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
     Ok(spec)
 }
 
+fn training_to_proto(t: &LocalTraining) -> pb::TrainingConfig {
+    pb::TrainingConfig {
+        local_epochs: t.local_epochs as u32,
+        batch_size: t.batch_size as u32,
+        learning_rate: t.learning_rate,
+        momentum: t.momentum,
+        weight_decay: t.weight_decay,
+        max_samples_per_round: t.max_samples_per_round,
+    }
+}
+
 pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
     pb::JobSpec {
         name: s.name.clone(),
         model: Some(model_spec_to_proto(&s.model)),
-        training: Some(pb::TrainingConfig {
-            local_epochs: s.training.local_epochs as u32,
-            batch_size: s.training.batch_size as u32,
-            learning_rate: s.training.learning_rate,
-            momentum: s.training.momentum,
-            weight_decay: s.training.weight_decay,
-            max_samples_per_round: s.training.max_samples_per_round,
-        }),
+        training: Some(training_to_proto(&s.training)),
         strategy: s.strategy.to_string(),
         rounds: s.rounds as u32,
         fraction: s.fraction,
@@ -139,14 +143,7 @@ pub fn task_to_proto(t: Task) -> pb::GetTaskResponse {
             round: t.round,
             round_token: t.token.to_string(),
             model: Some(model_spec_to_proto(&t.model)),
-            training: Some(pb::TrainingConfig {
-                local_epochs: t.training.local_epochs as u32,
-                batch_size: t.training.batch_size as u32,
-                learning_rate: t.training.learning_rate,
-                momentum: t.training.momentum,
-                weight_decay: t.training.weight_decay,
-                max_samples_per_round: t.training.max_samples_per_round,
-            }),
+            training: Some(training_to_proto(&t.training)),
             seed: t.seed,
             bn_stats: t.bn_stats.to_string(),
             deadline_seconds: t.deadline_seconds.min(u32::MAX as u64) as u32,
