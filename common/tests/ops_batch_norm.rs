@@ -51,7 +51,7 @@ struct Outcome {
     running: [Tensor; 2],
 }
 
-fn run(dims: [usize; 4], fused: bool, relu: bool, seed: u64) -> Result<Outcome> {
+fn run(dims: [usize; 4], fused: bool, relu: bool, train: bool, seed: u64) -> Result<Outcome> {
     let c = dims[1];
     // A mean far from zero checks the variance is computed without cancellation.
     let x = Var::from_tensor(&random(&dims, seed)?.affine(3.0, 5.0)?)?;
@@ -66,10 +66,10 @@ fn run(dims: [usize; 4], fused: bool, relu: bool, seed: u64) -> Result<Outcome> 
         1e-5,
     )?;
     let y = match (fused, relu) {
-        (true, false) => ops::batch_norm(&bn, x.as_tensor(), true)?,
-        (true, true) => ops::batch_norm_relu(&bn, x.as_tensor(), true)?,
-        (false, false) => bn.forward_t(x.as_tensor(), true)?,
-        (false, true) => bn.forward_t(x.as_tensor(), true)?.relu()?,
+        (true, false) => ops::batch_norm(&bn, x.as_tensor(), train)?,
+        (true, true) => ops::batch_norm_relu(&bn, x.as_tensor(), train)?,
+        (false, false) => bn.forward_t(x.as_tensor(), train)?,
+        (false, true) => bn.forward_t(x.as_tensor(), train)?.relu()?,
     };
     let grads = (&y * random(y.dims(), seed + 5)?)?.sum_all()?.backward()?;
     let grad = |v: &Var| {
@@ -100,8 +100,8 @@ fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
         .enumerate()
     {
         let seed = 10 * i as u64;
-        let fast = run(dims, true, relu, seed)?;
-        let reference = run(dims, false, relu, seed)?;
+        let fast = run(dims, true, relu, true, seed)?;
+        let reference = run(dims, false, relu, true, seed)?;
         assert!(
             rel_err(&fast.y, &reference.y)? < 1e-4,
             "{dims:?} relu {relu} output"
@@ -121,6 +121,42 @@ fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
             .zip(fast.running.iter().zip(&reference.running))
         {
             assert!(rel_err(got, want)? < 1e-5, "{dims:?} running {what}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_evaluation_matches_candle_nn_with_gradients() -> Result<()> {
+    for (i, (dims, relu)) in [[2, 5, 4, 4], [1, 16, 7, 7], [3, 9, 1, 1]]
+        .into_iter()
+        .flat_map(|d| [(d, false), (d, true)])
+        .enumerate()
+    {
+        let seed = 100 + 10 * i as u64;
+        let fast = run(dims, true, relu, false, seed)?;
+        let reference = run(dims, false, relu, false, seed)?;
+        assert!(
+            rel_err(&fast.y, &reference.y)? < 1e-5,
+            "{dims:?} relu {relu} output"
+        );
+        for (what, (got, want)) in ["input", "weight", "bias"]
+            .iter()
+            .zip(fast.grads.iter().zip(&reference.grads))
+        {
+            let err = rel_err(got, want)?;
+            assert!(
+                err < 1e-4,
+                "{dims:?} relu {relu} {what} gradient: relative error {err}"
+            );
+        }
+        // Evaluation reads the running statistics and never moves them.
+        let untouched = run(dims, false, relu, false, seed)?;
+        for (got, want) in fast.running.iter().zip(&untouched.running) {
+            assert!(
+                rel_err(got, want)? == 0.0,
+                "{dims:?} evaluation moved the statistics"
+            );
         }
     }
     Ok(())

@@ -9,8 +9,8 @@ use candle_nn::BatchNorm;
 
 use super::batch_norm_kernels::{self, ChannelStats, Planes};
 
-/// `x.apply_t(bn, train)`, with the fused op when training on f32 CPU tensors of rank 4 and an
-/// affine `bn`; candle-nn's own code otherwise (evaluation above all).
+/// `x.apply_t(bn, train)`, with a fused op for f32 CPU tensors of rank 4 and an affine `bn`
+/// (training: batch statistics; evaluation: the running ones); candle-nn's own code otherwise.
 pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
     dispatch(bn, x, train, false)
 }
@@ -30,6 +30,13 @@ fn dispatch(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tenso
                 momentum: bn.momentum(),
             };
             fused_train(x, weight, bias, stats, bn.eps(), relu)
+        }
+        Some((weight, bias))
+            if !train
+                && x.rank() == 4
+                && is_cpu_f32(&[x, weight, bias, bn.running_mean(), bn.running_var()]) =>
+        {
+            fused_eval(bn, x, weight, bias, relu)
         }
         _ if relu => candle_core::ModuleT::forward_t(bn, x, train)?.relu(),
         _ => candle_core::ModuleT::forward_t(bn, x, train),
@@ -120,6 +127,106 @@ fn fused_train(
         momentum: momentum as f32,
     })?;
     Ok(y)
+}
+
+/// Evaluation: `y = x * scale + shift` per channel with `scale = gamma / sqrt(running_var + eps)`
+/// and `shift = beta - running_mean * scale`, in one pass (candle-nn runs five broadcast ops).
+fn fused_eval(
+    bn: &BatchNorm,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    relu: bool,
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let mean = bn.running_mean().to_vec1::<f32>()?;
+    let var = bn.running_var().to_vec1::<f32>()?;
+    let (gamma, beta) = (weight.to_vec1::<f32>()?, bias.to_vec1::<f32>()?);
+    if [mean.len(), var.len(), gamma.len(), beta.len()] != [c; 4] {
+        candle_core::bail!("batch norm parameters do not have {c} channels");
+    }
+    let eps = bn.eps() as f32;
+    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+    let shift = beta
+        .iter()
+        .zip(&mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    let op = BatchNormEval {
+        mean,
+        inv_std,
+        scale,
+        shift,
+        relu,
+    };
+    x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// `(x, weight, bias) -> y` with fixed statistics (evaluation).
+struct BatchNormEval {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp3 for BatchNormEval {
+    fn name(&self) -> &'static str {
+        "fast-batch-norm-eval"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        _gs: &CpuStorage,
+        _gl: &Layout,
+        _bs: &CpuStorage,
+        _bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(xl.dims())?;
+        if p.c != self.scale.len() {
+            candle_core::bail!(
+                "batch norm got {} channels, expected {}",
+                p.c,
+                self.scale.len()
+            );
+        }
+        let x = dense_f32(xs, xl, self.name())?;
+        let y = batch_norm_kernels::affine(p, x, &self.scale, &self.shift, self.relu);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    /// Rarely needed (gradients through a model in evaluation mode), so plain candle ops:
+    /// with `g = dy` masked by the ReLU, `dx = g * scale`, `dbeta = sum g`,
+    /// `dgamma = sum g * (x - mean) * inv_std`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = self.scale.len();
+        let per_channel = |v: &[f32]| Tensor::from_slice(v, (1, c, 1, 1), x.device());
+        let g = if self.relu {
+            (dy * y.gt(0f32)?.to_dtype(dy.dtype())?)?
+        } else {
+            dy.clone()
+        };
+        let dx = g.broadcast_mul(&per_channel(&self.scale)?)?;
+        let xhat = x
+            .broadcast_sub(&per_channel(&self.mean)?)?
+            .broadcast_mul(&per_channel(&self.inv_std)?)?;
+        let dgamma = (&g * xhat)?.sum((0, 2, 3))?;
+        let dbeta = g.sum((0, 2, 3))?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
 }
 
 fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {

@@ -46,6 +46,60 @@ impl Planes {
     }
 }
 
+/// `sum f(v)` over `xs` in eight independent f32 lanes, so that the loop vectorises (a single
+/// running sum is a chain of dependent adds the compiler may not reorder). Planes are short
+/// (hundreds of values), so f32 partial sums lose nothing that matters; callers sum planes in f64.
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `(sum a, sum b)` of `(a, b) = f(x, g)` over two equally long slices, in eight lanes each.
+fn lane_sum2(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
+    let (mut acc_a, mut acc_b) = ([0f32; 8], [0f32; 8]);
+    let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
+    let (mut tail_a, mut tail_b) = (0f32, 0f32);
+    for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
+        let (a, b) = f(x, g);
+        tail_a += a;
+        tail_b += b;
+    }
+    for (x8, g8) in xc.zip(gc) {
+        for i in 0..8 {
+            let (a, b) = f(x8[i], g8[i]);
+            acc_a[i] += a;
+            acc_b[i] += b;
+        }
+    }
+    (
+        acc_a.iter().sum::<f32>() + tail_a,
+        acc_b.iter().sum::<f32>() + tail_b,
+    )
+}
+
+/// `y = x * scale[c] + shift[c]` per channel, then `max(y, 0)` when `relu` is set: batch norm
+/// in evaluation, with the running statistics folded into `scale` and `shift`.
+pub fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    let planes: Vec<&mut [f32]> = y.chunks_mut(p.hw.max(1)).collect();
+    super::parallel::for_each_part(planes, |i, out| {
+        let c = i % p.c;
+        let (s, t) = (scale[c], shift[c]);
+        for (o, &v) in out.iter_mut().zip(&x[i * p.hw..(i + 1) * p.hw]) {
+            *o = (v * s + t).max(floor);
+        }
+    });
+    y
+}
+
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics, followed
 /// by `max(y, 0)` when `relu` is set.
 pub fn forward(
@@ -65,19 +119,15 @@ pub fn forward(
         .zip(stats.iter_mut())
         .collect();
     for_each_part(parts, |c, (y_planes, stat)| {
-        // Two passes (mean, then squared deviations) in f64: one-pass E[x^2] - E[x]^2 loses
-        // the variance of large-mean activations to cancellation.
+        // Two passes (mean, then squared deviations), planes summed in f64: one-pass
+        // E[x^2] - E[x]^2 loses the variance of large-mean activations to cancellation.
         let sum: f64 = (0..p.n)
-            .map(|n| p.plane(x, n, c).iter().map(|&v| f64::from(v)).sum::<f64>())
+            .map(|n| f64::from(lane_sum(p.plane(x, n, c), |v| v)))
             .sum();
         let mean = sum / count;
+        let mean32 = mean as f32;
         let sq: f64 = (0..p.n)
-            .map(|n| {
-                p.plane(x, n, c)
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>()
-            })
+            .map(|n| f64::from(lane_sum(p.plane(x, n, c), |v| (v - mean32) * (v - mean32))))
             .sum();
         let var = sq / count;
         let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
@@ -137,10 +187,9 @@ pub fn backward(
         let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
         for n in 0..p.n {
             let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
-            // f32 partial sums per plane keep the loop vectorised; planes are short.
-            let (a, b) = xs.iter().zip(dys).fold((0f32, 0f32), |(a, b), (&xv, &g)| {
+            let (a, b) = lane_sum2(xs, dys, |xv, g| {
                 let g = pass(xv, g);
-                (a + g, b + g * (xv - mean))
+                (g, g * (xv - mean))
             });
             sum_dy += f64::from(a);
             sum_dy_xc += f64::from(b);

@@ -27,8 +27,114 @@ fn input_row(g: &ConvGeometry, oy: usize, ky: usize) -> Option<usize> {
         .filter(|&iy| iy < g.h)
 }
 
+/// A stride-1 convolution whose output has the input's size ("same" padding, the 3x3 convs of
+/// every ResNet): each im2col row is then the input plane shifted by a constant offset, with the
+/// wrapped-around edge columns and the rows off the top or bottom zeroed. The fast paths below
+/// copy or add whole planes at a time instead of row pieces of `w` elements.
+fn is_same_stride1(g: &ConvGeometry) -> bool {
+    g.stride == 1 && g.oh == g.h && g.ow == g.w
+}
+
+/// For the im2col row of kernel tap `(ky, kx)` of a same-size stride-1 conv: the signed offset
+/// from an output pixel to the input pixel it reads, the output rows `[y_lo, y_hi)` that read
+/// inside the image, and the output columns `[x_lo, x_hi)` that do.
+struct Shift {
+    offset: isize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+fn shift(g: &ConvGeometry, ky: usize, kx: usize) -> Shift {
+    let (dy, dx) = (
+        ky as isize - g.padding as isize,
+        kx as isize - g.padding as isize,
+    );
+    let clamp = |d: isize, n: usize| {
+        let lo = (-d).clamp(0, n as isize) as usize;
+        let hi = (n as isize - d).clamp(lo as isize, n as isize) as usize;
+        (lo, hi)
+    };
+    Shift {
+        offset: dy * g.w as isize + dx,
+        rows: clamp(dy, g.h),
+        cols: clamp(dx, g.w),
+    }
+}
+
+fn im2col_same_stride1(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+    let (hw, w) = (g.in_pixels(), g.w);
+    for ci in 0..g.c_in {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let r = (ci * g.kh + ky) * g.kw + kx;
+                let row = &mut col[r * hw..(r + 1) * hw];
+                let s = shift(g, ky, kx);
+                let (start, end) = (s.rows.0 * w, s.rows.1 * w);
+                row[..start].fill(0.0);
+                row[end..].fill(0.0);
+                if start == end {
+                    continue;
+                }
+                // Output pixels [start, end) read input pixels [start + offset, end + offset),
+                // clipped to the plane; whatever is clipped lies in an edge column, zeroed next.
+                let src_lo = (start as isize + s.offset).max(0) as usize;
+                let src_hi = ((end as isize + s.offset) as usize).min(hw);
+                let dst_lo = (src_lo as isize - s.offset) as usize;
+                row[dst_lo..dst_lo + (src_hi - src_lo)].copy_from_slice(&plane[src_lo..src_hi]);
+                let (x_lo, x_hi) = s.cols;
+                if x_lo > 0 || x_hi < w {
+                    for out in row[start..end].chunks_exact_mut(w) {
+                        out[..x_lo].fill(0.0);
+                        out[x_hi..].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `col2im_add` for a same-size stride-1 conv. `col` is scratch the caller is done with: its
+/// edge columns (which map to padding) are zeroed so that each row adds as one span.
+fn col2im_add_same_stride1(g: &ConvGeometry, col: &mut [f32], dx: &mut [f32]) {
+    let (hw, w) = (g.in_pixels(), g.w);
+    for ci in 0..g.c_in {
+        let plane = &mut dx[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let r = (ci * g.kh + ky) * g.kw + kx;
+                let row = &mut col[r * hw..(r + 1) * hw];
+                let s = shift(g, ky, kx);
+                let (start, end) = (s.rows.0 * w, s.rows.1 * w);
+                if start == end {
+                    continue;
+                }
+                let (x_lo, x_hi) = s.cols;
+                if x_lo > 0 || x_hi < w {
+                    for out in row[start..end].chunks_exact_mut(w) {
+                        out[..x_lo].fill(0.0);
+                        out[x_hi..].fill(0.0);
+                    }
+                }
+                let src_lo = (start as isize + s.offset).max(0) as usize;
+                let src_hi = ((end as isize + s.offset) as usize).min(hw);
+                let dst_lo = (src_lo as isize - s.offset) as usize;
+                for (d, v) in plane[src_lo..src_hi]
+                    .iter_mut()
+                    .zip(&row[dst_lo..dst_lo + (src_hi - src_lo)])
+                {
+                    *d += *v;
+                }
+            }
+        }
+    }
+}
+
 /// Fills `col` from one image `x` (`[c_in, h, w]`).
 pub fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+    if is_same_stride1(g) {
+        return im2col_same_stride1(g, x, col);
+    }
     let (hw, p) = (g.in_pixels(), g.out_pixels());
     for ci in 0..g.c_in {
         let plane = &x[ci * hw..(ci + 1) * hw];
@@ -68,7 +174,11 @@ pub fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
 }
 
 /// Adds `col` into one image's input gradient `dx` (`[c_in, h, w]`): the transpose of `im2col`.
-pub fn col2im_add(g: &ConvGeometry, col: &[f32], dx: &mut [f32]) {
+/// `col` is scratch: its entries that map to padding may be overwritten.
+pub fn col2im_add(g: &ConvGeometry, col: &mut [f32], dx: &mut [f32]) {
+    if is_same_stride1(g) {
+        return col2im_add_same_stride1(g, col, dx);
+    }
     let (hw, p) = (g.in_pixels(), g.out_pixels());
     for ci in 0..g.c_in {
         let plane = &mut dx[ci * hw..(ci + 1) * hw];
@@ -133,6 +243,9 @@ mod tests {
             (1, 5, 1, 2, 0),
             (2, 6, 5, 1, 2),
             (1, 4, 1, 1, 1),
+            (3, 4, 3, 1, 1),
+            (2, 1, 3, 1, 1),
+            (2, 5, 5, 1, 2),
         ] {
             let Ok(g) = ConvGeometry::new(&[1, c, hw, hw], &[1, c, k, k], stride, padding) else {
                 panic!("test geometry {c} {hw} {k} {stride} {padding} is invalid");
@@ -142,7 +255,7 @@ mod tests {
             let mut col = vec![f32::NAN; c_mat.len()];
             im2col(&g, &x, &mut col);
             let mut back = vec![0.0; x.len()];
-            col2im_add(&g, &c_mat, &mut back);
+            col2im_add(&g, &mut c_mat.clone(), &mut back);
             let (lhs, rhs) = (dot(&col, &c_mat), dot(&x, &back));
             assert!(
                 (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),

@@ -21,6 +21,7 @@ mod conv_geometry;
 mod conv_kernels;
 mod im2col;
 mod parallel;
+mod process_tuning;
 mod sgemm;
 
 use candle_core::{Result, Tensor};
@@ -29,6 +30,7 @@ pub use add_relu::add_relu;
 pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use conv_fast::{input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
 pub use conv_geometry::ConvShapeError;
+pub use process_tuning::tune_process_for_training;
 
 /// Which implementation a convolution uses.
 ///
@@ -55,16 +57,5 @@ pub fn conv2d(
         }
         // Other dtypes and devices have no fast path: candle's op is correct there.
         ConvBackend::Fast | ConvBackend::Reference => x.conv2d(w, padding, stride, 1, 1),
-    }
-}
-
-/// Sets `CANDLE_NUM_THREADS=1` unless the user chose a value. candle 0.11's own elementwise
-/// thread pool spins after every op and competes with our kernels' workers for the cores; with
-/// it off, training steps were 1.5-2x faster under load (bench/README.md). Call it first thing
-/// in `main`, before any thread exists.
-pub fn prefer_single_candle_pool() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: called at the start of main, before the process starts any other thread.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
 }

@@ -43,7 +43,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    fedcsg_common::ops::prefer_single_candle_pool();
+    fedcsg_common::ops::tune_process_for_training();
     let cli = Cli::parse();
     match cli.command {
         Command::Model(args) => model_cmd::run(args),
