@@ -63,6 +63,22 @@ const CASES: &[Case] = &[
     case(5, 33, 17, 7, 3, 1, 1),
     case(2, 3, 4, 9, 5, 2, 1),
     case(2, 4, 3, 6, 6, 1, 0),
+    // Stride-1 same convolutions take the direct kernels on CPUs with AVX2: a 5x5 kernel,
+    // channel counts that leave block remainders, 1-pixel images, and (below) a non-square one.
+    case(2, 4, 6, 10, 5, 1, 2),
+    case(3, 9, 5, 13, 3, 1, 1),
+    case(2, 3, 5, 1, 3, 1, 1),
+    Case {
+        n: 2,
+        c_in: 6,
+        c_out: 7,
+        h: 10,
+        w: 5,
+        kh: 3,
+        kw: 3,
+        stride: 1,
+        padding: 1,
+    },
     Case {
         n: 2,
         c_in: 3,

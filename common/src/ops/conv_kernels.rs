@@ -1,5 +1,6 @@
-//! The convolution forward and both gradients on plain f32 slices: im2col + one gemm per image,
-//! images spread over the worker pool.
+//! The convolution forward and both gradients on plain f32 slices: the direct kernels of
+//! `conv_direct` for stride-1 same convolutions on CPUs with AVX2, im2col + one gemm per image
+//! for everything else; images spread over the worker pool.
 //!
 //! All tensors are contiguous NCHW, the weight `[c_out, c_in, kh, kw]`. Per image, with
 //! `col = im2col(x)` of shape `[K, P]` (`K = c_in*kh*kw`, `P = oh*ow`):
@@ -7,6 +8,7 @@
 
 use std::sync::Mutex;
 
+use super::conv_direct;
 use super::conv_geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
 use super::parallel::{for_each_index, for_each_part, threads, with_scratch};
@@ -35,8 +37,35 @@ fn with_columns<R>(g: &ConvGeometry, x_n: &[f32], f: impl FnOnce(&[f32]) -> R) -
     })
 }
 
-/// `y[n] = W im2col(x[n])`.
+/// `y[n] = conv(x[n], w)`.
 pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if conv_direct::applies(g) {
+        conv_direct::forward(g, x, w)
+    } else {
+        forward_gemm(g, x, w)
+    }
+}
+
+/// The input gradient `dx` of `conv(x, w)` given `dy`.
+pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if conv_direct::applies(g) {
+        conv_direct::input_grad(g, dy, w)
+    } else {
+        input_grad_gemm(g, dy, w)
+    }
+}
+
+/// The weight gradient `dW` of `conv(x, w)` given `dy`.
+pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if conv_direct::applies(g) && conv_direct::weight_grad_pays(g) {
+        conv_direct::weight_grad(g, x, dy)
+    } else {
+        weight_grad_gemm(g, x, dy)
+    }
+}
+
+/// `y[n] = W im2col(x[n])`.
+pub(super) fn forward_gemm(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p) = (g.patch_len(), g.out_pixels());
     let image = g.c_in * g.in_pixels();
     let mut y = vec![0f32; g.batch * g.c_out * p];
@@ -62,7 +91,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 }
 
 /// `dx[n] = col2im(W^T dy[n])`.
-pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub(super) fn input_grad_gemm(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (k, p) = (g.patch_len(), g.out_pixels());
     let image = g.c_in * g.in_pixels();
     let mut dx = vec![0f32; g.batch * image];
@@ -90,7 +119,7 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 }
 
 /// `dW = sum_n dy[n] im2col(x[n])^T`, summed per task and then across tasks.
-pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(super) fn weight_grad_gemm(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, p) = (g.patch_len(), g.out_pixels());
     let image = g.c_in * g.in_pixels();
     let len = g.c_out * k;

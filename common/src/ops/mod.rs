@@ -16,6 +16,7 @@
 mod add_relu;
 mod batch_norm;
 mod batch_norm_kernels;
+mod conv_direct;
 mod conv_fast;
 mod conv_geometry;
 mod conv_kernels;
