@@ -19,7 +19,10 @@ use std::arch::x86_64::*;
 use super::conv_geometry::ConvGeometry;
 use super::parallel::{for_each_part, threads, with_scratch};
 
-/// Output channels per register block.
+/// Output channels per register block: 6 x 2 vectors keep 12 accumulators in flight (FMA has 4
+/// cycles of latency on two ports), with 4 or 1 for what is left.
+const CO_BLOCK_WIDE: usize = 6;
+/// Output channels per register block of the weight gradient and of the forward's remainders.
 const CO_BLOCK: usize = 4;
 /// 8-float vectors of pixels per register block.
 const Q_VECS: usize = 2;
@@ -100,30 +103,51 @@ impl Padded {
     }
 }
 
-/// Copies `channels` planes of `h x w` into zero-bordered planes (`pad` wide) of `dst`.
+/// `dst.copy_from_slice(src)` for image rows of a few dozen floats, inline: `copy_from_slice`
+/// calls `memcpy`, whose call overhead is most of the cost at this size (6% of a ResNet-20
+/// step in `perf`).
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let len = dst.len();
+    assert_eq!(len, src.len(), "row lengths differ");
+    if len < 8 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    for (d, s) in dst.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+        let d: &mut [f32; 8] = d.try_into().expect("chunks of 8");
+        *d = s.try_into().expect("chunks of 8");
+    }
+    if len % 8 != 0 {
+        // The last 8, overlapping the last full chunk: same values written twice.
+        let d: &mut [f32; 8] = (&mut dst[len - 8..]).try_into().expect("8 floats");
+        *d = src[len - 8..].try_into().expect("8 floats");
+    }
+}
+
+/// Copies `channels` planes of `h x w` into the interiors of the padded planes of `dst`, whose
+/// borders the caller zeroed once (nothing else writes them).
 fn pad_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst: &mut [f32]) {
-    dst.fill(0.0);
     let (h, w, p) = (g.h, g.w, g.padding);
     for c in 0..channels {
         let plane = &mut dst[c * l.plane..(c + 1) * l.plane];
         for y in 0..h {
             let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
             let start = (y + p) * l.wp + p;
-            plane[start..start + w].copy_from_slice(row);
+            copy_row(&mut plane[start..start + w], row);
         }
     }
 }
 
-/// Copies `channels` planes of `h x w` into padded-width rows (`wp` wide, `q` per channel), the
-/// extra columns and the tail zero: the layout the outputs are computed in.
+/// Copies `channels` planes of `h x w` into padded-width rows (`wp` wide, `q` per channel)
+/// whose extra columns and tail the caller zeroed once: the layout outputs are computed in.
 fn widen_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst: &mut [f32]) {
-    dst.fill(0.0);
     let (h, w) = (g.h, g.w);
     for c in 0..channels {
         for y in 0..h {
             let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
             let start = c * l.q + y * l.wp;
-            dst[start..start + w].copy_from_slice(row);
+            copy_row(&mut dst[start..start + w], row);
         }
     }
 }
@@ -134,9 +158,18 @@ fn narrow_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst
     for c in 0..channels {
         for y in 0..h {
             let start = c * l.q + y * l.wp;
-            dst[(c * h + y) * w..(c * h + y + 1) * w].copy_from_slice(&src[start..start + w]);
+            copy_row(
+                &mut dst[(c * h + y) * w..(c * h + y + 1) * w],
+                &src[start..start + w],
+            );
         }
     }
+}
+
+/// Images per task: two tasks per thread, so that a thread slowed by other load hands work
+/// over, while each task zeroes its scratch borders once for many images.
+fn images_per_task(batch: usize) -> usize {
+    batch.div_ceil((2 * threads()).clamp(1, batch.max(1)))
 }
 
 /// `out[co] = sum_ci sum_t weights[co][ci][t] * input[ci][q + offset[t]]` over padded-width
@@ -155,18 +188,19 @@ fn same_conv(
     assert!(out.len() >= n_out * l.q, "output too short");
     let mut co = 0;
     while co < n_out {
-        let block = if n_out - co >= CO_BLOCK { CO_BLOCK } else { 1 };
+        let left = n_out - co;
         // SAFETY: the asserts above and `Padded::new` keep every access in bounds (the last
         // block reads at most `l.q - 1 + max offset < l.plane` into a plane), and `applies`
         // checked that the CPU has AVX2 and FMA.
-        unsafe {
-            if block == CO_BLOCK {
-                same_conv_block::<CO_BLOCK>(l, input, n_in, weights, co, out);
+        co += unsafe {
+            if left >= CO_BLOCK_WIDE && left != 8 {
+                same_conv_block::<CO_BLOCK_WIDE>(l, input, n_in, weights, co, out)
+            } else if left >= CO_BLOCK {
+                same_conv_block::<CO_BLOCK>(l, input, n_in, weights, co, out)
             } else {
-                same_conv_block::<1>(l, input, n_in, weights, co, out);
+                same_conv_block::<1>(l, input, n_in, weights, co, out)
             }
-        }
-        co += block;
+        };
     }
 }
 
@@ -179,7 +213,7 @@ unsafe fn same_conv_block<const CB: usize>(
     weights: &[f32],
     co: usize,
     out: &mut [f32],
-) {
+) -> usize {
     let taps = l.taps;
     let offsets = l.offsets();
     let (x, w, y) = (input.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
@@ -206,6 +240,7 @@ unsafe fn same_conv_block<const CB: usize>(
             }
         }
     }
+    CB
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -334,31 +369,12 @@ fn layout(g: &ConvGeometry) -> Padded {
 
 /// `y[n] = conv(x[n], w)`.
 pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let l = layout(g);
-    let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
-    let mut y = vec![0f32; g.batch * image_out];
-    if y.is_empty() {
-        return y;
-    }
-    for_each_part(
-        y.chunks_mut(image_out).collect(),
-        |n, y_n: &mut &mut [f32]| {
-            with_scratch(g.c_in * l.plane + g.c_out * l.q, |buf| {
-                let (xpad, yq) = buf.split_at_mut(g.c_in * l.plane);
-                pad_planes(g, &l, &x[n * image_in..(n + 1) * image_in], g.c_in, xpad);
-                same_conv(&l, xpad, g.c_in, w, g.c_out, yq);
-                narrow_planes(g, &l, yq, g.c_out, y_n);
-            })
-        },
-    );
-    y
+    same_conv_images(g, x, g.c_in, w, g.c_out)
 }
 
 /// `dx[n] = conv(dy[n], w flipped, channels swapped)`.
 pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    let l = layout(g);
-    let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
-    let taps = l.taps;
+    let taps = g.kh * g.kw;
     let mut flipped = vec![0f32; w.len()];
     for co in 0..g.c_out {
         for ci in 0..g.c_in {
@@ -368,28 +384,47 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
             }
         }
     }
-    let mut dx = vec![0f32; g.batch * image_in];
-    if dx.is_empty() {
-        return dx;
+    same_conv_images(g, dy, g.c_out, &flipped, g.c_in)
+}
+
+/// The same conv of every image of `input` (`[batch, n_in, h, w]`) with `weights`
+/// (`[n_out, n_in, k, k]`), as `[batch, n_out, h, w]`.
+fn same_conv_images(
+    g: &ConvGeometry,
+    input: &[f32],
+    n_in: usize,
+    weights: &[f32],
+    n_out: usize,
+) -> Vec<f32> {
+    let l = layout(g);
+    let (image_in, image_out) = (n_in * g.in_pixels(), n_out * g.out_pixels());
+    let mut out = vec![0f32; g.batch * image_out];
+    if out.is_empty() {
+        return out;
     }
+    let per_task = images_per_task(g.batch);
     for_each_part(
-        dx.chunks_mut(image_in).collect(),
-        |n, dx_n: &mut &mut [f32]| {
-            with_scratch(g.c_out * l.plane + g.c_in * l.q, |buf| {
-                let (dypad, dxq) = buf.split_at_mut(g.c_out * l.plane);
-                pad_planes(
-                    g,
-                    &l,
-                    &dy[n * image_out..(n + 1) * image_out],
-                    g.c_out,
-                    dypad,
-                );
-                same_conv(&l, dypad, g.c_out, &flipped, g.c_in, dxq);
-                narrow_planes(g, &l, dxq, g.c_in, dx_n);
+        out.chunks_mut(per_task * image_out).collect(),
+        |t, out_t: &mut &mut [f32]| {
+            with_scratch(n_in * l.plane + n_out * l.q, |buf| {
+                buf.fill(0.0);
+                let (padded, wide) = buf.split_at_mut(n_in * l.plane);
+                for (i, out_n) in out_t.chunks_mut(image_out).enumerate() {
+                    let n = t * per_task + i;
+                    pad_planes(
+                        g,
+                        &l,
+                        &input[n * image_in..(n + 1) * image_in],
+                        n_in,
+                        padded,
+                    );
+                    same_conv(&l, padded, n_in, weights, n_out, wide);
+                    narrow_planes(g, &l, wide, n_out, out_n);
+                }
             })
         },
     );
-    dx
+    out
 }
 
 /// `dW = sum_n sum_q dy[n] x[n] shifted`, summed per task and then across tasks.
@@ -400,13 +435,14 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if len == 0 || g.batch == 0 {
         return vec![0f32; len];
     }
-    let per_task = g.batch.div_ceil((2 * threads()).clamp(1, g.batch));
+    let per_task = images_per_task(g.batch);
     let tasks = g.batch.div_ceil(per_task);
     let mut partials = vec![vec![0f32; len]; tasks];
     for_each_part(
         partials.iter_mut().collect(),
         |t, dw: &mut &mut Vec<f32>| {
             with_scratch(g.c_in * l.plane + g.c_out * l.q, |buf| {
+                buf.fill(0.0);
                 let (xpad, dyq) = buf.split_at_mut(g.c_in * l.plane);
                 for n in t * per_task..((t + 1) * per_task).min(g.batch) {
                     pad_planes(g, &l, &x[n * image_in..(n + 1) * image_in], g.c_in, xpad);
