@@ -6,6 +6,9 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
 
+use std::mem::MaybeUninit;
+
+use super::output_buffer::OutputBuffer;
 use super::parallel::for_each_part;
 
 /// Elements per parallel task: big enough to amortise the dispatch, small enough to balance.
@@ -41,17 +44,20 @@ fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a 
 
 /// `out[i] = f(lhs[i], rhs[i])` over equal-length slices, in parallel chunks.
 fn zip_map(lhs: &[f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; lhs.len()];
+    assert_eq!(lhs.len(), rhs.len(), "zip_map operands differ in length");
+    let mut out = OutputBuffer::new(lhs.len());
     for_each_part(
-        out.chunks_mut(CHUNK).collect(),
-        |i, chunk: &mut &mut [f32]| {
+        out.as_mut_slice().chunks_mut(CHUNK).collect(),
+        |i, chunk: &mut &mut [MaybeUninit<f32>]| {
             let start = i * CHUNK;
             for ((o, &l), &r) in chunk.iter_mut().zip(&lhs[start..]).zip(&rhs[start..]) {
-                *o = f(l, r);
+                o.write(f(l, r));
             }
         },
     );
-    out
+    // SAFETY: the chunks cover `out`, and each chunk is zipped with equally long stretches of
+    // `lhs` and `rhs` (same length as `out`), so every element was written.
+    unsafe { out.assume_written() }
 }
 
 struct AddRelu;

@@ -1,6 +1,9 @@
 //! Training-mode batch norm over contiguous NCHW f32 slices, one channel per task: statistics,
 //! normalisation and the backward pass each read the data in as few passes as the math allows.
 
+use std::mem::MaybeUninit;
+
+use super::output_buffer::OutputBuffer;
 use super::parallel::for_each_part;
 
 /// Per-channel batch statistics of one forward pass, kept for its backward pass.
@@ -27,8 +30,13 @@ impl Planes {
     }
 
     /// The `n` contiguous planes of each channel of `buf`, grouped by channel.
-    fn by_channel<'a>(&self, buf: &'a mut [f32]) -> Vec<Vec<&'a mut [f32]>> {
-        let mut groups: Vec<Vec<&mut [f32]>> =
+    fn by_channel<'a, T>(&self, buf: &'a mut [T]) -> Vec<Vec<&'a mut [T]>> {
+        assert_eq!(
+            buf.len(),
+            self.n * self.c * self.hw,
+            "buffer does not match the planes"
+        );
+        let mut groups: Vec<Vec<&mut [T]>> =
             (0..self.c).map(|_| Vec::with_capacity(self.n)).collect();
         for (i, plane) in buf
             .chunks_mut(self.hw.max(1))
@@ -87,17 +95,19 @@ fn lane_sum2(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32
 /// `y = x * scale[c] + shift[c]` per channel, then `max(y, 0)` when `relu` is set: batch norm
 /// in evaluation, with the running statistics folded into `scale` and `shift`.
 pub fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
+    assert_eq!(x.len(), p.n * p.c * p.hw, "input does not match the planes");
+    let mut y = OutputBuffer::new(x.len());
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    let planes: Vec<&mut [f32]> = y.chunks_mut(p.hw.max(1)).collect();
-    super::parallel::for_each_part(planes, |i, out| {
+    let planes: Vec<&mut [MaybeUninit<f32>]> = y.as_mut_slice().chunks_mut(p.hw.max(1)).collect();
+    for_each_part(planes, |i, out| {
         let c = i % p.c;
         let (s, t) = (scale[c], shift[c]);
         for (o, &v) in out.iter_mut().zip(&x[i * p.hw..(i + 1) * p.hw]) {
-            *o = (v * s + t).max(floor);
+            o.write((v * s + t).max(floor));
         }
     });
-    y
+    // SAFETY: the planes cover `y`, and each is zipped with an equally long plane of `x`.
+    unsafe { y.assume_written() }
 }
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics, followed
@@ -110,11 +120,11 @@ pub fn forward(
     eps: f32,
     relu: bool,
 ) -> (Vec<f32>, ChannelStats) {
-    let mut y = vec![0f32; x.len()];
+    let mut y = OutputBuffer::new(x.len());
     let mut stats = vec![(0f32, 0f32, 0f32); p.c];
     let count = p.count().max(1) as f64;
     let parts: Vec<_> = p
-        .by_channel(&mut y)
+        .by_channel(y.as_mut_slice())
         .into_iter()
         .zip(stats.iter_mut())
         .collect();
@@ -136,7 +146,7 @@ pub fn forward(
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
         for (n, out) in y_planes.iter_mut().enumerate() {
             for (o, &v) in out.iter_mut().zip(p.plane(x, n, c)) {
-                *o = (v * scale + shift).max(floor);
+                o.write((v * scale + shift).max(floor));
             }
         }
         **stat = (mean as f32, var as f32, inv_std as f32);
@@ -146,7 +156,9 @@ pub fn forward(
         var: stats.iter().map(|s| s.1).collect(),
         inv_std: stats.iter().map(|s| s.2).collect(),
     };
-    (y, stats)
+    // SAFETY: `by_channel` hands out every plane of `y` once, and each is zipped with an
+    // equally long plane of `x`.
+    (unsafe { y.assume_written() }, stats)
 }
 
 /// Gradients of the forward pass, packed as `[dx (n*c*hw), dgamma (c), dbeta (c)]`:
@@ -164,8 +176,8 @@ pub fn backward(
     relu: bool,
 ) -> Vec<f32> {
     let len = p.n * p.c * p.hw;
-    let mut out = vec![0f32; len + 2 * p.c];
-    let (dx, params) = out.split_at_mut(len);
+    let mut out = OutputBuffer::new(len + 2 * p.c);
+    let (dx, params) = out.as_mut_slice().split_at_mut(len);
     let (dgamma, dbeta) = params.split_at_mut(p.c);
     let m = p.count().max(1) as f32;
     let parts: Vec<_> = p
@@ -195,17 +207,19 @@ pub fn backward(
             sum_dy_xc += f64::from(b);
         }
         let dgamma_c = (sum_dy_xc * f64::from(inv_std)) as f32;
-        **db = sum_dy as f32;
-        **dg = dgamma_c;
+        db.write(sum_dy as f32);
+        dg.write(dgamma_c);
         let scale = gamma[c] * inv_std;
         let mean_dy = sum_dy as f32 / m;
         // xhat * dgamma / m = (x - mean) * inv_std * dgamma / m
         let k = inv_std * dgamma_c / m;
         for (n, out) in dx_planes.iter_mut().enumerate() {
             for ((o, &xv), &g) in out.iter_mut().zip(p.plane(x, n, c)).zip(p.plane(dy, n, c)) {
-                *o = scale * (pass(xv, g) - mean_dy - (xv - mean) * k);
+                o.write(scale * (pass(xv, g) - mean_dy - (xv - mean) * k));
             }
         }
     });
-    out
+    // SAFETY: `by_channel` hands out every plane of `dx` once, each zipped with equally long
+    // planes of `x` and `dy`, and every channel writes its `dgamma` and `dbeta`.
+    unsafe { out.assume_written() }
 }

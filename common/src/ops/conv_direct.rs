@@ -16,7 +16,10 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::mem::MaybeUninit;
+
 use super::conv_geometry::ConvGeometry;
+use super::output_buffer::{OutputBuffer, as_slots};
 use super::parallel::{for_each_part, threads, with_scratch};
 
 /// Output channels per register block: 6 x 2 vectors keep 12 accumulators in flight (FMA has 4
@@ -107,21 +110,26 @@ impl Padded {
 /// calls `memcpy`, whose call overhead is most of the cost at this size (6% of a ResNet-20
 /// step in `perf`).
 #[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
+fn copy_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     let len = dst.len();
     assert_eq!(len, src.len(), "row lengths differ");
+    let copy8 = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
+        let d: &mut [MaybeUninit<f32>; 8] = d.try_into().expect("8 floats");
+        let s: [f32; 8] = s.try_into().expect("8 floats");
+        *d = s.map(MaybeUninit::new);
+    };
     if len < 8 {
-        dst.copy_from_slice(src);
+        for (d, &v) in dst.iter_mut().zip(src) {
+            d.write(v);
+        }
         return;
     }
     for (d, s) in dst.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
-        let d: &mut [f32; 8] = d.try_into().expect("chunks of 8");
-        *d = s.try_into().expect("chunks of 8");
+        copy8(d, s);
     }
     if len % 8 != 0 {
         // The last 8, overlapping the last full chunk: same values written twice.
-        let d: &mut [f32; 8] = (&mut dst[len - 8..]).try_into().expect("8 floats");
-        *d = src[len - 8..].try_into().expect("8 floats");
+        copy8(&mut dst[len - 8..], &src[len - 8..]);
     }
 }
 
@@ -134,7 +142,7 @@ fn pad_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst: &
         for y in 0..h {
             let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
             let start = (y + p) * l.wp + p;
-            copy_row(&mut plane[start..start + w], row);
+            copy_row(as_slots(&mut plane[start..start + w]), row);
         }
     }
 }
@@ -147,13 +155,20 @@ fn widen_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst:
         for y in 0..h {
             let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
             let start = c * l.q + y * l.wp;
-            copy_row(&mut dst[start..start + w], row);
+            copy_row(as_slots(&mut dst[start..start + w]), row);
         }
     }
 }
 
-/// The inverse of `widen_planes`: drops the extra columns.
-fn narrow_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst: &mut [f32]) {
+/// The inverse of `widen_planes`: drops the extra columns. Writes every element of `dst`'s
+/// `channels` planes.
+fn narrow_planes(
+    g: &ConvGeometry,
+    l: &Padded,
+    src: &[f32],
+    channels: usize,
+    dst: &mut [MaybeUninit<f32>],
+) {
     let (h, w) = (g.h, g.w);
     for c in 0..channels {
         for y in 0..h {
@@ -398,14 +413,16 @@ fn same_conv_images(
 ) -> Vec<f32> {
     let l = layout(g);
     let (image_in, image_out) = (n_in * g.in_pixels(), n_out * g.out_pixels());
-    let mut out = vec![0f32; g.batch * image_out];
-    if out.is_empty() {
-        return out;
+    if g.batch * image_out == 0 {
+        return Vec::new();
     }
+    let mut out = OutputBuffer::new(g.batch * image_out);
     let per_task = images_per_task(g.batch);
     for_each_part(
-        out.chunks_mut(per_task * image_out).collect(),
-        |t, out_t: &mut &mut [f32]| {
+        out.as_mut_slice()
+            .chunks_mut(per_task * image_out)
+            .collect(),
+        |t, out_t: &mut &mut [MaybeUninit<f32>]| {
             with_scratch(n_in * l.plane + n_out * l.q, |buf| {
                 buf.fill(0.0);
                 let (padded, wide) = buf.split_at_mut(n_in * l.plane);
@@ -424,7 +441,9 @@ fn same_conv_images(
             })
         },
     );
-    out
+    // SAFETY: the tasks' chunks cover `out`, each image chunk is `n_out` planes of `h x w`,
+    // and `narrow_planes` writes every row of every plane.
+    unsafe { out.assume_written() }
 }
 
 /// `dW = sum_n sum_q dy[n] x[n] shifted`, summed per task and then across tasks.

@@ -21,6 +21,7 @@ mod conv_fast;
 mod conv_geometry;
 mod conv_kernels;
 mod im2col;
+mod output_buffer;
 mod parallel;
 mod process_tuning;
 mod sgemm;
