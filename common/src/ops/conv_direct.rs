@@ -22,10 +22,7 @@ use super::conv_geometry::ConvGeometry;
 use super::output_buffer::{OutputBuffer, as_slots};
 use super::parallel::{for_each_part, threads, with_scratch};
 
-/// Output channels per register block: 6 x 2 vectors keep 12 accumulators in flight (FMA has 4
-/// cycles of latency on two ports), with 4 or 1 for what is left.
-const CO_BLOCK_WIDE: usize = 6;
-/// Output channels per register block of the weight gradient and of the forward's remainders.
+/// Output channels per register block of the weight gradient.
 const CO_BLOCK: usize = 4;
 /// 8-float vectors of pixels per register block.
 const Q_VECS: usize = 2;
@@ -187,6 +184,23 @@ fn images_per_task(batch: usize) -> usize {
     batch.div_ceil((2 * threads()).clamp(1, batch.max(1)))
 }
 
+/// Output channels in the next register block of `same_conv` when `left` remain: 6 x 2 vectors
+/// keep 12 accumulators in flight (FMA has 4 cycles of latency on two ports); blocks of 5 (10
+/// accumulators) make up the rest wherever 6s and 5s add up exactly (16 = 6 + 5 + 5, any count
+/// from 20 on), and 4 and 1 the remainders of small counts.
+fn output_block(left: usize) -> usize {
+    let sum_of_6s_and_5s = |n: usize| (0..=n / 5).any(|fives| (n - 5 * fives) % 6 == 0);
+    if left >= 6 && sum_of_6s_and_5s(left - 6) {
+        6
+    } else if left >= 5 && sum_of_6s_and_5s(left - 5) {
+        5
+    } else if left >= 4 {
+        4
+    } else {
+        1
+    }
+}
+
 /// `out[co] = sum_ci sum_t weights[co][ci][t] * input[ci][q + offset[t]]` over padded-width
 /// pixels `q`: one image, `n_in` padded input planes, `weights` as `[n_out, n_in, taps]`, `out`
 /// as `[n_out, l.q]`.
@@ -203,17 +217,15 @@ fn same_conv(
     assert!(out.len() >= n_out * l.q, "output too short");
     let mut co = 0;
     while co < n_out {
-        let left = n_out - co;
         // SAFETY: the asserts above and `Padded::new` keep every access in bounds (the last
         // block reads at most `l.q - 1 + max offset < l.plane` into a plane), and `applies`
         // checked that the CPU has AVX2 and FMA.
         co += unsafe {
-            if left >= CO_BLOCK_WIDE && left != 8 {
-                same_conv_block::<CO_BLOCK_WIDE>(l, input, n_in, weights, co, out)
-            } else if left >= CO_BLOCK {
-                same_conv_block::<CO_BLOCK>(l, input, n_in, weights, co, out)
-            } else {
-                same_conv_block::<1>(l, input, n_in, weights, co, out)
+            match output_block(n_out - co) {
+                6 => same_conv_block::<6>(l, input, n_in, weights, co, out),
+                5 => same_conv_block::<5>(l, input, n_in, weights, co, out),
+                4 => same_conv_block::<4>(l, input, n_in, weights, co, out),
+                _ => same_conv_block::<1>(l, input, n_in, weights, co, out),
             }
         };
     }
@@ -541,6 +553,26 @@ mod tests {
                 assert!(err < 1e-5, "{g:?} {what}: relative difference {err}");
             }
         }
+    }
+
+    #[test]
+    fn output_blocks_cover_the_channels_in_wide_blocks() {
+        let split = |mut left: usize| {
+            let mut blocks = Vec::new();
+            while left > 0 {
+                let b = output_block(left);
+                assert!(b <= left);
+                blocks.push(b);
+                left -= b;
+            }
+            blocks
+        };
+        assert_eq!(split(16), [6, 5, 5]);
+        assert_eq!(split(32), [6, 6, 5, 5, 5, 5]);
+        assert_eq!(split(64), [6, 6, 6, 6, 6, 6, 6, 6, 6, 5, 5]);
+        assert_eq!(split(12), [6, 6]);
+        assert_eq!(split(7), [4, 1, 1, 1]);
+        assert_eq!(split(1), [1]);
     }
 
     #[test]
