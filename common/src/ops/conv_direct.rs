@@ -45,7 +45,7 @@ pub fn weight_grad_pays(g: &ConvGeometry) -> bool {
     g.out_pixels() >= 100
 }
 
-fn cpu_has_avx2_fma() -> bool {
+pub(super) fn cpu_has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -56,46 +56,48 @@ fn cpu_has_avx2_fma() -> bool {
     }
 }
 
-/// Sizes of the padded planes and padded-width outputs of one image.
+/// Where the kernels read one image's input and which output pixels they compute: output pixel
+/// `q` (rows of `wp`) of channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`.
 #[derive(Debug, Clone, Copy)]
-struct Padded {
-    /// Padded row width `w + 2p`.
-    wp: usize,
-    /// Output pixels in padded-width coordinates, `h * wp`, rounded up to whole blocks.
-    q: usize,
-    /// Floats per padded input plane: the bordered image plus room for the last block's reads.
-    plane: usize,
-    /// Offset of each kernel tap, row-major over `(ky, kx)`.
+pub(super) struct TapLayout {
+    /// Width of the computed output rows (the image's width plus columns that are dropped).
+    pub wp: usize,
+    /// Output pixels computed per channel, whole rows rounded up to whole register blocks.
+    pub q: usize,
+    /// Floats per input channel: room for every read of the last block.
+    pub plane: usize,
     offsets: [usize; MAX_TAPS],
-    taps: usize,
+    pub taps: usize,
 }
 
 /// Largest kernel the direct path takes is 7x7.
 const MAX_TAPS: usize = 49;
 
-impl Padded {
-    fn new(g: &ConvGeometry) -> Option<Self> {
-        let k = g.kh;
-        if k * k > MAX_TAPS {
-            return None;
-        }
-        let wp = g.w + 2 * g.padding;
-        let q = (g.h * wp).div_ceil(Q_BLOCK) * Q_BLOCK;
-        let max_offset = (k - 1) * wp + (k - 1);
-        let plane = ((g.h + 2 * g.padding) * wp).max(q + max_offset);
-        let mut offsets = [0; MAX_TAPS];
-        for ky in 0..k {
-            for kx in 0..k {
-                offsets[ky * k + kx] = ky * wp + kx;
-            }
-        }
-        Some(Self {
+impl TapLayout {
+    /// `out_rows` output rows of `wp` pixels, with taps at `offsets` into input channels of at
+    /// least `plane_min` floats.
+    pub fn new(wp: usize, out_rows: usize, plane_min: usize, offsets: &[usize]) -> Self {
+        assert!(offsets.len() <= MAX_TAPS, "too many kernel taps");
+        let q = (out_rows * wp).div_ceil(Q_BLOCK) * Q_BLOCK;
+        let max_offset = offsets.iter().copied().max().unwrap_or(0);
+        let mut taps = [0; MAX_TAPS];
+        taps[..offsets.len()].copy_from_slice(offsets);
+        Self {
             wp,
             q,
-            plane,
-            offsets,
-            taps: k * k,
-        })
+            plane: plane_min.max(q + max_offset),
+            offsets: taps,
+            taps: offsets.len(),
+        }
+    }
+
+    /// A stride-1 same conv: zero-bordered planes of width `w + 2p`, tap `(ky, kx)` at
+    /// `ky * wp + kx`.
+    fn same(g: &ConvGeometry) -> Self {
+        let k = g.kh;
+        let wp = g.w + 2 * g.padding;
+        let offsets: Vec<usize> = (0..k * k).map(|t| (t / k) * wp + t % k).collect();
+        Self::new(wp, g.h, (g.h + 2 * g.padding) * wp, &offsets)
     }
 
     fn offsets(&self) -> &[usize] {
@@ -130,52 +132,118 @@ fn copy_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     }
 }
 
-/// Copies `channels` planes of `h x w` into the interiors of the padded planes of `dst`, whose
-/// borders the caller zeroed once (nothing else writes them).
-fn pad_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst: &mut [f32]) {
-    let (h, w, p) = (g.h, g.w, g.padding);
-    for c in 0..channels {
-        let plane = &mut dst[c * l.plane..(c + 1) * l.plane];
-        for y in 0..h {
-            let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
-            let start = (y + p) * l.wp + p;
-            copy_row(as_slots(&mut plane[start..start + w]), row);
-        }
-    }
-}
-
-/// Copies `channels` planes of `h x w` into padded-width rows (`wp` wide, `q` per channel)
-/// whose extra columns and tail the caller zeroed once: the layout outputs are computed in.
-fn widen_planes(g: &ConvGeometry, l: &Padded, src: &[f32], channels: usize, dst: &mut [f32]) {
-    let (h, w) = (g.h, g.w);
-    for c in 0..channels {
-        for y in 0..h {
-            let row = &src[(c * h + y) * w..(c * h + y + 1) * w];
-            let start = c * l.q + y * l.wp;
-            copy_row(as_slots(&mut dst[start..start + w]), row);
-        }
-    }
-}
-
-/// The inverse of `widen_planes`: drops the extra columns. Writes every element of `dst`'s
-/// `channels` planes.
-fn narrow_planes(
-    g: &ConvGeometry,
-    l: &Padded,
+/// Copies `channels` planes of `rows x cols` from dense `src` into `dst`, row `y` of channel `c`
+/// at `offset + c * channel_stride + y * row_stride`; the rest of `dst` is left as it is (the
+/// zero borders the caller cleared once).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn place_rows(
     src: &[f32],
     channels: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    channel_stride: usize,
+    row_stride: usize,
+    offset: usize,
+) {
+    for c in 0..channels {
+        for y in 0..rows {
+            let row = &src[(c * rows + y) * cols..(c * rows + y + 1) * cols];
+            let start = offset + c * channel_stride + y * row_stride;
+            copy_row(as_slots(&mut dst[start..start + cols]), row);
+        }
+    }
+}
+
+/// The inverse of `place_rows` at offset 0: gathers `channels` planes of `rows x cols` from rows
+/// of `row_stride` into dense `dst`, writing every element of it.
+pub(super) fn take_rows(
+    src: &[f32],
+    channel_stride: usize,
+    row_stride: usize,
+    channels: usize,
+    rows: usize,
+    cols: usize,
     dst: &mut [MaybeUninit<f32>],
 ) {
-    let (h, w) = (g.h, g.w);
+    assert_eq!(dst.len(), channels * rows * cols, "output planes");
     for c in 0..channels {
-        for y in 0..h {
-            let start = c * l.q + y * l.wp;
+        for y in 0..rows {
+            let start = c * channel_stride + y * row_stride;
             copy_row(
-                &mut dst[(c * h + y) * w..(c * h + y + 1) * w],
-                &src[start..start + w],
+                &mut dst[(c * rows + y) * cols..(c * rows + y + 1) * cols],
+                &src[start..start + cols],
             );
         }
     }
+}
+
+/// Runs `per_image(n, scratch, out_n)` for every image `n < batch` in image-range tasks over the
+/// pool, and returns the outputs (`image_out` floats per image). Each task zeroes its scratch
+/// (`scratch_len` floats) once, before its first image: the kernels' padding stays zero.
+///
+/// # Safety
+/// `per_image` must write every element of `out_n`.
+pub(super) unsafe fn map_images(
+    batch: usize,
+    image_out: usize,
+    scratch_len: usize,
+    per_image: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    if batch * image_out == 0 {
+        return Vec::new();
+    }
+    let mut out = OutputBuffer::new(batch * image_out);
+    let per_task = images_per_task(batch);
+    for_each_part(
+        out.as_mut_slice()
+            .chunks_mut(per_task * image_out)
+            .collect(),
+        |t, out_t: &mut &mut [MaybeUninit<f32>]| {
+            with_scratch(scratch_len, |scratch| {
+                scratch.fill(0.0);
+                for (i, out_n) in out_t.chunks_mut(image_out).enumerate() {
+                    per_image(t * per_task + i, scratch, out_n);
+                }
+            })
+        },
+    );
+    // SAFETY: the tasks' chunks cover `out` in whole images, and the caller guarantees that
+    // `per_image` writes each image's output in full.
+    unsafe { out.assume_written() }
+}
+
+/// `sum_n per_image(n)` of `len`-float gradients: each image-range task adds its images into a
+/// partial sum (`per_image(n, scratch, partial)`), then the partials are added up. Scratch is
+/// zeroed once per task, as in `map_images`.
+pub(super) fn sum_over_images(
+    batch: usize,
+    len: usize,
+    scratch_len: usize,
+    per_image: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    if len == 0 || batch == 0 {
+        return vec![0f32; len];
+    }
+    let per_task = images_per_task(batch);
+    let tasks = batch.div_ceil(per_task);
+    let mut partials = vec![vec![0f32; len]; tasks];
+    for_each_part(
+        partials.iter_mut().collect(),
+        |t, partial: &mut &mut Vec<f32>| {
+            with_scratch(scratch_len, |scratch| {
+                scratch.fill(0.0);
+                for n in t * per_task..((t + 1) * per_task).min(batch) {
+                    per_image(n, scratch, partial);
+                }
+            })
+        },
+    );
+    let mut sum = partials.pop().unwrap_or_else(|| vec![0f32; len]);
+    for part in partials {
+        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    sum
 }
 
 /// Images per task: two tasks per thread, so that a thread slowed by other load hands work
@@ -204,8 +272,8 @@ fn output_block(left: usize) -> usize {
 /// `out[co] = sum_ci sum_t weights[co][ci][t] * input[ci][q + offset[t]]` over padded-width
 /// pixels `q`: one image, `n_in` padded input planes, `weights` as `[n_out, n_in, taps]`, `out`
 /// as `[n_out, l.q]`.
-fn same_conv(
-    l: &Padded,
+pub(super) fn same_conv(
+    l: &TapLayout,
     input: &[f32],
     n_in: usize,
     weights: &[f32],
@@ -217,7 +285,7 @@ fn same_conv(
     assert!(out.len() >= n_out * l.q, "output too short");
     let mut co = 0;
     while co < n_out {
-        // SAFETY: the asserts above and `Padded::new` keep every access in bounds (the last
+        // SAFETY: the asserts above and `TapLayout::new` keep every access in bounds (the last
         // block reads at most `l.q - 1 + max offset < l.plane` into a plane), and `applies`
         // checked that the CPU has AVX2 and FMA.
         co += unsafe {
@@ -234,7 +302,7 @@ fn same_conv(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn same_conv_block<const CB: usize>(
-    l: &Padded,
+    l: &TapLayout,
     input: &[f32],
     n_in: usize,
     weights: &[f32],
@@ -272,7 +340,7 @@ unsafe fn same_conv_block<const CB: usize>(
 
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn same_conv_block<const CB: usize>(
-    _: &Padded,
+    _: &TapLayout,
     _: &[f32],
     _: usize,
     _: &[f32],
@@ -284,8 +352,8 @@ unsafe fn same_conv_block<const CB: usize>(
 
 /// `dw[co][ci][t] += sum_q dy[co][q] * x[ci][q + offset[t]]` for one image: `dy` as
 /// `[n_out, l.q]` padded-width rows (zero outside the image), `x` as `n_in` padded planes.
-fn same_conv_weight_grad(
-    l: &Padded,
+pub(super) fn same_conv_weight_grad(
+    l: &TapLayout,
     x: &[f32],
     n_in: usize,
     dy: &[f32],
@@ -336,7 +404,7 @@ fn same_conv_weight_grad(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
-    l: &Padded,
+    l: &TapLayout,
     x: &[f32],
     n_in: usize,
     dy: &[f32],
@@ -378,7 +446,7 @@ fn hsum(v: __m256) -> f32 {
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
-    _: &Padded,
+    _: &TapLayout,
     _: &[f32],
     _: usize,
     _: &[f32],
@@ -388,10 +456,6 @@ unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
     _: &mut [f32],
 ) {
     unreachable!("the direct conv runs only where `applies` found AVX2")
-}
-
-fn layout(g: &ConvGeometry) -> Padded {
-    Padded::new(g).expect("`applies` admits only kernels up to 7x7")
 }
 
 /// `y[n] = conv(x[n], w)`.
@@ -423,71 +487,42 @@ fn same_conv_images(
     weights: &[f32],
     n_out: usize,
 ) -> Vec<f32> {
-    let l = layout(g);
-    let (image_in, image_out) = (n_in * g.in_pixels(), n_out * g.out_pixels());
-    if g.batch * image_out == 0 {
-        return Vec::new();
+    let l = TapLayout::same(g);
+    let (h, w, p) = (g.h, g.w, g.padding);
+    let image_in = n_in * h * w;
+    let per_image = |n: usize, scratch: &mut [f32], out_n: &mut [MaybeUninit<f32>]| {
+        let (padded, wide) = scratch.split_at_mut(n_in * l.plane);
+        let x_n = &input[n * image_in..(n + 1) * image_in];
+        place_rows(x_n, n_in, h, w, padded, l.plane, l.wp, p * l.wp + p);
+        same_conv(&l, padded, n_in, weights, n_out, wide);
+        take_rows(wide, l.q, l.wp, n_out, h, w, out_n);
+    };
+    // SAFETY: `take_rows` writes all `n_out * h * w` floats of each image's output.
+    unsafe {
+        map_images(
+            g.batch,
+            n_out * h * w,
+            n_in * l.plane + n_out * l.q,
+            per_image,
+        )
     }
-    let mut out = OutputBuffer::new(g.batch * image_out);
-    let per_task = images_per_task(g.batch);
-    for_each_part(
-        out.as_mut_slice()
-            .chunks_mut(per_task * image_out)
-            .collect(),
-        |t, out_t: &mut &mut [MaybeUninit<f32>]| {
-            with_scratch(n_in * l.plane + n_out * l.q, |buf| {
-                buf.fill(0.0);
-                let (padded, wide) = buf.split_at_mut(n_in * l.plane);
-                for (i, out_n) in out_t.chunks_mut(image_out).enumerate() {
-                    let n = t * per_task + i;
-                    pad_planes(
-                        g,
-                        &l,
-                        &input[n * image_in..(n + 1) * image_in],
-                        n_in,
-                        padded,
-                    );
-                    same_conv(&l, padded, n_in, weights, n_out, wide);
-                    narrow_planes(g, &l, wide, n_out, out_n);
-                }
-            })
-        },
-    );
-    // SAFETY: the tasks' chunks cover `out`, each image chunk is `n_out` planes of `h x w`,
-    // and `narrow_planes` writes every row of every plane.
-    unsafe { out.assume_written() }
 }
 
-/// `dW = sum_n sum_q dy[n] x[n] shifted`, summed per task and then across tasks.
+/// `dW = sum_n sum_q dy[n] x[n] shifted`.
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let l = layout(g);
-    let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
+    let l = TapLayout::same(g);
+    let (h, w, p) = (g.h, g.w, g.padding);
+    let (image_in, image_out) = (g.c_in * h * w, g.c_out * h * w);
+    let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
+        let (padded, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let x_n = &x[n * image_in..(n + 1) * image_in];
+        place_rows(x_n, g.c_in, h, w, padded, l.plane, l.wp, p * l.wp + p);
+        let dy_n = &dy[n * image_out..(n + 1) * image_out];
+        place_rows(dy_n, g.c_out, h, w, wide, l.q, l.wp, 0);
+        same_conv_weight_grad(&l, padded, g.c_in, wide, g.c_out, dw);
+    };
     let len = g.c_out * g.c_in * l.taps;
-    if len == 0 || g.batch == 0 {
-        return vec![0f32; len];
-    }
-    let per_task = images_per_task(g.batch);
-    let tasks = g.batch.div_ceil(per_task);
-    let mut partials = vec![vec![0f32; len]; tasks];
-    for_each_part(
-        partials.iter_mut().collect(),
-        |t, dw: &mut &mut Vec<f32>| {
-            with_scratch(g.c_in * l.plane + g.c_out * l.q, |buf| {
-                buf.fill(0.0);
-                let (xpad, dyq) = buf.split_at_mut(g.c_in * l.plane);
-                for n in t * per_task..((t + 1) * per_task).min(g.batch) {
-                    pad_planes(g, &l, &x[n * image_in..(n + 1) * image_in], g.c_in, xpad);
-                    widen_planes(g, &l, &dy[n * image_out..(n + 1) * image_out], g.c_out, dyq);
-                    same_conv_weight_grad(&l, xpad, g.c_in, dyq, g.c_out, dw);
-                }
-            })
-        },
-    );
-    let mut dw = partials.pop().unwrap_or_else(|| vec![0f32; len]);
-    for part in partials {
-        dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-    }
-    dw
+    sum_over_images(g.batch, len, g.c_in * l.plane + g.c_out * l.q, per_image)
 }
 
 #[cfg(test)]

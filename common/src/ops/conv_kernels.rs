@@ -1,6 +1,7 @@
 //! The convolution forward and both gradients on plain f32 slices: the direct kernels of
-//! `conv_direct` for stride-1 same convolutions on CPUs with AVX2, im2col + one gemm per image
-//! for everything else; images spread over the worker pool.
+//! `conv_direct` for stride-1 same convolutions and of `conv_stride2` for stride-2 3x3 ones on
+//! CPUs with AVX2, im2col + one gemm per image for everything else; images spread over the
+//! worker pool.
 //!
 //! All tensors are contiguous NCHW, the weight `[c_out, c_in, kh, kw]`. Per image, with
 //! `col = im2col(x)` of shape `[K, P]` (`K = c_in*kh*kw`, `P = oh*ow`):
@@ -10,6 +11,7 @@ use std::sync::Mutex;
 
 use super::conv_direct;
 use super::conv_geometry::ConvGeometry;
+use super::conv_stride2;
 use super::im2col::{col2im_add, im2col};
 use super::parallel::{for_each_index, for_each_part, threads, with_scratch};
 use super::sgemm::{MatMut, MatRef, sgemm};
@@ -41,6 +43,8 @@ fn with_columns<R>(g: &ConvGeometry, x_n: &[f32], f: impl FnOnce(&[f32]) -> R) -
 pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     if conv_direct::applies(g) {
         conv_direct::forward(g, x, w)
+    } else if conv_stride2::applies(g) {
+        conv_stride2::forward(g, x, w)
     } else {
         forward_gemm(g, x, w)
     }
@@ -50,6 +54,8 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     if conv_direct::applies(g) {
         conv_direct::input_grad(g, dy, w)
+    } else if conv_stride2::applies(g) {
+        conv_stride2::input_grad(g, dy, w)
     } else {
         input_grad_gemm(g, dy, w)
     }
@@ -59,6 +65,8 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if conv_direct::applies(g) && conv_direct::weight_grad_pays(g) {
         conv_direct::weight_grad(g, x, dy)
+    } else if conv_stride2::applies(g) && conv_direct::weight_grad_pays(g) {
+        conv_stride2::weight_grad(g, x, dy)
     } else {
         weight_grad_gemm(g, x, dy)
     }

@@ -20,6 +20,7 @@ mod conv_direct;
 mod conv_fast;
 mod conv_geometry;
 mod conv_kernels;
+mod conv_stride2;
 mod im2col;
 mod output_buffer;
 mod parallel;
