@@ -126,6 +126,86 @@ fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
     Ok(())
 }
 
+/// `relu(bn(x) + skip)` with every gradient, fused or from candle-nn's ops.
+fn run_residual(
+    dims: [usize; 4],
+    fused: bool,
+    seed: u64,
+) -> Result<(Tensor, [Tensor; 4], [Tensor; 2])> {
+    let c = dims[1];
+    let x = Var::from_tensor(&random(&dims, seed)?.affine(3.0, 5.0)?)?;
+    let skip = Var::from_tensor(&random(&dims, seed + 6)?)?;
+    let weight = Var::from_tensor(&(random(&[c], seed + 1)? + 1.5)?)?;
+    let bias = Var::from_tensor(&random(&[c], seed + 2)?)?;
+    let bn = BatchNorm::new(
+        c,
+        random(&[c], seed + 3)?,
+        (random(&[c], seed + 4)? + 2.0)?,
+        weight.as_tensor().clone(),
+        bias.as_tensor().clone(),
+        1e-5,
+    )?;
+    let y = if fused {
+        ops::batch_norm_add_relu(&bn, x.as_tensor(), skip.as_tensor(), true)?
+    } else {
+        (bn.forward_t(x.as_tensor(), true)? + skip.as_tensor())?.relu()?
+    };
+    let grads = (&y * random(y.dims(), seed + 5)?)?.sum_all()?.backward()?;
+    let grad = |v: &Var| {
+        grads
+            .get(v.as_tensor())
+            .cloned()
+            .context("missing gradient")
+    };
+    Ok((
+        y,
+        [grad(&x)?, grad(&skip)?, grad(&weight)?, grad(&bias)?],
+        [bn.running_mean().copy()?, bn.running_var().copy()?],
+    ))
+}
+
+#[test]
+fn fused_batch_norm_add_relu_matches_candle_nn() -> Result<()> {
+    for (i, dims) in [[4, 16, 28, 28], [2, 3, 5, 7], [3, 10, 1, 1]]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 200 + 10 * i as u64;
+        let (y, grads, running) = run_residual(dims, true, seed)?;
+        let (y_ref, grads_ref, running_ref) = run_residual(dims, false, seed)?;
+        assert!(rel_err(&y, &y_ref)? < 1e-4, "{dims:?} output");
+        for (what, (got, want)) in ["input", "residual", "weight", "bias"]
+            .iter()
+            .zip(grads.iter().zip(&grads_ref))
+        {
+            let err = rel_err(got, want)?;
+            assert!(err < 1e-4, "{dims:?} {what} gradient: relative error {err}");
+        }
+        for (got, want) in running.iter().zip(&running_ref) {
+            assert!(rel_err(got, want)? < 1e-5, "{dims:?} running statistics");
+        }
+    }
+    // A residual of another shape is an error, not a broadcast.
+    let bn = BatchNorm::new(
+        2,
+        random(&[2], 1)?,
+        (random(&[2], 2)? + 2.0)?,
+        random(&[2], 3)?,
+        random(&[2], 4)?,
+        1e-5,
+    )?;
+    let err = ops::batch_norm_add_relu(
+        &bn,
+        &random(&[1, 2, 3, 3], 5)?,
+        &random(&[1, 2, 3, 1], 6)?,
+        true,
+    )
+    .err()
+    .context("a mismatched residual was accepted")?;
+    assert!(err.to_string().contains("residual"), "{err}");
+    Ok(())
+}
+
 #[test]
 fn fused_evaluation_matches_candle_nn_with_gradients() -> Result<()> {
     for (i, (dims, relu)) in [[2, 5, 4, 4], [1, 16, 7, 7], [3, 9, 1, 1]]

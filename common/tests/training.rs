@@ -106,8 +106,14 @@ fn materialised_export_predicts_like_the_csg_model() {
 }
 
 /// The fast kernels (conv, fused batch norm, ReLU, residual add) and candle's reference ops give
-/// the same loss curve: 5 SGD steps from the same weights on the same real images agree within
-/// 1e-3 relative at every step.
+/// the same loss curve: 5 SGD steps from the same weights on the same real images.
+///
+/// The two paths round differently (candle-nn sums batch-norm statistics sequentially in f32,
+/// the fast path in f64 lanes; the convs sum in other orders), and training at this learning
+/// rate amplifies any difference by roughly 5x per step. So the first update, which any wrong
+/// gradient would show, must agree within 2e-4 relative (measured: 4e-5), and the later steps
+/// within 1e-2 (measured: up to 2e-3; between versions of the fast path that changed only the
+/// summation order, step 4 moved by 2e-3 as well).
 #[test]
 fn fast_path_follows_the_reference_loss_curve() {
     let data = DataSource::Bundled.load().unwrap();
@@ -140,8 +146,9 @@ fn fast_path_follows_the_reference_loss_curve() {
     for (step, (fast, reference)) in curves[0].iter().zip(&curves[1]).enumerate() {
         let rel = (fast - reference).abs() / reference.abs();
         println!("step {step}: fast {fast:.5} reference {reference:.5}");
+        let tolerance = if step <= 1 { 2e-4 } else { 1e-2 };
         assert!(
-            rel < 1e-3,
+            rel < tolerance,
             "step {step}: fast {fast} vs reference {reference}"
         );
     }

@@ -14,18 +14,16 @@ pub fn bn_relu(bn: &BatchNorm, x: &Tensor, train: bool, backend: ConvBackend) ->
     }
 }
 
-/// `bn(x)`.
-pub fn bn(bn: &BatchNorm, x: &Tensor, train: bool, backend: ConvBackend) -> Result<Tensor> {
+/// `relu(bn(x) + skip)`, the end of a residual block.
+pub fn bn_add_relu(
+    bn: &BatchNorm,
+    x: &Tensor,
+    skip: &Tensor,
+    train: bool,
+    backend: ConvBackend,
+) -> Result<Tensor> {
     match backend {
-        ConvBackend::Fast => ops::batch_norm(bn, x, train),
-        ConvBackend::Reference => bn.forward_t(x, train),
-    }
-}
-
-/// `relu(a + b)`.
-pub fn add_relu(a: &Tensor, b: &Tensor, backend: ConvBackend) -> Result<Tensor> {
-    match backend {
-        ConvBackend::Fast => ops::add_relu(a, b),
-        ConvBackend::Reference => (a + b)?.relu(),
+        ConvBackend::Fast => ops::batch_norm_add_relu(bn, x, skip, train),
+        ConvBackend::Reference => (bn.forward_t(x, train)? + skip)?.relu(),
     }
 }

@@ -74,12 +74,17 @@ impl BasicBlock {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = fused::bn_relu(&self.bn1, &self.conv1.forward(x)?, train, self.backend)?;
-        let y = fused::bn(&self.bn2, &self.conv2.forward(&y)?, train, self.backend)?;
         let skip = match self.shortcut {
             None => x.clone(),
             Some((stride, pad)) => option_a_shortcut(x, stride, pad)?,
         };
-        fused::add_relu(&y, &skip, self.backend)
+        fused::bn_add_relu(
+            &self.bn2,
+            &self.conv2.forward(&y)?,
+            &skip,
+            train,
+            self.backend,
+        )
     }
 
     fn convs(&self) -> [&Conv2d; 2] {

@@ -99,9 +99,14 @@ impl CustomOp2 for AddRelu {
         dout: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // Both summands receive the same gradient: the output's, where the output was positive.
-        let grad = out.apply_op2_no_bwd(&dout.contiguous()?, &PassWherePositive)?;
+        let grad = relu_grad(out, dout)?;
         Ok((Some(grad.clone()), Some(grad)))
     }
+}
+
+/// The gradient reaching the input of a ReLU whose output is `out`: `dout * (out > 0)`.
+pub(super) fn relu_grad(out: &Tensor, dout: &Tensor) -> Result<Tensor> {
+    out.apply_op2_no_bwd(&dout.contiguous()?, &PassWherePositive)
 }
 
 /// `(out, dout) -> dout * (out > 0)`.

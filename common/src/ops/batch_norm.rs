@@ -21,6 +21,49 @@ pub fn batch_norm_relu(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor
     dispatch(bn, x, train, true)
 }
 
+/// `relu(x.apply_t(bn, train)? + skip)`, the end of a residual block: one fused op (forward and
+/// backward) when training on f32 CPU tensors of rank 4 with an affine `bn`, saving the batch
+/// norm's output and the sum's separate pass; [`batch_norm`] and [`add_relu`] otherwise.
+///
+/// [`add_relu`]: super::add_relu
+pub fn batch_norm_add_relu(
+    bn: &BatchNorm,
+    x: &Tensor,
+    skip: &Tensor,
+    train: bool,
+) -> Result<Tensor> {
+    match bn.weight_and_bias() {
+        Some((weight, bias)) if train && x.rank() == 4 && is_cpu_f32(&[x, skip, weight, bias]) => {
+            if skip.dims() != x.dims() {
+                candle_core::bail!(
+                    "residual has shape {:?} but the batch norm input has {:?}",
+                    skip.dims(),
+                    x.dims()
+                );
+            }
+            let running = RunningStats {
+                mean: bn.running_mean(),
+                var: bn.running_var(),
+                momentum: bn.momentum(),
+            };
+            let (_, c, _, _) = x.dims4()?;
+            check_channels(c, &[weight, bias, running.mean, running.var])?;
+            let stats = Arc::new(OnceLock::new());
+            let op = BatchNormAddReluTrain {
+                eps: bn.eps() as f32,
+                stats: Arc::clone(&stats),
+            };
+            let params = Tensor::cat(&[weight, bias], 0)?;
+            let y = x
+                .contiguous()?
+                .apply_op3(&params, &skip.contiguous()?, op)?;
+            update_running(&stats, &running, x.elem_count() / c.max(1))?;
+            Ok(y)
+        }
+        _ => super::add_relu(&batch_norm(bn, x, train)?, skip),
+    }
+}
+
 fn dispatch(bn: &BatchNorm, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
     match bn.weight_and_bias() {
         Some((weight, bias)) if train && x.rank() == 4 && is_cpu_f32(&[x, weight, bias]) => {
@@ -91,18 +134,8 @@ fn fused_train(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
-    let (running_mean, running_var, momentum) = (running.mean, running.var, running.momentum);
     let (_, c, _, _) = x.dims4()?;
-    for (what, t) in [
-        ("weight", weight),
-        ("bias", bias),
-        ("running mean", running_mean),
-        ("running var", running_var),
-    ] {
-        if t.dims() != [c] {
-            candle_core::bail!("batch norm {what} has shape {:?}, expected [{c}]", t.dims());
-        }
-    }
+    check_channels(c, &[weight, bias, running.mean, running.var])?;
     let stats = Arc::new(OnceLock::new());
     let op = BatchNormTrain {
         eps: eps as f32,
@@ -112,21 +145,42 @@ fn fused_train(
     let y = x
         .contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
-    let stats: &ChannelStats = stats
+    update_running(&stats, &running, x.elem_count() / c.max(1))?;
+    Ok(y)
+}
+
+/// Checks that the weight, bias and running statistics (in that order) all have `c` entries.
+fn check_channels(c: usize, per_channel: &[&Tensor; 4]) -> Result<()> {
+    for (what, t) in ["weight", "bias", "running mean", "running var"]
+        .iter()
+        .zip(per_channel)
+    {
+        if t.dims() != [c] {
+            candle_core::bail!("batch norm {what} has shape {:?}, expected [{c}]", t.dims());
+        }
+    }
+    Ok(())
+}
+
+/// Moves the running statistics towards the batch statistics a forward pass kept, as candle-nn
+/// does: `count` values per channel, the variance tracked unbiased (as PyTorch does too).
+fn update_running(
+    stats: &OnceLock<ChannelStats>,
+    running: &RunningStats,
+    count: usize,
+) -> Result<()> {
+    let stats = stats
         .get()
         .ok_or_else(|| Error::Msg("batch norm forward kept no statistics".into()))?;
-    let count = x.elem_count() / c.max(1);
-    // candle-nn (and PyTorch) track the unbiased variance.
     let unbiased = count as f32 / (count.max(2) - 1) as f32;
-    running_mean.inplace_op1(&MoveTowards {
+    running.mean.inplace_op1(&MoveTowards {
         target: stats.mean.clone(),
-        momentum: momentum as f32,
+        momentum: running.momentum as f32,
     })?;
-    running_var.inplace_op1(&MoveTowards {
+    running.var.inplace_op1(&MoveTowards {
         target: stats.var.iter().map(|v| v * unbiased).collect(),
-        momentum: momentum as f32,
-    })?;
-    Ok(y)
+        momentum: running.momentum as f32,
+    })
 }
 
 /// Evaluation: `y = x * scale + shift` per channel with `scale = gamma / sqrt(running_var + eps)`
@@ -277,7 +331,7 @@ impl CustomOp3 for BatchNormTrain {
             dense_f32(gs, gl, self.name())?,
             dense_f32(bs, bl, self.name())?,
         );
-        let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, self.relu);
+        let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, self.relu, None);
         self.stats
             .set(stats)
             .map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
@@ -353,6 +407,79 @@ impl CustomOp3 for BatchNormGrad {
         let out = batch_norm_kernels::backward(p, x, dy, gamma, beta, &self.stats, self.relu);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// `(x, [weight, bias], skip) -> relu(bn(x) + skip)`; keeps the batch statistics.
+struct BatchNormAddReluTrain {
+    eps: f32,
+    stats: Arc<OnceLock<ChannelStats>>,
+}
+
+impl CustomOp3 for BatchNormAddReluTrain {
+    fn name(&self) -> &'static str {
+        "fast-batch-norm-add-relu-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = planes(xl.dims())?;
+        if sl.dims() != xl.dims() {
+            return Err(Error::ShapeMismatchBinaryOp {
+                lhs: xl.shape().clone(),
+                rhs: sl.shape().clone(),
+                op: self.name(),
+            });
+        }
+        let x = dense_f32(xs, xl, self.name())?;
+        let params = dense_f32(ps, pl, self.name())?;
+        if params.len() != 2 * p.c {
+            candle_core::bail!(
+                "batch norm got {} parameters for {} channels",
+                params.len(),
+                p.c
+            );
+        }
+        let (gamma, beta) = params.split_at(p.c);
+        let skip = dense_f32(ss, sl, self.name())?;
+        let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, true, Some(skip));
+        self.stats
+            .set(stats)
+            .map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    /// The ReLU passes `dy` where the output was positive; that gradient reaches the residual
+    /// as it is and the batch norm's input through the batch norm's backward.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _skip: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let stats = self
+            .stats
+            .get()
+            .ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
+        let through_relu = super::add_relu::relu_grad(y, dy)?;
+        let grad_op = BatchNormGrad {
+            stats: stats.clone(),
+            relu: false,
+        };
+        let packed = x.apply_op3_no_bwd(&through_relu, params, &grad_op)?;
+        let n = x.elem_count();
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dparams = packed.narrow(0, n, params.elem_count())?;
+        Ok((Some(dx), Some(dparams), Some(through_relu)))
     }
 }
 

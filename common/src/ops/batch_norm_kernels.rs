@@ -54,22 +54,10 @@ impl Planes {
     }
 }
 
-/// `sum f(v)` over `xs` in eight independent f32 lanes, so that the loop vectorises (a single
-/// running sum is a chain of dependent adds the compiler may not reorder). Planes are short
-/// (hundreds of values), so f32 partial sums lose nothing that matters; callers sum planes in f64.
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for chunk in chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += f(v);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `(sum a, sum b)` of `(a, b) = f(x, g)` over two equally long slices, in eight lanes each.
+/// `(sum a, sum b)` of `(a, b) = f(x, g)` over two equally long slices, in eight independent
+/// f32 lanes each, so that the loop vectorises (a single running sum is a chain of dependent adds
+/// the compiler may not reorder). Planes are short (hundreds of values), so f32 partial sums lose
+/// nothing that matters; callers sum planes in f64.
 fn lane_sum2(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
     let (mut acc_a, mut acc_b) = ([0f32; 8], [0f32; 8]);
     let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
@@ -110,8 +98,8 @@ pub fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) ->
     unsafe { y.assume_written() }
 }
 
-/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics, followed
-/// by `max(y, 0)` when `relu` is set.
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` with the batch's own statistics, plus
+/// `skip` (a residual of `x`'s shape) when given, followed by `max(y, 0)` when `relu` is set.
 pub fn forward(
     p: Planes,
     x: &[f32],
@@ -119,7 +107,11 @@ pub fn forward(
     beta: &[f32],
     eps: f32,
     relu: bool,
+    skip: Option<&[f32]>,
 ) -> (Vec<f32>, ChannelStats) {
+    if let Some(skip) = skip {
+        assert_eq!(skip.len(), x.len(), "residual does not match the input");
+    }
     let mut y = OutputBuffer::new(x.len());
     let mut stats = vec![(0f32, 0f32, 0f32); p.c];
     let count = p.count().max(1) as f64;
@@ -129,24 +121,38 @@ pub fn forward(
         .zip(stats.iter_mut())
         .collect();
     for_each_part(parts, |c, (y_planes, stat)| {
-        // Two passes (mean, then squared deviations), planes summed in f64: one-pass
-        // E[x^2] - E[x]^2 loses the variance of large-mean activations to cancellation.
-        let sum: f64 = (0..p.n)
-            .map(|n| f64::from(lane_sum(p.plane(x, n, c), |v| v)))
-            .sum();
-        let mean = sum / count;
-        let mean32 = mean as f32;
-        let sq: f64 = (0..p.n)
-            .map(|n| f64::from(lane_sum(p.plane(x, n, c), |v| (v - mean32) * (v - mean32))))
-            .sum();
-        let var = sq / count;
+        // One pass of shifted sums: with `k` a value of the channel itself, sum (x - k) and
+        // sum (x - k)^2 stay small next to the variance, so E[(x-k)^2] - E[x-k]^2 does not lose
+        // it to cancellation the way E[x^2] - E[x]^2 does for large-mean activations. Planes are
+        // summed in f32 lanes, planes together in f64.
+        let k = p.plane(x, 0, c).first().copied().unwrap_or(0.0);
+        let (sum, sq) = (0..p.n).fold((0f64, 0f64), |(s1, s2), n| {
+            let (a, b) = lane_sum2(p.plane(x, n, c), p.plane(x, n, c), |v, _| {
+                let d = v - k;
+                (d, d * d)
+            });
+            (s1 + f64::from(a), s2 + f64::from(b))
+        });
+        let shifted_mean = sum / count;
+        let mean = f64::from(k) + shifted_mean;
+        let var = (sq / count - shifted_mean * shifted_mean).max(0.0);
         let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
         let scale = (f64::from(gamma[c]) * inv_std) as f32;
         let shift = (f64::from(beta[c]) - mean * f64::from(gamma[c]) * inv_std) as f32;
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
         for (n, out) in y_planes.iter_mut().enumerate() {
-            for (o, &v) in out.iter_mut().zip(p.plane(x, n, c)) {
-                o.write((v * scale + shift).max(floor));
+            let xs = p.plane(x, n, c);
+            match skip {
+                None => {
+                    for (o, &v) in out.iter_mut().zip(xs) {
+                        o.write((v * scale + shift).max(floor));
+                    }
+                }
+                Some(skip) => {
+                    for ((o, &v), &r) in out.iter_mut().zip(xs).zip(p.plane(skip, n, c)) {
+                        o.write((v * scale + shift + r).max(floor));
+                    }
+                }
             }
         }
         **stat = (mean as f32, var as f32, inv_std as f32);

@@ -30,7 +30,7 @@ mod sgemm;
 use candle_core::{Result, Tensor};
 
 pub use add_relu::add_relu;
-pub use batch_norm::{batch_norm, batch_norm_relu, batch_norm_train};
+pub use batch_norm::{batch_norm, batch_norm_add_relu, batch_norm_relu, batch_norm_train};
 pub use conv_fast::{input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
 pub use conv_geometry::ConvShapeError;
 pub use process_tuning::tune_process_for_training;
