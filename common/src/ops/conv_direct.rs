@@ -91,17 +91,67 @@ impl TapLayout {
         }
     }
 
-    /// A stride-1 same conv: zero-bordered planes of width `w + 2p`, tap `(ky, kx)` at
-    /// `ky * wp + kx`.
-    fn same(g: &ConvGeometry) -> Self {
-        let k = g.kh;
-        let wp = g.w + 2 * g.padding;
-        let offsets: Vec<usize> = (0..k * k).map(|t| (t / k) * wp + t % k).collect();
-        Self::new(wp, g.h, (g.h + 2 * g.padding) * wp, &offsets)
-    }
-
     fn offsets(&self) -> &[usize] {
         &self.offsets[..self.taps]
+    }
+}
+
+/// Zeros before the first padded row of each input copy (at least the padding, at most 3 for
+/// the 7x7 kernels `applies` admits): the first pixels' left taps read there.
+const GUARD: usize = 8;
+
+/// The input layout of a stride-1 same conv, which computes outputs at the image's own width:
+/// output pixel `q = oy * w + ox` of tap `(ky, kx)` reads `q + (ky - p) * w + (kx - p)` of the
+/// image with `p` zero rows above and below. Where `ox + kx - p` falls off the row, that read
+/// lands on the previous or next row instead of padding, so each channel holds one copy of the
+/// image per kernel column `kx`, with the columns such wrapped reads land on zeroed (a tap
+/// shifted left by `s` never reads the last `s` columns legitimately, nor a right shift the first
+/// `s`). The output is then dense, with no padding columns to compute and drop. Returns the
+/// layout and the floats per copy.
+fn shifted_copies_layout(g: &ConvGeometry) -> (TapLayout, usize) {
+    let (k, p, h, w) = (g.kh, g.padding, g.h, g.w);
+    debug_assert!(p <= GUARD);
+    let copy = GUARD + (h + 2 * p) * w + GUARD;
+    let offsets: Vec<usize> = (0..k * k)
+        .map(|t| {
+            let (ky, kx) = (t / k, t % k);
+            kx * copy + GUARD + ky * w + kx - p
+        })
+        .collect();
+    (TapLayout::new(w, h, k * copy, &offsets), copy)
+}
+
+/// Writes `channels` images (`[channels, h, w]`) into their shifted copies (see
+/// `shifted_copies_layout`); everything else of `dst` stays as the caller zeroed it.
+fn place_shifted_copies(
+    g: &ConvGeometry,
+    l: &TapLayout,
+    copy: usize,
+    src: &[f32],
+    channels: usize,
+    dst: &mut [f32],
+) {
+    let (k, p, h, w) = (g.kh, g.padding, g.h, g.w);
+    for c in 0..channels {
+        let image = &src[c * h * w..(c + 1) * h * w];
+        for kx in 0..k {
+            let start = c * l.plane + kx * copy + GUARD + p * w;
+            let data = &mut dst[start..start + h * w];
+            copy_row(as_slots(data), image);
+            // Columns a shift of kx - p wraps onto from the neighbouring row.
+            let wrapped = if kx < p {
+                w.saturating_sub(p - kx)..w
+            } else {
+                0..(kx - p).min(w)
+            };
+            if !wrapped.is_empty() {
+                for row in data.chunks_exact_mut(w) {
+                    for v in &mut row[wrapped.clone()] {
+                        *v = 0.0;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -487,21 +537,21 @@ fn same_conv_images(
     weights: &[f32],
     n_out: usize,
 ) -> Vec<f32> {
-    let l = TapLayout::same(g);
-    let (h, w, p) = (g.h, g.w, g.padding);
-    let image_in = n_in * h * w;
+    let (l, copy) = shifted_copies_layout(g);
+    let pixels = g.h * g.w;
+    let image_in = n_in * pixels;
     let per_image = |n: usize, scratch: &mut [f32], out_n: &mut [MaybeUninit<f32>]| {
-        let (padded, wide) = scratch.split_at_mut(n_in * l.plane);
+        let (copies, wide) = scratch.split_at_mut(n_in * l.plane);
         let x_n = &input[n * image_in..(n + 1) * image_in];
-        place_rows(x_n, n_in, h, w, padded, l.plane, l.wp, p * l.wp + p);
-        same_conv(&l, padded, n_in, weights, n_out, wide);
-        take_rows(wide, l.q, l.wp, n_out, h, w, out_n);
+        place_shifted_copies(g, &l, copy, x_n, n_in, copies);
+        same_conv(&l, copies, n_in, weights, n_out, wide);
+        take_rows(wide, l.q, pixels, n_out, 1, pixels, out_n);
     };
     // SAFETY: `take_rows` writes all `n_out * h * w` floats of each image's output.
     unsafe {
         map_images(
             g.batch,
-            n_out * h * w,
+            n_out * pixels,
             n_in * l.plane + n_out * l.q,
             per_image,
         )
@@ -510,16 +560,17 @@ fn same_conv_images(
 
 /// `dW = sum_n sum_q dy[n] x[n] shifted`.
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let l = TapLayout::same(g);
-    let (h, w, p) = (g.h, g.w, g.padding);
-    let (image_in, image_out) = (g.c_in * h * w, g.c_out * h * w);
+    let (l, copy) = shifted_copies_layout(g);
+    let pixels = g.h * g.w;
+    let (image_in, image_out) = (g.c_in * pixels, g.c_out * pixels);
     let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
-        let (padded, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let (copies, wide) = scratch.split_at_mut(g.c_in * l.plane);
         let x_n = &x[n * image_in..(n + 1) * image_in];
-        place_rows(x_n, g.c_in, h, w, padded, l.plane, l.wp, p * l.wp + p);
+        place_shifted_copies(g, &l, copy, x_n, g.c_in, copies);
+        // dy as dense planes `l.q` apart, zero past the image.
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
-        place_rows(dy_n, g.c_out, h, w, wide, l.q, l.wp, 0);
-        same_conv_weight_grad(&l, padded, g.c_in, wide, g.c_out, dw);
+        place_rows(dy_n, g.c_out, 1, pixels, wide, l.q, pixels, 0);
+        same_conv_weight_grad(&l, copies, g.c_in, wide, g.c_out, dw);
     };
     let len = g.c_out * g.c_in * l.taps;
     sum_over_images(g.batch, len, g.c_in * l.plane + g.c_out * l.q, per_image)
