@@ -144,11 +144,10 @@ fn place_shifted_copies(
             } else {
                 0..(kx - p).min(w)
             };
-            if !wrapped.is_empty() {
-                for row in data.chunks_exact_mut(w) {
-                    for v in &mut row[wrapped.clone()] {
-                        *v = 0.0;
-                    }
+            // Column by column: strided stores, rather than a `memset` call per row.
+            for col in wrapped {
+                for v in data.iter_mut().skip(col).step_by(w) {
+                    *v = 0.0;
                 }
             }
         }
@@ -328,7 +327,7 @@ pub(super) fn same_conv(
     n_in: usize,
     weights: &[f32],
     n_out: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     assert!(input.len() >= n_in * l.plane, "padded input too short");
     assert!(weights.len() >= n_out * n_in * l.taps, "weights too short");
@@ -357,11 +356,16 @@ unsafe fn same_conv_block<const CB: usize>(
     n_in: usize,
     weights: &[f32],
     co: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) -> usize {
     let taps = l.taps;
     let offsets = l.offsets();
-    let (x, w, y) = (input.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
+    // Stores through this pointer initialise the slots; nothing reads them here.
+    let (x, w, y) = (
+        input.as_ptr(),
+        weights.as_ptr(),
+        out.as_mut_ptr().cast::<f32>(),
+    );
     for q0 in (0..l.q).step_by(Q_BLOCK) {
         let mut acc = [[_mm256_setzero_ps(); Q_VECS]; CB];
         for ci in 0..n_in {
@@ -544,10 +548,16 @@ fn same_conv_images(
         let (copies, wide) = scratch.split_at_mut(n_in * l.plane);
         let x_n = &input[n * image_in..(n + 1) * image_in];
         place_shifted_copies(g, &l, copy, x_n, n_in, copies);
-        same_conv(&l, copies, n_in, weights, n_out, wide);
-        take_rows(wide, l.q, pixels, n_out, 1, pixels, out_n);
+        if l.q == pixels {
+            // Whole blocks cover the image exactly: write the output in place.
+            same_conv(&l, copies, n_in, weights, n_out, out_n);
+        } else {
+            same_conv(&l, copies, n_in, weights, n_out, as_slots(wide));
+            take_rows(wide, l.q, pixels, n_out, 1, pixels, out_n);
+        }
     };
-    // SAFETY: `take_rows` writes all `n_out * h * w` floats of each image's output.
+    // SAFETY: each image's output is `n_out` planes of `l.q` pixels when `l.q == h * w`, all of
+    // which `same_conv` stores; otherwise `take_rows` writes all `n_out * h * w` floats.
     unsafe {
         map_images(
             g.batch,

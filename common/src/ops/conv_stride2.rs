@@ -20,6 +20,7 @@ use super::conv_direct::{
     sum_over_images, take_rows,
 };
 use super::conv_geometry::ConvGeometry;
+use super::output_buffer::as_slots;
 
 /// Whether this geometry and CPU take the phase-split direct kernels.
 pub fn applies(g: &ConvGeometry) -> bool {
@@ -83,7 +84,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             &x[n * image_in..(n + 1) * image_in],
             phases,
         );
-        same_conv(&l, phases, g.c_in, w, g.c_out, wide);
+        same_conv(&l, phases, g.c_in, w, g.c_out, as_slots(wide));
         take_rows(wide, l.q, l.wp, g.c_out, g.oh, g.ow, out_n);
     };
     let scratch = g.c_in * l.plane + g.c_out * l.q;
@@ -165,7 +166,14 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
         place_rows(dy_n, g.c_out, g.oh, g.ow, dy_planes, plane, wp, 0);
         for p in &phases {
-            same_conv(&p.layout, dy_planes, g.c_out, &p.weights, g.c_in, wide);
+            same_conv(
+                &p.layout,
+                dy_planes,
+                g.c_out,
+                &p.weights,
+                g.c_in,
+                as_slots(wide),
+            );
             // Phase rows i with 2i + a < h, columns j with 2j + b < w.
             let (rows, cols) = ((g.h - p.a).div_ceil(2), (g.w - p.b).div_ceil(2));
             for ci in 0..g.c_in {
