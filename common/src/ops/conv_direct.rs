@@ -175,7 +175,7 @@ fn copy_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     for (d, s) in dst.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
         copy8(d, s);
     }
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         // The last 8, overlapping the last full chunk: same values written twice.
         copy8(&mut dst[len - 8..], &src[len - 8..]);
     }
@@ -306,7 +306,7 @@ fn images_per_task(batch: usize) -> usize {
 /// accumulators) make up the rest wherever 6s and 5s add up exactly (16 = 6 + 5 + 5, any count
 /// from 20 on), and 4 and 1 the remainders of small counts.
 fn output_block(left: usize) -> usize {
-    let sum_of_6s_and_5s = |n: usize| (0..=n / 5).any(|fives| (n - 5 * fives) % 6 == 0);
+    let sum_of_6s_and_5s = |n: usize| (0..=n / 5).any(|fives| (n - 5 * fives).is_multiple_of(6));
     if left >= 6 && sum_of_6s_and_5s(left - 6) {
         6
     } else if left >= 5 && sum_of_6s_and_5s(left - 5) {

@@ -1,16 +1,19 @@
 //! Compute kernels the models call instead of candle's directly, so that a faster CPU path can
 //! replace candle's reference ops without touching any model definition.
 //!
-//! `conv2d` with [`ConvBackend::Fast`] runs im2col + gemm custom ops (forward and both gradients)
-//! for f32 on the CPU and candle's own op everywhere else. [`batch_norm`] is a drop-in for
-//! `x.apply_t(&bn, train)` whose training pass is one fused op with a fused backward;
-//! [`batch_norm_relu`] and [`add_relu`] fold in the ReLU that follows a batch norm or a residual
-//! sum, saving candle's separate passes (and the three ops of its ReLU backward).
+//! `conv2d` with [`ConvBackend::Fast`] runs custom ops (forward and both gradients) for f32 on
+//! the CPU and candle's own op everywhere else. On CPUs with AVX2 and FMA, stride-1 "same"
+//! convolutions and stride-2 3x3 ones run direct kernels (`conv_direct`, `conv_stride2`) that
+//! read shifted copies of the input instead of an im2col matrix; everything else runs im2col +
+//! gemm. [`batch_norm`] is a drop-in for `x.apply_t(&bn, train)` whose training pass is one
+//! fused op with a fused backward (and whose evaluation pass is one scale-and-shift);
+//! [`batch_norm_relu`], [`batch_norm_add_relu`] and [`add_relu`] fold in the ReLU and the
+//! residual sum that follow a batch norm, saving candle's separate passes.
 //!
-//! Threads: run training with `CANDLE_NUM_THREADS=1`. candle 0.11's own elementwise pool spins
-//! its workers after each op; with it on, those spinners and the kernels' threads fight for the
-//! cores (ResNet-20 steps 1.5-2x slower on the shared 2-core dev machine). With it off, the
-//! kernels here (and candle's gemm) run on rayon's pool, sized by `RAYON_NUM_THREADS`. See
+//! Threads: run training after [`tune_process_for_training`] (`CANDLE_NUM_THREADS=1`, malloc
+//! keeps freed buffers). candle 0.11's own elementwise pool spins its workers after each op;
+//! with it on, those spinners and the kernels' threads fight for the cores on a shared machine.
+//! With it off, the kernels here run on rayon's pool, sized by `RAYON_NUM_THREADS`. See
 //! `bench/README.md` for the measurements.
 
 mod add_relu;
