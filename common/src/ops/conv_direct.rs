@@ -27,6 +27,9 @@ const CO_BLOCK: usize = 4;
 /// 8-float vectors of pixels per register block.
 const Q_VECS: usize = 2;
 const Q_BLOCK: usize = 8 * Q_VECS;
+/// Computed pixels per channel are a whole number of vectors: full blocks, then at most one
+/// single-vector block (a 7x7 image computes 56 pixels rather than 64).
+const Q_ALIGN: usize = 8;
 /// Kernel taps per register block of the weight gradient.
 const TAP_BLOCK: usize = 3;
 
@@ -78,7 +81,7 @@ impl TapLayout {
     /// least `plane_min` floats.
     pub fn new(wp: usize, out_rows: usize, plane_min: usize, offsets: &[usize]) -> Self {
         assert!(offsets.len() <= MAX_TAPS, "too many kernel taps");
-        let q = (out_rows * wp).div_ceil(Q_BLOCK) * Q_BLOCK;
+        let q = (out_rows * wp).div_ceil(Q_ALIGN) * Q_ALIGN;
         let max_offset = offsets.iter().copied().max().unwrap_or(0);
         let mut taps = [0; MAX_TAPS];
         taps[..offsets.len()].copy_from_slice(offsets);
@@ -358,38 +361,60 @@ unsafe fn same_conv_block<const CB: usize>(
     co: usize,
     out: &mut [MaybeUninit<f32>],
 ) -> usize {
-    let taps = l.taps;
-    let offsets = l.offsets();
     // Stores through this pointer initialise the slots; nothing reads them here.
     let (x, w, y) = (
         input.as_ptr(),
         weights.as_ptr(),
         out.as_mut_ptr().cast::<f32>(),
     );
-    for q0 in (0..l.q).step_by(Q_BLOCK) {
-        let mut acc = [[_mm256_setzero_ps(); Q_VECS]; CB];
-        for ci in 0..n_in {
-            let xb = unsafe { x.add(ci * l.plane + q0) };
-            let wb = unsafe { w.add((co * n_in + ci) * taps) };
-            for (t, &off) in offsets.iter().enumerate() {
-                let xp = unsafe { xb.add(off) };
-                let xv: [__m256; Q_VECS] =
-                    std::array::from_fn(|v| unsafe { _mm256_loadu_ps(xp.add(8 * v)) });
-                for (c, acc_c) in acc.iter_mut().enumerate() {
-                    let wv = unsafe { _mm256_broadcast_ss(&*wb.add(c * n_in * taps + t)) };
-                    for v in 0..Q_VECS {
-                        acc_c[v] = _mm256_fmadd_ps(xv[v], wv, acc_c[v]);
-                    }
+    let mut q0 = 0;
+    while q0 + Q_BLOCK <= l.q {
+        unsafe { pixel_block::<CB, Q_VECS>(l, x, n_in, w, co, y, q0) };
+        q0 += Q_BLOCK;
+    }
+    // `l.q` is a whole number of vectors: one vector of pixels may be left.
+    if q0 < l.q {
+        unsafe { pixel_block::<CB, 1>(l, x, n_in, w, co, y, q0) };
+    }
+    CB
+}
+
+/// Output channels `co..co + CB` at pixels `q0..q0 + 8 * QV`, accumulated in `CB * QV`
+/// registers over every input channel and tap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn pixel_block<const CB: usize, const QV: usize>(
+    l: &TapLayout,
+    x: *const f32,
+    n_in: usize,
+    w: *const f32,
+    co: usize,
+    y: *mut f32,
+    q0: usize,
+) {
+    let taps = l.taps;
+    let mut acc = [[_mm256_setzero_ps(); QV]; CB];
+    for ci in 0..n_in {
+        let xb = unsafe { x.add(ci * l.plane + q0) };
+        let wb = unsafe { w.add((co * n_in + ci) * taps) };
+        for (t, &off) in l.offsets().iter().enumerate() {
+            let xp = unsafe { xb.add(off) };
+            let xv: [__m256; QV] =
+                std::array::from_fn(|v| unsafe { _mm256_loadu_ps(xp.add(8 * v)) });
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                let wv = unsafe { _mm256_broadcast_ss(&*wb.add(c * n_in * taps + t)) };
+                for v in 0..QV {
+                    acc_c[v] = _mm256_fmadd_ps(xv[v], wv, acc_c[v]);
                 }
             }
         }
-        for (c, acc_c) in acc.iter().enumerate() {
-            for (v, a) in acc_c.iter().enumerate() {
-                unsafe { _mm256_storeu_ps(y.add((co + c) * l.q + q0 + 8 * v), *a) };
-            }
+    }
+    for (c, acc_c) in acc.iter().enumerate() {
+        for (v, a) in acc_c.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(y.add((co + c) * l.q + q0 + 8 * v), *a) };
         }
     }
-    CB
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -399,8 +424,8 @@ unsafe fn same_conv_block<const CB: usize>(
     _: usize,
     _: &[f32],
     _: usize,
-    _: &mut [f32],
-) {
+    _: &mut [MaybeUninit<f32>],
+) -> usize {
     unreachable!("the direct conv runs only where `applies` found AVX2")
 }
 
