@@ -1,6 +1,7 @@
-//! Proves the fused training batch norm agrees with candle-nn's `BatchNorm::forward_train`:
-//! output, the gradients reaching the input, the scale and the shift, and the running
-//! statistics it updates in place; with the ReLU fused, against candle-nn followed by `relu`.
+//! Proves the fused batch norm ops agree with candle-nn's `BatchNorm`, in training and in
+//! evaluation: output, the gradients reaching the input, the scale, the shift (and the residual),
+//! and the running statistics; with a ReLU or a residual sum + ReLU fused, against candle-nn
+//! followed by the same candle ops.
 
 use anyhow::{Context, Result};
 use candle_core::{D, Device, ModuleT, Tensor, Var};
@@ -45,18 +46,29 @@ fn rel_err(got: &Tensor, want: &Tensor) -> Result<f32> {
     Ok(diff / scale.max(1e-6))
 }
 
+/// What follows the batch norm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tail {
+    None,
+    Relu,
+    /// `relu(bn(x) + skip)`.
+    AddRelu,
+}
+
 struct Outcome {
     y: Tensor,
-    grads: [Tensor; 3],
+    /// Gradients of the input, weight and bias, then of the residual for `Tail::AddRelu`.
+    grads: Vec<Tensor>,
     running: [Tensor; 2],
 }
 
-fn run(dims: [usize; 4], fused: bool, relu: bool, train: bool, seed: u64) -> Result<Outcome> {
+fn run(dims: [usize; 4], fused: bool, tail: Tail, train: bool, seed: u64) -> Result<Outcome> {
     let c = dims[1];
     // A mean far from zero checks the variance is computed without cancellation.
     let x = Var::from_tensor(&random(&dims, seed)?.affine(3.0, 5.0)?)?;
     let weight = Var::from_tensor(&(random(&[c], seed + 1)? + 1.5)?)?;
     let bias = Var::from_tensor(&random(&[c], seed + 2)?)?;
+    let skip = Var::from_tensor(&random(&dims, seed + 6)?)?;
     let bn = BatchNorm::new(
         c,
         random(&[c], seed + 3)?,
@@ -65,11 +77,14 @@ fn run(dims: [usize; 4], fused: bool, relu: bool, train: bool, seed: u64) -> Res
         bias.as_tensor().clone(),
         1e-5,
     )?;
-    let y = match (fused, relu) {
-        (true, false) => ops::batch_norm(&bn, x.as_tensor(), train)?,
-        (true, true) => ops::batch_norm_relu(&bn, x.as_tensor(), train)?,
-        (false, false) => bn.forward_t(x.as_tensor(), train)?,
-        (false, true) => bn.forward_t(x.as_tensor(), train)?.relu()?,
+    let (x_t, skip_t) = (x.as_tensor(), skip.as_tensor());
+    let y = match (fused, tail) {
+        (true, Tail::None) => ops::batch_norm(&bn, x_t, train)?,
+        (true, Tail::Relu) => ops::batch_norm_relu(&bn, x_t, train)?,
+        (true, Tail::AddRelu) => ops::batch_norm_add_relu(&bn, x_t, skip_t, train)?,
+        (false, Tail::None) => bn.forward_t(x_t, train)?,
+        (false, Tail::Relu) => bn.forward_t(x_t, train)?.relu()?,
+        (false, Tail::AddRelu) => (bn.forward_t(x_t, train)? + skip_t)?.relu()?,
     };
     let grads = (&y * random(y.dims(), seed + 5)?)?.sum_all()?.backward()?;
     let grad = |v: &Var| {
@@ -78,12 +93,39 @@ fn run(dims: [usize; 4], fused: bool, relu: bool, train: bool, seed: u64) -> Res
             .cloned()
             .context("missing gradient")
     };
+    let mut all = vec![grad(&x)?, grad(&weight)?, grad(&bias)?];
+    if tail == Tail::AddRelu {
+        all.push(grad(&skip)?);
+    }
     Ok(Outcome {
         y,
-        grads: [grad(&x)?, grad(&weight)?, grad(&bias)?],
+        grads: all,
         running: [bn.running_mean().copy()?, bn.running_var().copy()?],
     })
 }
+
+/// Asserts a fused and a candle-nn outcome agree: output within `tolerance`, gradients within
+/// 1e-4, running statistics within 1e-5 (relative).
+fn assert_agree(what: &str, fast: &Outcome, reference: &Outcome, tolerance: f32) -> Result<()> {
+    assert!(rel_err(&fast.y, &reference.y)? < tolerance, "{what} output");
+    assert_eq!(fast.grads.len(), reference.grads.len(), "{what} gradients");
+    for (name, (got, want)) in ["input", "weight", "bias", "residual"]
+        .iter()
+        .zip(fast.grads.iter().zip(&reference.grads))
+    {
+        let err = rel_err(got, want)?;
+        assert!(err < 1e-4, "{what} {name} gradient: relative error {err}");
+    }
+    for (name, (got, want)) in ["mean", "var"]
+        .iter()
+        .zip(fast.running.iter().zip(&reference.running))
+    {
+        assert!(rel_err(got, want)? < 1e-5, "{what} running {name}");
+    }
+    Ok(())
+}
+
+const TAILS: [Tail; 3] = [Tail::None, Tail::Relu, Tail::AddRelu];
 
 #[test]
 fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
@@ -94,98 +136,49 @@ fn fused_batch_norm_matches_candle_nn_in_training() -> Result<()> {
         [8, 64, 7, 7],
         [3, 10, 1, 1],
     ];
-    for (i, (dims, relu)) in shapes
+    for (i, (dims, tail)) in shapes
         .into_iter()
-        .flat_map(|d| [(d, false), (d, true)])
+        .flat_map(|d| TAILS.map(|t| (d, t)))
         .enumerate()
     {
         let seed = 10 * i as u64;
-        let fast = run(dims, true, relu, true, seed)?;
-        let reference = run(dims, false, relu, true, seed)?;
-        assert!(
-            rel_err(&fast.y, &reference.y)? < 1e-4,
-            "{dims:?} relu {relu} output"
-        );
-        for (what, (got, want)) in ["input", "weight", "bias"]
-            .iter()
-            .zip(fast.grads.iter().zip(&reference.grads))
-        {
-            let err = rel_err(got, want)?;
+        let fast = run(dims, true, tail, true, seed)?;
+        let reference = run(dims, false, tail, true, seed)?;
+        assert_agree(&format!("{dims:?} {tail:?}"), &fast, &reference, 1e-4)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_evaluation_matches_candle_nn_with_gradients() -> Result<()> {
+    for (i, (dims, tail)) in [[2, 5, 4, 4], [1, 16, 7, 7], [3, 9, 1, 1]]
+        .into_iter()
+        .flat_map(|d| TAILS.map(|t| (d, t)))
+        .enumerate()
+    {
+        let seed = 100 + 10 * i as u64;
+        let fast = run(dims, true, tail, false, seed)?;
+        let reference = run(dims, false, tail, false, seed)?;
+        assert_agree(
+            &format!("{dims:?} {tail:?} evaluation"),
+            &fast,
+            &reference,
+            1e-5,
+        )?;
+        // Evaluation reads the running statistics and never moves them.
+        let untouched = run(dims, false, tail, false, seed)?;
+        for (got, want) in fast.running.iter().zip(&untouched.running) {
             assert!(
-                err < 1e-4,
-                "{dims:?} relu {relu} {what} gradient: relative error {err}"
+                rel_err(got, want)? == 0.0,
+                "{dims:?} evaluation moved the statistics"
             );
-        }
-        for (what, (got, want)) in ["mean", "var"]
-            .iter()
-            .zip(fast.running.iter().zip(&reference.running))
-        {
-            assert!(rel_err(got, want)? < 1e-5, "{dims:?} running {what}");
         }
     }
     Ok(())
 }
 
-/// `relu(bn(x) + skip)` with every gradient, fused or from candle-nn's ops.
-fn run_residual(
-    dims: [usize; 4],
-    fused: bool,
-    seed: u64,
-) -> Result<(Tensor, [Tensor; 4], [Tensor; 2])> {
-    let c = dims[1];
-    let x = Var::from_tensor(&random(&dims, seed)?.affine(3.0, 5.0)?)?;
-    let skip = Var::from_tensor(&random(&dims, seed + 6)?)?;
-    let weight = Var::from_tensor(&(random(&[c], seed + 1)? + 1.5)?)?;
-    let bias = Var::from_tensor(&random(&[c], seed + 2)?)?;
-    let bn = BatchNorm::new(
-        c,
-        random(&[c], seed + 3)?,
-        (random(&[c], seed + 4)? + 2.0)?,
-        weight.as_tensor().clone(),
-        bias.as_tensor().clone(),
-        1e-5,
-    )?;
-    let y = if fused {
-        ops::batch_norm_add_relu(&bn, x.as_tensor(), skip.as_tensor(), true)?
-    } else {
-        (bn.forward_t(x.as_tensor(), true)? + skip.as_tensor())?.relu()?
-    };
-    let grads = (&y * random(y.dims(), seed + 5)?)?.sum_all()?.backward()?;
-    let grad = |v: &Var| {
-        grads
-            .get(v.as_tensor())
-            .cloned()
-            .context("missing gradient")
-    };
-    Ok((
-        y,
-        [grad(&x)?, grad(&skip)?, grad(&weight)?, grad(&bias)?],
-        [bn.running_mean().copy()?, bn.running_var().copy()?],
-    ))
-}
-
 #[test]
-fn fused_batch_norm_add_relu_matches_candle_nn() -> Result<()> {
-    for (i, dims) in [[4, 16, 28, 28], [2, 3, 5, 7], [3, 10, 1, 1]]
-        .into_iter()
-        .enumerate()
-    {
-        let seed = 200 + 10 * i as u64;
-        let (y, grads, running) = run_residual(dims, true, seed)?;
-        let (y_ref, grads_ref, running_ref) = run_residual(dims, false, seed)?;
-        assert!(rel_err(&y, &y_ref)? < 1e-4, "{dims:?} output");
-        for (what, (got, want)) in ["input", "residual", "weight", "bias"]
-            .iter()
-            .zip(grads.iter().zip(&grads_ref))
-        {
-            let err = rel_err(got, want)?;
-            assert!(err < 1e-4, "{dims:?} {what} gradient: relative error {err}");
-        }
-        for (got, want) in running.iter().zip(&running_ref) {
-            assert!(rel_err(got, want)? < 1e-5, "{dims:?} running statistics");
-        }
-    }
-    // A residual of another shape is an error, not a broadcast.
+fn mismatched_residual_is_an_error() -> Result<()> {
     let bn = BatchNorm::new(
         2,
         random(&[2], 1)?,
@@ -201,44 +194,8 @@ fn fused_batch_norm_add_relu_matches_candle_nn() -> Result<()> {
         true,
     )
     .err()
-    .context("a mismatched residual was accepted")?;
+    .context("a residual of another shape was accepted")?;
     assert!(err.to_string().contains("residual"), "{err}");
-    Ok(())
-}
-
-#[test]
-fn fused_evaluation_matches_candle_nn_with_gradients() -> Result<()> {
-    for (i, (dims, relu)) in [[2, 5, 4, 4], [1, 16, 7, 7], [3, 9, 1, 1]]
-        .into_iter()
-        .flat_map(|d| [(d, false), (d, true)])
-        .enumerate()
-    {
-        let seed = 100 + 10 * i as u64;
-        let fast = run(dims, true, relu, false, seed)?;
-        let reference = run(dims, false, relu, false, seed)?;
-        assert!(
-            rel_err(&fast.y, &reference.y)? < 1e-5,
-            "{dims:?} relu {relu} output"
-        );
-        for (what, (got, want)) in ["input", "weight", "bias"]
-            .iter()
-            .zip(fast.grads.iter().zip(&reference.grads))
-        {
-            let err = rel_err(got, want)?;
-            assert!(
-                err < 1e-4,
-                "{dims:?} relu {relu} {what} gradient: relative error {err}"
-            );
-        }
-        // Evaluation reads the running statistics and never moves them.
-        let untouched = run(dims, false, relu, false, seed)?;
-        for (got, want) in fast.running.iter().zip(&untouched.running) {
-            assert!(
-                rel_err(got, want)? == 0.0,
-                "{dims:?} evaluation moved the statistics"
-            );
-        }
-    }
     Ok(())
 }
 

@@ -293,6 +293,17 @@ fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a 
     Ok(&data[start..end])
 }
 
+/// Splits `[gamma, beta]` packed in one tensor (as the ops pass them) for `c` channels.
+fn gamma_and_beta(params: &[f32], c: usize) -> Result<(&[f32], &[f32])> {
+    if params.len() != 2 * c {
+        candle_core::bail!(
+            "batch norm got {} parameters for {c} channels",
+            params.len()
+        );
+    }
+    Ok(params.split_at(c))
+}
+
 fn planes(dims: &[usize]) -> Result<Planes> {
     match *dims {
         [n, c, h, w] => Ok(Planes { n, c, hw: h * w }),
@@ -332,9 +343,7 @@ impl CustomOp3 for BatchNormTrain {
             dense_f32(bs, bl, self.name())?,
         );
         let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, self.relu, None);
-        self.stats
-            .set(stats)
-            .map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
+        keep_stats(&self.stats, stats)?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -346,23 +355,45 @@ impl CustomOp3 for BatchNormTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self
-            .stats
-            .get()
-            .ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
         let c = gamma.elem_count();
         // gamma and beta travel as one tensor so that the gradient op keeps three operands.
         let params = Tensor::cat(&[gamma, beta], 0)?;
-        let grad_op = BatchNormGrad {
-            stats: stats.clone(),
-            relu: self.relu,
-        };
-        let packed = x.apply_op3_no_bwd(&dy.contiguous()?, &params, &grad_op)?;
-        let dx = packed.narrow(0, 0, x.elem_count())?.reshape(x.shape())?;
-        let dgamma = packed.narrow(0, x.elem_count(), c)?;
-        let dbeta = packed.narrow(0, x.elem_count() + c, c)?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        let (dx, dparams) = batch_norm_grads(&self.stats, x, dy, &params, self.relu)?;
+        Ok((
+            Some(dx),
+            Some(dparams.narrow(0, 0, c)?),
+            Some(dparams.narrow(0, c, c)?),
+        ))
     }
+}
+
+/// Keeps a training forward's batch statistics for its backward pass and its caller.
+fn keep_stats(cell: &OnceLock<ChannelStats>, stats: ChannelStats) -> Result<()> {
+    cell.set(stats)
+        .map_err(|_| Error::Msg("batch norm op ran twice".into()))
+}
+
+/// `(dx, [dweight, dbias])` of a training batch norm of `x` whose forward kept `stats`, given
+/// the gradient `dy` of its output (before the fused ReLU when `relu` is set) and its packed
+/// `[weight, bias]`.
+fn batch_norm_grads(
+    stats: &OnceLock<ChannelStats>,
+    x: &Tensor,
+    dy: &Tensor,
+    params: &Tensor,
+    relu: bool,
+) -> Result<(Tensor, Tensor)> {
+    let stats = stats
+        .get()
+        .ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
+    let grad_op = BatchNormGrad {
+        stats: stats.clone(),
+        relu,
+    };
+    let packed = x.apply_op3_no_bwd(&dy.contiguous()?, params, &grad_op)?;
+    let n = x.elem_count();
+    let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+    Ok((dx, packed.narrow(0, n, params.elem_count())?))
 }
 
 /// `(x, dy, [weight, bias]) -> [dx, dweight, dbias]` flattened into one vector.
@@ -395,15 +426,7 @@ impl CustomOp3 for BatchNormGrad {
         }
         let x = dense_f32(xs, xl, self.name())?;
         let dy = dense_f32(dys, dyl, self.name())?;
-        let params = dense_f32(gs, gl, self.name())?;
-        if params.len() != 2 * p.c {
-            return Err(Error::Msg(format!(
-                "batch norm gradient got {} parameters for {} channels",
-                params.len(),
-                p.c
-            )));
-        }
-        let (gamma, beta) = params.split_at(p.c);
+        let (gamma, beta) = gamma_and_beta(dense_f32(gs, gl, self.name())?, p.c)?;
         let out = batch_norm_kernels::backward(p, x, dy, gamma, beta, &self.stats, self.relu);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
@@ -439,20 +462,10 @@ impl CustomOp3 for BatchNormAddReluTrain {
             });
         }
         let x = dense_f32(xs, xl, self.name())?;
-        let params = dense_f32(ps, pl, self.name())?;
-        if params.len() != 2 * p.c {
-            candle_core::bail!(
-                "batch norm got {} parameters for {} channels",
-                params.len(),
-                p.c
-            );
-        }
-        let (gamma, beta) = params.split_at(p.c);
+        let (gamma, beta) = gamma_and_beta(dense_f32(ps, pl, self.name())?, p.c)?;
         let skip = dense_f32(ss, sl, self.name())?;
         let (y, stats) = batch_norm_kernels::forward(p, x, gamma, beta, self.eps, true, Some(skip));
-        self.stats
-            .set(stats)
-            .map_err(|_| Error::Msg("batch norm op ran twice".into()))?;
+        keep_stats(&self.stats, stats)?;
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -466,19 +479,8 @@ impl CustomOp3 for BatchNormAddReluTrain {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self
-            .stats
-            .get()
-            .ok_or_else(|| Error::Msg("batch norm backward before forward".into()))?;
         let through_relu = super::add_relu::relu_grad(y, dy)?;
-        let grad_op = BatchNormGrad {
-            stats: stats.clone(),
-            relu: false,
-        };
-        let packed = x.apply_op3_no_bwd(&through_relu, params, &grad_op)?;
-        let n = x.elem_count();
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dparams = packed.narrow(0, n, params.elem_count())?;
+        let (dx, dparams) = batch_norm_grads(&self.stats, x, &through_relu, params, false)?;
         Ok((Some(dx), Some(dparams), Some(through_relu)))
     }
 }

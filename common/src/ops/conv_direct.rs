@@ -618,21 +618,7 @@ mod tests {
     //! counts not multiples of 24, 5x5 kernels (tap remainders), 1-pixel-wide images.
 
     use super::*;
-    use crate::ops::conv_kernels::{forward_gemm, input_grad_gemm, weight_grad_gemm};
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-    }
+    use crate::ops::test_support::assert_matches_gemm;
 
     #[test]
     fn direct_kernels_match_im2col_gemm() {
@@ -653,26 +639,7 @@ mod tests {
             let g = ConvGeometry::new(&[n, c_in, h, w], &[c_out, c_in, k, k], 1, p)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
             assert!(applies(&g), "{g:?} should take the direct path");
-            let x = values(n * c_in * h * w, 1);
-            let wt = values(c_out * c_in * k * k, 2);
-            let dy = values(n * c_out * h * w, 3);
-            let checks = [
-                ("forward", forward(&g, &x, &wt), forward_gemm(&g, &x, &wt)),
-                (
-                    "input grad",
-                    input_grad(&g, &dy, &wt),
-                    input_grad_gemm(&g, &dy, &wt),
-                ),
-                (
-                    "weight grad",
-                    weight_grad(&g, &x, &dy),
-                    weight_grad_gemm(&g, &x, &dy),
-                ),
-            ];
-            for (what, direct, gemm) in checks {
-                let err = max_rel_diff(&direct, &gemm);
-                assert!(err < 1e-5, "{g:?} {what}: relative difference {err}");
-            }
+            assert_matches_gemm(&g, [forward, input_grad, weight_grad]);
         }
     }
 

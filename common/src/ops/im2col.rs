@@ -218,14 +218,7 @@ mod tests {
     //! what makes the input gradient right for every stride and padding.
 
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::test_support::values;
 
     fn dot(a: &[f32], b: &[f32]) -> f64 {
         a.iter()

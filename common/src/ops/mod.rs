@@ -29,6 +29,8 @@ mod output_buffer;
 mod parallel;
 mod process_tuning;
 mod sgemm;
+#[cfg(test)]
+mod test_support;
 
 use candle_core::{Result, Tensor};
 
