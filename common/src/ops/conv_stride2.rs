@@ -1,5 +1,5 @@
 //! Stride-2 3x3 convolutions with padding 1 (the downsampling convs of a ResNet) on the direct
-//! kernels of `conv_direct`, by splitting images into their four phases.
+//! kernels of `tap_kernels`, by splitting images into their four phases.
 //!
 //! Phase `(a, b)` of an image holds the pixels `x[2i + a][2j + b]`. Input row `2 oy + ky - 1` of
 //! kernel row `ky` is phase row `oy - 1` of the odd phase for `ky = 0`, row `oy` of the even phase
@@ -15,12 +15,10 @@
 
 use std::mem::MaybeUninit;
 
-use super::conv_direct::{
-    TapLayout, cpu_has_avx2_fma, map_images, place_rows, same_conv, same_conv_weight_grad,
-    sum_over_images, take_rows,
-};
 use super::conv_geometry::ConvGeometry;
+use super::image_tasks::{map_images, place_rows, sum_over_images, take_rows};
 use super::output_buffer::as_slots;
+use super::tap_kernels::{TapLayout, cpu_has_avx2_fma, same_conv, same_conv_weight_grad};
 
 /// Whether this geometry and CPU take the phase-split direct kernels.
 pub fn applies(g: &ConvGeometry) -> bool {

@@ -25,10 +25,12 @@ mod conv_geometry;
 mod conv_kernels;
 mod conv_stride2;
 mod im2col;
+mod image_tasks;
 mod output_buffer;
 mod parallel;
 mod process_tuning;
 mod sgemm;
+mod tap_kernels;
 #[cfg(test)]
 mod test_support;
 
