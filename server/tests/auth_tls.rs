@@ -4,6 +4,8 @@
 //! handshake, and leaves the job and worker lists as they were; each test also shows the same
 //! call succeeding with the right credential, so the refusals could have failed.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -166,31 +168,16 @@ fn join_request(name: &str) -> pb::JoinRequest {
 }
 
 fn job_spec() -> pb::JobSpec {
-    pb::JobSpec {
-        name: "auth".into(),
-        model: Some(pb::ModelSpec {
-            architecture: "resnet20".into(),
-            csg: "12-72".into(),
-            in_channels: 1,
-            num_classes: 10,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: 1,
-            batch_size: 32,
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            max_samples_per_round: 0,
-        }),
-        strategy: "fedavg".into(),
-        rounds: 1,
-        fraction: 1.0,
-        min_workers: 5,
-        round_deadline_seconds: 600,
-        seed: 1,
-        bn_stats: "averaged".into(),
-        federated_evaluation: false,
-    }
+    support::job_spec(
+        "auth",
+        support::JobShape {
+            rounds: 1,
+            min_workers: 5,
+            deadline_seconds: 600,
+            max_samples: 0,
+            seed: 1,
+        },
+    )
 }
 
 /// (job ids, worker ids and states) as the admin sees them.

@@ -4,6 +4,8 @@
 //! completes; no committed round is lost or repeated; the final model file's SHA-256 equals the
 //! one its round record holds; the two workers are never restarted and reconnect by themselves.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -169,31 +171,16 @@ async fn coordinator_killed_eight_times_loses_no_round() {
                 .unwrap(),
         );
     }
-    let spec = pb::JobSpec {
-        name: "crash".into(),
-        model: Some(pb::ModelSpec {
-            architecture: "resnet20".into(),
-            csg: "12-72".into(),
-            in_channels: 1,
-            num_classes: 10,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: 1,
-            batch_size: 32,
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            max_samples_per_round: 64,
-        }),
-        strategy: "fedavg".into(),
-        rounds: ROUNDS,
-        fraction: 1.0,
-        min_workers: 2,
-        round_deadline_seconds: 60,
-        seed: 11,
-        bn_stats: "averaged".into(),
-        federated_evaluation: false,
-    };
+    let spec = support::job_spec(
+        "crash",
+        support::JobShape {
+            rounds: ROUNDS,
+            min_workers: 2,
+            deadline_seconds: 60,
+            max_samples: 64,
+            seed: 11,
+        },
+    );
     let job = op
         .create_job(pb::CreateJobRequest { spec: Some(spec) })
         .await

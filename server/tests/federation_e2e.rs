@@ -1,6 +1,8 @@
 //! End-to-end federations with the real binaries: a `fedcsg-coordinator` process and
 //! `fedcsg-worker` processes on loopback, driven through the operator API.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -182,31 +184,16 @@ impl Drop for Cluster {
 }
 
 fn job_spec(rounds: u32, min_workers: u32, deadline: u32, max_samples: u64) -> pb::JobSpec {
-    pb::JobSpec {
-        name: "e2e".into(),
-        model: Some(pb::ModelSpec {
-            architecture: "resnet20".into(),
-            csg: "12-72".into(),
-            in_channels: 1,
-            num_classes: 10,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: 1,
-            batch_size: 32,
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            max_samples_per_round: max_samples,
-        }),
-        strategy: "fedavg".into(),
-        rounds,
-        fraction: 1.0,
-        min_workers,
-        round_deadline_seconds: deadline,
-        seed: 3,
-        bn_stats: "averaged".into(),
-        federated_evaluation: false,
-    }
+    support::job_spec(
+        "e2e",
+        support::JobShape {
+            rounds,
+            min_workers,
+            deadline_seconds: deadline,
+            max_samples,
+            seed: 3,
+        },
+    )
 }
 
 /// Three real workers, three rounds of CSG ResNet-20 (12-72) on the bundled subset: every round

@@ -32,29 +32,17 @@ fn join_request(name: &str) -> pb::JoinRequest {
 
 fn spec() -> pb::JobSpec {
     pb::JobSpec {
-        name: "hostile-requests".into(),
-        model: Some(pb::ModelSpec {
-            architecture: "resnet20".into(),
-            csg: "12-72".into(),
-            in_channels: 1,
-            num_classes: 10,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: 1,
-            batch_size: 32,
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            max_samples_per_round: 0,
-        }),
-        strategy: "fedavg".into(),
-        rounds: 2,
-        fraction: 1.0,
-        min_workers: 1,
-        round_deadline_seconds: 600,
-        seed: 3,
-        bn_stats: "averaged".into(),
         federated_evaluation: true,
+        ..support::job_spec(
+            "hostile-requests",
+            support::JobShape {
+                rounds: 2,
+                min_workers: 1,
+                deadline_seconds: 600,
+                max_samples: 0,
+                seed: 3,
+            },
+        )
     }
 }
 

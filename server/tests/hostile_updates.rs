@@ -87,31 +87,16 @@ async fn hostile_updates_are_refused_and_change_nothing() {
     let mut op = OperatorServiceClient::new(channel.clone());
     let mut w = WorkerServiceClient::new(channel);
 
-    let spec = pb::JobSpec {
-        name: "hostile".into(),
-        model: Some(pb::ModelSpec {
-            architecture: "resnet20".into(),
-            csg: "12-72".into(),
-            in_channels: 1,
-            num_classes: 10,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: 1,
-            batch_size: 32,
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            max_samples_per_round: 0,
-        }),
-        strategy: "fedavg".into(),
-        rounds: 1,
-        fraction: 1.0,
-        min_workers: 1,
-        round_deadline_seconds: 600,
-        seed: 5,
-        bn_stats: "averaged".into(),
-        federated_evaluation: false,
-    };
+    let spec = support::job_spec(
+        "hostile",
+        support::JobShape {
+            rounds: 1,
+            min_workers: 1,
+            deadline_seconds: 600,
+            max_samples: 0,
+            seed: 5,
+        },
+    );
     // A malformed job is refused with the field named.
     let mut bad_spec = spec.clone();
     bad_spec.model.as_mut().unwrap().csg = "12-x".into();

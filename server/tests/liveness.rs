@@ -31,31 +31,21 @@ async fn start_coordinator(extra: CoordinatorArgs) -> (String, tokio::sync::ones
 }
 
 fn spec(min_workers: u32, rounds: u32, deadline: u32) -> pb::JobSpec {
-    pb::JobSpec {
-        name: "liveness".into(),
-        model: Some(pb::ModelSpec {
-            architecture: "resnet20".into(),
-            csg: "seeded:12-72".into(),
-            in_channels: 1,
-            num_classes: 10,
-        }),
-        training: Some(pb::TrainingConfig {
-            local_epochs: 1,
-            batch_size: 32,
-            learning_rate: 0.05,
-            momentum: 0.9,
-            weight_decay: 5e-4,
-            max_samples_per_round: 32,
-        }),
-        strategy: "fedavg".into(),
-        rounds,
-        fraction: 1.0,
-        min_workers,
-        round_deadline_seconds: deadline,
-        seed: 1,
-        bn_stats: "averaged".into(),
-        federated_evaluation: false,
+    let mut spec = support::job_spec(
+        "liveness",
+        support::JobShape {
+            rounds,
+            min_workers,
+            deadline_seconds: deadline,
+            max_samples: 32,
+            seed: 1,
+        },
+    );
+    // A seeded generator: nothing of it is trained, so rounds stay cheap.
+    if let Some(model) = spec.model.as_mut() {
+        model.csg = "seeded:12-72".into();
     }
+    spec
 }
 
 /// A hand-driven worker over real gRPC.

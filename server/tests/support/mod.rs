@@ -1,5 +1,5 @@
-//! Helpers the in-process gRPC tests share: a coordinator on 127.0.0.1:0, bearer metadata, and
-//! reassembling a model stream.
+//! Helpers the in-process gRPC tests share: a coordinator on 127.0.0.1:0, bearer metadata, the
+//! job spec they submit, and reassembling a model stream.
 
 #![allow(dead_code)]
 
@@ -68,4 +68,46 @@ pub async fn export(op: &mut OperatorServiceClient<Channel>, job: &str) -> State
             .into_inner(),
     )
     .await
+}
+
+/// How a test job runs: everything else is the tests' common job (ResNet-20 with a 12-72 slice
+/// generator on 1x28x28 inputs and 10 classes, one local epoch of SGD at batch 32, lr 0.05,
+/// momentum 0.9, weight decay 5e-4, every worker sampled, averaged batch-norm statistics, no
+/// federated evaluation).
+pub struct JobShape {
+    pub rounds: u32,
+    pub min_workers: u32,
+    pub deadline_seconds: u32,
+    /// 0: each worker's whole shard.
+    pub max_samples: u64,
+    pub seed: u64,
+}
+
+/// The tests' common job spec (see [`JobShape`]).
+pub fn job_spec(name: &str, shape: JobShape) -> pb::JobSpec {
+    pb::JobSpec {
+        name: name.into(),
+        model: Some(pb::ModelSpec {
+            architecture: "resnet20".into(),
+            csg: "12-72".into(),
+            in_channels: 1,
+            num_classes: 10,
+        }),
+        training: Some(pb::TrainingConfig {
+            local_epochs: 1,
+            batch_size: 32,
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            max_samples_per_round: shape.max_samples,
+        }),
+        strategy: "fedavg".into(),
+        rounds: shape.rounds,
+        fraction: 1.0,
+        min_workers: shape.min_workers,
+        round_deadline_seconds: shape.deadline_seconds,
+        seed: shape.seed,
+        bn_stats: "averaged".into(),
+        federated_evaluation: false,
+    }
 }
