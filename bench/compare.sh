@@ -7,7 +7,7 @@
 # Environment:
 #   THREADS=2        threads for both sides (RAYON_NUM_THREADS, torch --threads)
 #   CANDLE_NUM_THREADS=1  candle's elementwise pool; 1 (no spinning workers) is fastest, see
-#                    common/src/ops/parallel.rs
+#                    common/ml/src/ops/parallel.rs
 #   BATCH=64 STEPS=20
 #   RUST_CMD=...     the candle bench; default: `fedcsg bench` when built, else the
 #                    resnet_step example (both print "train images/s N")
@@ -26,10 +26,10 @@ if [[ -z "${RUST_CMD:-}" ]]; then
     if [[ -x target/release/fedcsg ]] && target/release/fedcsg bench --help >/dev/null 2>&1; then
         RUST_CMD="target/release/fedcsg bench --model resnet20 --csg none --batch $BATCH --steps $STEPS"
     elif [[ -x target/debug/fedcsg ]] && target/debug/fedcsg bench --help >/dev/null 2>&1; then
-        # The dev profile optimises candle and fedcsg-common fully: same kernels as release.
+        # The dev profile optimises candle and fedcsg-ml fully: same kernels as release.
         RUST_CMD="target/debug/fedcsg bench --model resnet20 --csg none --batch $BATCH --steps $STEPS"
     else
-        cargo build --release -q -p fedcsg-common --example resnet_step
+        cargo build --release -q -p fedcsg-ml --example resnet_step
         RUST_CMD="target/release/examples/resnet_step --batch $BATCH --steps $STEPS"
     fi
 fi

@@ -4,7 +4,7 @@
 Source: the Debian package `dataset-fashion-mnist` (`apt-get install dataset-fashion-mnist`),
 whose gzipped IDX files live under /usr/share/datasets/fashion-mnist/.
 
-Output: common/data/fashion-mnist-subset/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz, a
+Output: common/ml/data/fashion-mnist-subset/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz, a
 class-balanced real subset: 600 images per class from the training set (6,000) and 100 per class
 from the test set (1,000). Samples are drawn with random.Random(SEED), SEED = 20240611, and kept in
 their original order. The gzip streams are written with mtime=0, no file name and level 9, so
@@ -25,7 +25,7 @@ NUM_CLASSES = 10
 PER_CLASS = {"train": 600, "t10k": 100}
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
 DEFAULT_OUTPUT = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "common", "data", "fashion-mnist-subset"
+    os.path.dirname(os.path.abspath(__file__)), "..", "common", "ml", "data", "fashion-mnist-subset"
 )
 
 

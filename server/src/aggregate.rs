@@ -2,7 +2,7 @@
 //! whatever the number of workers. Accumulates in f64 so the result does not depend on the
 //! order updates arrive in (up to f64 rounding, far below f32 resolution).
 
-use fedcsg_common::tensor::{NamedTensor, StateDict};
+use fedcsg_core::tensor::{NamedTensor, StateDict};
 
 #[derive(Debug, Clone)]
 pub struct WeightedMean {

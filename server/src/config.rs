@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use fedcsg_common::secret::Secret;
-use fedcsg_common::tls::ServerTls;
+use fedcsg_core::secret::Secret;
+use fedcsg_wire::tls::ServerTls;
 
 use crate::error::ServerError;
 
@@ -84,7 +84,7 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub listen: SocketAddr,
-    pub data: Option<fedcsg_common::data::DataSource>,
+    pub data: Option<fedcsg_ml::data::DataSource>,
     pub test_limit: usize,
     pub enrollment_token: Option<Secret>,
     pub admin_token: Option<Secret>,

@@ -24,8 +24,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-impl From<fedcsg_common::wire::WireError> for ServerError {
-    fn from(e: fedcsg_common::wire::WireError) -> Self {
+impl From<fedcsg_wire::WireError> for ServerError {
+    fn from(e: fedcsg_wire::WireError) -> Self {
         ServerError::InvalidArgument(e.to_string())
     }
 }

@@ -1,6 +1,6 @@
 //! What a job asks for, validated, and the states it goes through.
 
-use fedcsg_common::model::{BnStatsPolicy, ModelSpec};
+use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 /// Aggregation strategies. FedAvg folds updates into a running weighted sum, so coordinator

@@ -4,11 +4,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use fedcsg_common::proto::v1::{
+use fedcsg_wire::limits::MAX_MESSAGE_BYTES;
+use fedcsg_wire::proto::v1::{
     self as pb, operator_service_server::OperatorServiceServer,
     worker_service_server::WorkerServiceServer,
 };
-use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedcsg_common::proto::PROTOCOL_VERSION;
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
-use fedcsg_common::tls::{ClientTls, ClientTlsArgs, ServerTls};
 use fedcsg_server::config::{CoordinatorArgs, CoordinatorConfig};
+use fedcsg_wire::proto::PROTOCOL_VERSION;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
+use fedcsg_wire::tls::{ClientTls, ClientTlsFiles, ServerTls};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -686,7 +686,7 @@ async fn mutual_tls_requires_a_client_certificate() {
     }
 
     // The right certificate, read through the same flag parsing the worker and the CLI use.
-    let tls = ClientTlsArgs {
+    let tls = ClientTlsFiles {
         ca_cert: Some(dir.join("ca.pem")),
         tls_domain: Some("localhost".into()),
         client_cert: Some(write(&dir, "client.pem", &pki.client_cert)),

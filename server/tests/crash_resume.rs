@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::Channel;
 
 fn bin(name: &str) -> PathBuf {

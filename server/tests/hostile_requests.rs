@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use fedcsg_common::proto::PROTOCOL_VERSION;
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::meta_to_proto;
-use fedcsg_common::wire::encode_state;
+use fedcsg_core::tensor::StateDict;
+use fedcsg_wire::convert::meta_to_proto;
+use fedcsg_wire::encode_state;
+use fedcsg_wire::proto::PROTOCOL_VERSION;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 

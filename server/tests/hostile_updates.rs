@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::meta_to_proto;
-use fedcsg_common::wire::encode_state;
+use fedcsg_core::tensor::StateDict;
+use fedcsg_wire::convert::meta_to_proto;
+use fedcsg_wire::encode_state;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -73,7 +73,7 @@ async fn upload(
 
 fn edit(
     state: &StateDict,
-    f: impl FnOnce(&mut Vec<fedcsg_common::tensor::NamedTensor>),
+    f: impl FnOnce(&mut Vec<fedcsg_core::tensor::NamedTensor>),
 ) -> StateDict {
     let mut t = state.clone().into_tensors();
     f(&mut t);
@@ -135,7 +135,7 @@ async fn hostile_updates_are_refused_and_change_nothing() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     let joined = w
         .join(pb::JoinRequest {
-            protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+            protocol_version: fedcsg_wire::proto::PROTOCOL_VERSION,
             worker_name: "fake".into(),
             num_samples: 100,
             in_channels: 1,

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::meta_to_proto;
-use fedcsg_common::wire::encode_state;
+use fedcsg_core::tensor::StateDict;
 use fedcsg_server::config::CoordinatorArgs;
+use fedcsg_wire::convert::meta_to_proto;
+use fedcsg_wire::encode_state;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
@@ -66,7 +66,7 @@ impl FakeWorker {
         );
         let j = client
             .join(pb::JoinRequest {
-                protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+                protocol_version: fedcsg_wire::proto::PROTOCOL_VERSION,
                 worker_name: name.into(),
                 num_samples: 100,
                 in_channels: 1,

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use fedcsg_common::data::Augmentation;
-use fedcsg_common::model::{BnStatsPolicy, ModelSpec};
-use fedcsg_common::optim::{LrSchedule, OptimizerConfig};
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::get_task_response::Task;
-use fedcsg_common::train::TrainSettings;
-use fedcsg_common::wire::convert::model_spec_from_proto;
+use fedcsg_ml::data::Augmentation;
+use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
+use fedcsg_ml::optim::{LrSchedule, OptimizerConfig};
+use fedcsg_ml::train::TrainSettings;
+use fedcsg_wire::convert::model_spec_from_proto;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::get_task_response::Task;
 
 use crate::error::WorkerError;
 
@@ -176,7 +176,7 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
 
 #[cfg(test)]
 mod tests {
-    use fedcsg_common::model::{Architecture, CsgMode};
+    use fedcsg_ml::model::{Architecture, CsgMode};
 
     use super::*;
 

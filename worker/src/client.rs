@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::worker_service_client::WorkerServiceClient;
-use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
+use fedcsg_wire::limits::MAX_MESSAGE_BYTES;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status, Streaming};

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, ValueEnum};
-use fedcsg_common::data::{DataSource, Partitioning};
-use fedcsg_common::ops::ConvBackend;
-use fedcsg_common::secret::Secret;
-use fedcsg_common::tls::{ClientTls, ClientTlsArgs};
+use fedcsg_core::secret::Secret;
+use fedcsg_ml::data::{DataSource, Partitioning};
+use fedcsg_ml::ops::ConvBackend;
+use fedcsg_wire::tls::ClientTls;
+
+use crate::tls_args::ClientTlsArgs;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Uri;
 
@@ -130,13 +132,11 @@ impl WorkerConfig {
         let data: DataSource = args
             .data
             .parse()
-            .map_err(|e: fedcsg_common::data::DataError| config_err("--data", e.to_string()))?;
-        let partitioning: Partitioning =
-            args.partition
-                .parse()
-                .map_err(|e: fedcsg_common::data::DataError| {
-                    config_err("--partition", e.to_string())
-                })?;
+            .map_err(|e: fedcsg_ml::data::DataError| config_err("--data", e.to_string()))?;
+        let partitioning: Partitioning = args
+            .partition
+            .parse()
+            .map_err(|e: fedcsg_ml::data::DataError| config_err("--partition", e.to_string()))?;
         if args.num_partitions == 0 {
             return Err(config_err("--num-partitions", "must be at least 1".into()));
         }

@@ -1,9 +1,9 @@
 //! `WorkerError`, the worker library's one error type, and how the task loop reacts to each kind.
 
-use fedcsg_common::data::DataError;
-use fedcsg_common::error::ModelError;
-use fedcsg_common::train::TrainError;
-use fedcsg_common::wire::WireError;
+use fedcsg_ml::data::DataError;
+use fedcsg_ml::error::ModelError;
+use fedcsg_ml::train::TrainError;
+use fedcsg_wire::WireError;
 use thiserror::Error;
 use tonic::Code;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fedcsg_common::proto::v1 as pb;
+use fedcsg_wire::proto::v1 as pb;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info, warn};
 

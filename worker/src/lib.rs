@@ -12,6 +12,7 @@
 //! - [`transfer`]: the chunked model download and update upload.
 //! - [`local_data`]: this worker's train and test partitions.
 //! - [`local_work`]: the models kept per job and the training / evaluation run off the runtime.
+//! - [`tls_args`]: the client TLS flags, shared with the operator CLI.
 //! - [`heartbeat`]: the task that tells the coordinator this worker is alive (and hears "abandon").
 //! - [`run`](mod@run): the loop tying these together, with reconnects and graceful shutdown.
 
@@ -24,6 +25,7 @@ pub mod heartbeat;
 pub mod local_data;
 pub mod local_work;
 pub mod run;
+pub mod tls_args;
 pub mod transfer;
 
 pub use config::{LogFormat, WorkerArgs, WorkerConfig};

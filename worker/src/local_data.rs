@@ -1,7 +1,7 @@
 //! This worker's share of the data: the training partition it trains on and the test partition
 //! it evaluates on, both cut by the same scheme, count and seed every worker of a federation uses.
 
-use fedcsg_common::data::{Augmentation, DataSource, Dataset, Normalization, Partitioning};
+use fedcsg_ml::data::{Augmentation, DataSource, Dataset, Normalization, Partitioning};
 
 use crate::config::WorkerConfig;
 use crate::error::WorkerError;
@@ -34,8 +34,8 @@ impl LocalData {
         train: Dataset,
         test: Dataset,
         config: &WorkerConfig,
-    ) -> Result<Self, fedcsg_common::data::DataError> {
-        let part = |set: &Dataset| -> Result<Dataset, fedcsg_common::data::DataError> {
+    ) -> Result<Self, fedcsg_ml::data::DataError> {
+        let part = |set: &Dataset| -> Result<Dataset, fedcsg_ml::data::DataError> {
             let parts = partition(
                 set,
                 config.partitioning,
@@ -69,7 +69,7 @@ fn partition(
     scheme: Partitioning,
     num_partitions: usize,
     seed: u64,
-) -> Result<Vec<Vec<usize>>, fedcsg_common::data::DataError> {
+) -> Result<Vec<Vec<usize>>, fedcsg_ml::data::DataError> {
     scheme.partition(set.labels(), set.num_classes(), num_partitions, seed)
 }
 

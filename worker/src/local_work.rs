@@ -6,10 +6,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedcsg_common::model::{Model, ModelSpec};
-use fedcsg_common::ops::ConvBackend;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::train::{EpochReport, EvalReport, evaluate, train};
+use fedcsg_core::tensor::StateDict;
+use fedcsg_ml::model::{Model, ModelSpec};
+use fedcsg_ml::ops::ConvBackend;
+use fedcsg_ml::train::{EpochReport, EvalReport, evaluate, train};
 use tracing::{Instrument, Span, debug};
 
 use crate::assignment::{EvalAssignment, TrainAssignment};
@@ -136,7 +136,7 @@ pub fn train_round(
         _ => &data.train,
     };
     let start = Instant::now();
-    let mut on_step = |p: fedcsg_common::train::StepProgress| {
+    let mut on_step = |p: fedcsg_ml::train::StepProgress| {
         if p.step.is_multiple_of(50) {
             debug!(
                 epoch = p.epoch,
@@ -191,9 +191,9 @@ pub fn evaluate_round(
 mod tests {
     use std::time::Duration;
 
-    use fedcsg_common::model::BnStatsPolicy;
-    use fedcsg_common::optim::OptimizerConfig;
-    use fedcsg_common::train::TrainError;
+    use fedcsg_ml::model::BnStatsPolicy;
+    use fedcsg_ml::optim::OptimizerConfig;
+    use fedcsg_ml::train::TrainError;
 
     use super::*;
     use crate::assignment::RoundRef;

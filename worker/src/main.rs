@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
-    fedcsg_common::ops::tune_process_for_training();
+    fedcsg_ml::ops::tune_process_for_training();
     let args = WorkerArgs::parse();
     // Values clap cannot check itself are reported like clap's own errors (usage, exit code 2).
     let config = WorkerConfig::from_args(args).unwrap_or_else(|e| {

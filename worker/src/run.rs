@@ -10,9 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fedcsg_common::proto::PROTOCOL_VERSION;
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::train::TrainError;
+use fedcsg_ml::train::TrainError;
+use fedcsg_wire::proto::PROTOCOL_VERSION;
+use fedcsg_wire::proto::v1 as pb;
 use tokio::time::sleep;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 

@@ -1,11 +1,11 @@
 //! Moving models: the global model streamed down (header, then data chunks, assembled and
 //! checked as they arrive) and the update streamed up in the same shape.
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::{model_chunk, update_chunk};
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_common::wire::{ModelAssembler, WireLimits, encode_state};
+use fedcsg_core::tensor::StateDict;
+use fedcsg_wire::convert::{meta_to_proto, metas_from_proto};
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::{model_chunk, update_chunk};
+use fedcsg_wire::{ModelAssembler, WireLimits, encode_state};
 use prost::Message;
 
 use crate::assignment::RoundRef;
@@ -121,8 +121,8 @@ pub fn update_chunks(
 
 #[cfg(test)]
 mod tests {
-    use fedcsg_common::tensor::NamedTensor;
-    use fedcsg_common::wire::limits::MAX_MESSAGE_BYTES;
+    use fedcsg_core::tensor::NamedTensor;
+    use fedcsg_wire::limits::MAX_MESSAGE_BYTES;
 
     use super::*;
 

@@ -8,15 +8,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fedcsg_common::model::{Model, ModelSpec};
-use fedcsg_common::ops::ConvBackend;
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::get_task_response::Task;
-use fedcsg_common::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
-use fedcsg_common::proto::v1::{model_chunk, update_chunk};
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_common::wire::{ModelAssembler, WireLimits, encode_state};
+use fedcsg_core::tensor::StateDict;
+use fedcsg_ml::model::{Model, ModelSpec};
+use fedcsg_ml::ops::ConvBackend;
+use fedcsg_wire::convert::{meta_to_proto, metas_from_proto};
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::get_task_response::Task;
+use fedcsg_wire::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+use fedcsg_wire::proto::v1::{model_chunk, update_chunk};
+use fedcsg_wire::{ModelAssembler, WireLimits, encode_state};
 use fedcsg_worker::{WorkerConfig, WorkerError};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -96,10 +96,7 @@ impl WorkerService for FakeCoordinator {
             return Err(Status::unavailable("starting up"));
         }
         let join = request.into_inner();
-        assert_eq!(
-            join.protocol_version,
-            fedcsg_common::proto::PROTOCOL_VERSION
-        );
+        assert_eq!(join.protocol_version, fedcsg_wire::proto::PROTOCOL_VERSION);
         assert_eq!(
             (join.num_samples, join.in_channels, join.num_classes),
             (600, 1, 10),
@@ -110,7 +107,7 @@ impl WorkerService for FakeCoordinator {
             worker_id: "w-1".into(),
             session_token: format!("session-{}", seen.joins),
             heartbeat_interval_ms: 100,
-            protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+            protocol_version: fedcsg_wire::proto::PROTOCOL_VERSION,
         }))
     }
 
@@ -260,7 +257,7 @@ fn train(round_token: &str, epochs: u32, max_samples: u64) -> Step {
 /// Starts the fake on a free port; returns its URL and what it sees.
 async fn start(script: Script) -> (String, Arc<Mutex<Seen>>) {
     let spec: ModelSpec =
-        fedcsg_common::wire::convert::model_spec_from_proto(Some(&model_spec()), "model").unwrap();
+        fedcsg_wire::convert::model_spec_from_proto(Some(&model_spec()), "model").unwrap();
     let global = Model::new(&spec, 42, ConvBackend::Fast)
         .unwrap()
         .state()
@@ -284,7 +281,7 @@ async fn start(script: Script) -> (String, Arc<Mutex<Seen>>) {
 fn config(url: &str) -> WorkerConfig {
     let mut c = WorkerConfig::for_coordinator(url).unwrap();
     c.name = "fake-test".into();
-    c.token = Some(fedcsg_common::secret::Secret::new("enroll"));
+    c.token = Some(fedcsg_core::secret::Secret::new("enroll"));
     c.num_partitions = 10;
     c.partition_id = 3;
     c.max_retry = Duration::from_millis(200);
@@ -369,7 +366,7 @@ async fn full_cycle_with_retries_and_a_rejoin() {
         "{header:?}"
     );
     let global = Model::new(
-        &fedcsg_common::wire::convert::model_spec_from_proto(Some(&model_spec()), "m").unwrap(),
+        &fedcsg_wire::convert::model_spec_from_proto(Some(&model_spec()), "m").unwrap(),
         42,
         ConvBackend::Fast,
     )

@@ -20,7 +20,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     // Coordinator-side evaluation runs candle: set up its threads before any thread exists.
-    fedcsg_common::ops::tune_process_for_training();
+    fedcsg_ml::ops::tune_process_for_training();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

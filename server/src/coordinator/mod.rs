@@ -8,14 +8,14 @@ pub mod state;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fedcsg_common::data::{Dataset, Normalization};
-use fedcsg_common::model::{BnStatsPolicy, Model, ModelSpec};
-use fedcsg_common::ops::ConvBackend;
-use fedcsg_common::proto::PROTOCOL_VERSION;
-use fedcsg_common::secret::Secret;
-pub use fedcsg_common::secret::constant_time_eq;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::{ModelAssembler, TensorMeta, WireLimits};
+use fedcsg_core::secret::Secret;
+pub use fedcsg_core::secret::constant_time_eq;
+use fedcsg_core::tensor::StateDict;
+use fedcsg_ml::data::{Dataset, Normalization};
+use fedcsg_ml::model::{BnStatsPolicy, Model, ModelSpec};
+use fedcsg_ml::ops::ConvBackend;
+use fedcsg_wire::proto::PROTOCOL_VERSION;
+use fedcsg_wire::{ModelAssembler, TensorMeta, WireLimits};
 use tokio::sync::{Notify, broadcast};
 use tracing::{info, warn};
 
@@ -275,7 +275,7 @@ impl Coordinator {
             WorkerEntry {
                 id: id.clone(),
                 name: info.name.clone(),
-                session_token: fedcsg_common::secret::Secret::new(session_token.clone()),
+                session_token: fedcsg_core::secret::Secret::new(session_token.clone()),
                 num_samples: info.num_samples,
                 in_channels: info.in_channels,
                 num_classes: info.num_classes,

@@ -8,10 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedcsg_common::model::Model;
-use fedcsg_common::ops::ConvBackend;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::train;
+use fedcsg_core::tensor::StateDict;
+use fedcsg_ml::model::Model;
+use fedcsg_ml::ops::ConvBackend;
+use fedcsg_ml::train;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -28,7 +28,7 @@ struct Closing {
     job: JobId,
     round: u64,
     token: RoundToken,
-    model: fedcsg_common::model::ModelSpec,
+    model: fedcsg_ml::model::ModelSpec,
     global: StateDict,
 }
 
@@ -90,7 +90,7 @@ impl Coordinator {
 
     fn evaluate_global(
         &self,
-        spec: &fedcsg_common::model::ModelSpec,
+        spec: &fedcsg_ml::model::ModelSpec,
         global: &StateDict,
     ) -> Evaluation {
         let test = self.test_set.as_ref()?;
@@ -328,7 +328,7 @@ impl Coordinator {
 }
 
 /// Workers that are alive, idle and fit the model's input and classes.
-fn free_workers(st: &State, spec: &fedcsg_common::model::ModelSpec) -> Vec<WorkerId> {
+fn free_workers(st: &State, spec: &fedcsg_ml::model::ModelSpec) -> Vec<WorkerId> {
     st.workers
         .values()
         .filter(|w| {

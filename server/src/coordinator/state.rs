@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedcsg_common::tensor::StateDict;
+use fedcsg_core::tensor::StateDict;
 
 use crate::aggregate::WeightedMean;
 use crate::ids::{JobId, RoundToken, WorkerId};
@@ -29,7 +29,7 @@ pub struct Assignment {
 pub struct WorkerEntry {
     pub id: WorkerId,
     pub name: String,
-    pub session_token: fedcsg_common::secret::Secret,
+    pub session_token: fedcsg_core::secret::Secret,
     pub num_samples: u64,
     pub in_channels: usize,
     pub num_classes: usize,

@@ -1,8 +1,8 @@
 //! Conversions between the coordinator's domain types and fedcsg.v1 messages.
 
-use fedcsg_common::model::BnStatsPolicy;
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::wire::convert::{model_spec_from_proto, model_spec_to_proto};
+use fedcsg_ml::model::BnStatsPolicy;
+use fedcsg_wire::convert::{model_spec_from_proto, model_spec_to_proto};
+use fedcsg_wire::proto::v1 as pb;
 
 use crate::coordinator::{JobView, Task};
 use crate::error::ServerError;

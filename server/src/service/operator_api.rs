@@ -4,11 +4,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_server::OperatorService;
-use fedcsg_common::secret::Secret;
-use fedcsg_common::wire::convert::meta_to_proto;
-use fedcsg_common::wire::encode_state;
+use fedcsg_core::secret::Secret;
+use fedcsg_wire::convert::meta_to_proto;
+use fedcsg_wire::encode_state;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_server::OperatorService;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};

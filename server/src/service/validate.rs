@@ -1,6 +1,6 @@
 //! Limits on the plain fields of requests (ids, tokens, names, free text, figures) and the
 //! checks the handlers run before any domain code sees a value. Tensor limits live with the
-//! codec in `fedcsg_common::wire::limits`. Errors name the field and the rule.
+//! codec in `fedcsg_wire::limits`. Errors name the field and the rule.
 
 use crate::error::ServerError;
 

@@ -4,10 +4,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::worker_service_server::WorkerService;
-use fedcsg_common::wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_common::wire::encode_state;
+use fedcsg_wire::convert::{meta_to_proto, metas_from_proto};
+use fedcsg_wire::encode_state;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::worker_service_server::WorkerService;
 use prost::Message;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -90,7 +90,7 @@ impl WorkerService for WorkerApi {
             worker_id: joined.worker_id.to_string(),
             session_token: joined.session_token,
             heartbeat_interval_ms: joined.heartbeat_interval.as_millis() as u32,
-            protocol_version: fedcsg_common::proto::PROTOCOL_VERSION,
+            protocol_version: fedcsg_wire::proto::PROTOCOL_VERSION,
         }))
     }
 

@@ -9,7 +9,7 @@ pub mod model_file;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use fedcsg_common::tensor::StateDict;
+use fedcsg_core::tensor::StateDict;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use fedcsg_common::tensor::{NamedTensor, StateDict};
+use fedcsg_core::tensor::{NamedTensor, StateDict};
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
 

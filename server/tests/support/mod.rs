@@ -3,12 +3,12 @@
 
 #![allow(dead_code)]
 
-use fedcsg_common::proto::v1 as pb;
-use fedcsg_common::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_common::tensor::StateDict;
-use fedcsg_common::wire::convert::metas_from_proto;
-use fedcsg_common::wire::{ModelAssembler, WireLimits};
+use fedcsg_core::tensor::StateDict;
 use fedcsg_server::config::CoordinatorArgs;
+use fedcsg_wire::convert::metas_from_proto;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::{ModelAssembler, WireLimits};
 use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 

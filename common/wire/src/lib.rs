@@ -1,0 +1,51 @@
+//! fedcsg-wire: everything that crosses the network, and nothing that trains.
+//!
+//! - [`proto`]: the generated fedcsg.v1 types and gRPC stubs (from `proto/`), the protocol version.
+//! - [`codec`]: model state as a header of tensor specs plus 1 MiB data chunks, and its checks.
+//! - [`convert`]: the one place where wire (proto) types become domain types and back.
+//! - [`limits`]: message, tensor and transfer size limits both ends enforce.
+//! - [`tls`]: TLS material for the coordinator and its clients.
+//!
+//! No unsafe code; it depends on `fedcsg-core` only, never on `fedcsg-ml`.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod convert;
+pub mod limits;
+pub mod proto;
+pub mod tls;
+
+pub use codec::{ModelAssembler, TensorMeta, encode_state};
+pub use limits::WireLimits;
+
+use thiserror::Error;
+
+/// A malformed, oversized or corrupted transfer. Messages name the tensor and the problem.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum WireError {
+    #[error("transfer has {count} tensors, more than the limit of {limit}")]
+    TooManyTensors { count: usize, limit: usize },
+    #[error("tensor name of {len} bytes exceeds the limit of {limit}")]
+    NameTooLong { len: usize, limit: usize },
+    #[error("tensor {name:?}: {why}")]
+    BadTensorSpec { name: String, why: String },
+    #[error("tensor {name:?} appears twice in the header")]
+    DuplicateTensor { name: String },
+    #[error("data chunk of {len} bytes exceeds the limit of {limit}")]
+    ChunkTooLarge { len: usize, limit: usize },
+    #[error("transfer of {total} bytes exceeds the limit of {limit}")]
+    TooLarge { total: u64, limit: u64 },
+    #[error("received {got} data bytes but the header announces {expected}")]
+    LengthMismatch { expected: u64, got: u64 },
+    #[error("tensor {name:?}: checksum mismatch (header {expected:08x}, data {got:08x})")]
+    Checksum {
+        name: String,
+        expected: u32,
+        got: u32,
+    },
+    #[error("tensor {name:?}: encoding {encoding} is not supported (only f32)")]
+    UnsupportedEncoding { name: String, encoding: String },
+    #[error("{0}")]
+    Protocol(String),
+}

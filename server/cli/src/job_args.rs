@@ -1,0 +1,86 @@
+//! The job flags `fedcsg local` and `fedcsg submit` share, and the one place they become a
+//! fedcsg.v1 `JobSpec`.
+
+use clap::Args;
+use fedcsg_ml::data::DataSource;
+use fedcsg_wire::proto::v1 as pb;
+
+#[derive(Args, Clone)]
+pub struct JobArgs {
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// resnet20/32/44/56/110 or densenetDEPTHkGROWTH.
+    #[arg(long, default_value = "resnet20")]
+    pub model: String,
+    /// none | S-C (e.g. 12-72) | seeded:S-C.
+    #[arg(long, default_value = "12-72")]
+    pub csg: String,
+    /// Data set the workers train on (bundled | fashion-mnist | ...:PATH): sets the model's input
+    /// channels and classes.
+    #[arg(long, default_value = "bundled")]
+    pub data: String,
+    #[arg(long, default_value_t = 1)]
+    pub local_epochs: u32,
+    #[arg(long, default_value_t = 32)]
+    pub batch: u32,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Samples per worker per round (0 = the whole partition).
+    #[arg(long, default_value_t = 0)]
+    pub max_samples: u64,
+    /// Fraction of free workers sampled per round.
+    #[arg(long, default_value_t = 1.0)]
+    pub fraction: f64,
+    /// A round starts with at least this many workers and closes with this many updates (the
+    /// quorum). Default: every worker for `local`, 1 for `submit`.
+    #[arg(long)]
+    pub min_workers: Option<u32>,
+    /// Round deadline in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub deadline: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// averaged | local: whether batch-norm running statistics are averaged.
+    #[arg(long, default_value = "averaged")]
+    pub bn_stats: String,
+    /// Also evaluate each round's model on the workers' own test partitions.
+    #[arg(long)]
+    pub federated_eval: bool,
+}
+
+impl JobArgs {
+    /// The job spec named `name`, with `default_min_workers` when `--min-workers` is not given.
+    pub fn spec(&self, name: &str, default_min_workers: u32) -> anyhow::Result<pb::JobSpec> {
+        let source: DataSource = self.data.parse()?;
+        let (channels, _, _) = source.image_shape();
+        Ok(pb::JobSpec {
+            name: name.to_string(),
+            model: Some(pb::ModelSpec {
+                architecture: self.model.clone(),
+                csg: self.csg.clone(),
+                in_channels: channels as u32,
+                num_classes: source.num_classes() as u32,
+            }),
+            training: Some(pb::TrainingConfig {
+                local_epochs: self.local_epochs,
+                batch_size: self.batch,
+                learning_rate: self.lr,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+                max_samples_per_round: self.max_samples,
+            }),
+            strategy: "fedavg".into(),
+            rounds: self.rounds,
+            fraction: self.fraction,
+            min_workers: self.min_workers.unwrap_or(default_min_workers),
+            round_deadline_seconds: self.deadline,
+            seed: self.seed,
+            bn_stats: self.bn_stats.clone(),
+            federated_evaluation: self.federated_eval,
+        })
+    }
+}

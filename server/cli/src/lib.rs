@@ -1,0 +1,72 @@
+//! fedcsg-cli: the operator CLI `fedcsg` (and the probe `fedcsg-health`). The binaries only call
+//! [`run`]; this library holds every command so its flags and outputs are testable.
+//!
+//! - [`model_cmd`], [`train_cmd`], [`bench_cmd`]: model inventories, centralised training and
+//!   benchmarks on this machine (through `fedcsg-ml`).
+//! - [`local`]: a whole federation here: the real `fedcsg-coordinator` and `fedcsg-worker`
+//!   processes on loopback, one job, a line per round and a summary JSON.
+//! - [`remote`], [`submit`], [`job_args`]: talking to a running coordinator over gRPC (status,
+//!   watch, export, submit), exactly as any other gRPC client would.
+//!
+//! It is a binary's crate: errors are `anyhow` with context, printed by `main`.
+
+pub mod bench_cmd;
+pub mod job_args;
+pub mod local;
+pub mod model_cmd;
+pub mod remote;
+pub mod submit;
+pub mod train_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fedcsg",
+    version,
+    about = "Federated training with Convolutional Slice Generators"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print a model's parameter inventory: per role, exchanged per round, vs full filters.
+    Model(model_cmd::ModelArgs),
+    /// Train a model centrally on one machine and report loss, accuracy and images/s.
+    Train(train_cmd::TrainArgs),
+    /// Measure training-step and evaluation throughput (images/s) and peak memory.
+    Bench(bench_cmd::BenchArgs),
+    /// Run a whole federation here: a coordinator and N worker processes on loopback.
+    Local(local::LocalArgs),
+    /// Jobs and workers of a running coordinator.
+    Status(remote::StatusArgs),
+    /// Follow a job's rounds with a progress bar until it ends.
+    Watch(remote::WatchArgs),
+    /// Save a job's global model as safetensors.
+    Export(remote::ExportArgs),
+    /// Create a job on a running coordinator and optionally wait for it.
+    Submit(submit::SubmitArgs),
+}
+
+/// Runs one parsed command to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Model(args) => model_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+        Command::Local(args) => runtime()?.block_on(local::run(args)),
+        Command::Status(args) => runtime()?.block_on(remote::status(args)),
+        Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
+        Command::Export(args) => runtime()?.block_on(remote::export(args)),
+        Command::Submit(args) => runtime()?.block_on(submit::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,266 @@
+//! `fedcsg local`: a whole federation on this machine. Starts a coordinator and N worker OS
+//! processes on free loopback ports, runs one job, prints a line per round, writes a summary
+//! JSON, and stops everything it started (also on Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use fedcsg_wire::proto::v1 as pb;
+use tokio::process::{Child, Command};
+
+use crate::job_args::JobArgs;
+use crate::remote::{Operator, Remote, round_line};
+
+#[derive(Args)]
+pub struct LocalArgs {
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    #[command(flatten)]
+    job: JobArgs,
+    /// iid | dirichlet:ALPHA | shards[:K].
+    #[arg(long, default_value = "iid")]
+    partition: String,
+    /// Coordinator test images (0 = all).
+    #[arg(long, default_value_t = 0)]
+    test_limit: usize,
+    /// Write the run's summary here (schema in README).
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Directory for process logs (default: a temporary directory).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found next to {}: build it with `cargo build --workspace --bins`",
+        name,
+        exe.display()
+    );
+    Ok(path)
+}
+
+fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.workers >= 1 && args.workers <= 64,
+        "--workers must be 1..=64"
+    );
+    let coordinator_bin = sibling_binary("fedcsg-coordinator")?;
+    let worker_bin = sibling_binary("fedcsg-worker")?;
+    let log_dir = match &args.log_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("fedcsg-local-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&log_dir)?;
+    let addr_file = log_dir.join("coordinator.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut children: Vec<Child> = Vec::new();
+    let coordinator_args = vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--addr-file".into(),
+        addr_file.display().to_string(),
+        "--data".into(),
+        args.job.data.clone(),
+        "--test-limit".into(),
+        args.test_limit.to_string(),
+    ];
+    children.push(spawn(
+        &coordinator_bin,
+        &coordinator_args,
+        &log_dir.join("coordinator.log"),
+    )?);
+    let started = Instant::now();
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            break a;
+        }
+        if let Some(status) = children[0].try_wait()? {
+            anyhow::bail!(
+                "coordinator exited with {status}; see {}",
+                log_dir.join("coordinator.log").display()
+            );
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "coordinator did not start within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let url = format!("http://{addr}");
+    println!("coordinator at {url}; logs in {}", log_dir.display());
+    for i in 0..args.workers {
+        let worker_args = vec![
+            "--coordinator".into(),
+            url.clone(),
+            "--name".into(),
+            format!("local-{i}"),
+            "--data".into(),
+            args.job.data.clone(),
+            "--partition".into(),
+            args.partition.clone(),
+            "--num-partitions".into(),
+            args.workers.to_string(),
+            "--partition-id".into(),
+            i.to_string(),
+            "--seed".into(),
+            args.job.seed.to_string(),
+        ];
+        children.push(spawn(
+            &worker_bin,
+            &worker_args,
+            &log_dir.join(format!("worker-{i}.log")),
+        )?);
+    }
+    let result = tokio::select! {
+        r = drive_job(&args, &url, &children) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: stopping the coordinator and workers")),
+    };
+    for c in children.iter_mut() {
+        let _ = c.start_kill();
+    }
+    for c in children.iter_mut() {
+        let _ = c.wait().await;
+    }
+    result
+}
+
+async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::Result<()> {
+    let mut op = Operator::connect(&Remote {
+        coordinator: url.to_string(),
+        ..Remote::default()
+    })
+    .await?;
+    let spec = args.job.spec("local", args.workers as u32)?;
+    let job = {
+        let req = op.request(pb::CreateJobRequest {
+            spec: Some(spec.clone()),
+        });
+        op.client().create_job(req)
+    }
+    .await?
+    .into_inner();
+    println!(
+        "job {}: {} csg={} on {} workers, {} rounds; exchanges {} values per update ({} bytes as f32), a full-filter exchange {} ({} bytes)",
+        job.job_id,
+        args.job.model,
+        args.job.csg,
+        args.workers,
+        args.job.rounds,
+        job.exchanged_values,
+        job.exchanged_values * 4,
+        job.full_filter_exchanged_values,
+        job.full_filter_exchanged_values * 4
+    );
+    let started = Instant::now();
+    let mut stream = {
+        let req = op.request(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        });
+        op.client().watch_job(req)
+    }
+    .await?
+    .into_inner();
+    let mut rounds = Vec::new();
+    while let Some(e) = stream.message().await? {
+        let full_equiv = (e.workers.iter().map(|w| w.bytes_up).sum::<u64>() as f64
+            / e.workers.len().max(1) as f64)
+            * job.full_filter_exchanged_values as f64
+            / job.exchanged_values.max(1) as f64;
+        println!(
+            "{}  (full filters: ~{:.0} B/worker)",
+            round_line(&e),
+            full_equiv
+        );
+        rounds.push(e);
+    }
+    let final_job = {
+        let req = op.request(pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        });
+        op.client().get_job(req)
+    }
+    .await?
+    .into_inner();
+    let state = pb::JobState::try_from(final_job.state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    println!(
+        "job {} {} in {:.1} s: {}",
+        job.job_id,
+        state,
+        started.elapsed().as_secs_f64(),
+        final_job.message
+    );
+    let coordinator_rss = peak_rss_kib(children[0].id());
+    let worker_rss: Vec<Option<u64>> = children[1..].iter().map(|c| peak_rss_kib(c.id())).collect();
+    if let Some(path) = &args.summary_json {
+        let summary = serde_json::json!({
+            "job_id": job.job_id,
+            "state": state,
+            "model": args.job.model,
+            "csg": args.job.csg,
+            "data": args.job.data,
+            "workers": args.workers,
+            "rounds_requested": args.job.rounds,
+            "exchanged_values": job.exchanged_values,
+            "full_filter_exchanged_values": job.full_filter_exchanged_values,
+            "total_seconds": started.elapsed().as_secs_f64(),
+            "coordinator_peak_rss_kib": coordinator_rss,
+            "worker_peak_rss_kib": worker_rss,
+            "rounds": rounds.iter().map(|e| serde_json::json!({
+                "round": e.round,
+                "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),
+                "test_loss": (e.test_loss >= 0.0).then_some(e.test_loss),
+                "federated_accuracy": (e.federated_accuracy >= 0.0).then_some(e.federated_accuracy),
+                "train_loss": e.train_loss,
+                "participants": e.participants,
+                "sampled": e.sampled,
+                "seconds": e.seconds,
+                "bytes_up": e.bytes_up,
+                "bytes_down": e.bytes_down,
+                "workers": e.workers.iter().map(|w| serde_json::json!({
+                    "worker_id": w.worker_id, "num_samples": w.num_samples, "train_loss": w.train_loss,
+                    "bytes_up": w.bytes_up, "bytes_down": w.bytes_down, "train_seconds": w.train_seconds,
+                })).collect::<Vec<_>>(),
+                "model_sha256": e.model_sha256,
+            })).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+        println!("summary written to {}", path.display());
+    }
+    anyhow::ensure!(
+        final_job.state == pb::JobState::Succeeded as i32,
+        "job ended {state}: {}",
+        final_job.message
+    );
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! `fedcsg`: the operator CLI. Model inventories, centralised training and benchmarks on this
+//! machine; a local federation; and the commands that talk to a running coordinator.
+
+use clap::Parser;
+use fedcsg_cli::Cli;
+
+fn main() -> anyhow::Result<()> {
+    fedcsg_ml::ops::tune_process_for_training();
+    fedcsg_cli::run(Cli::parse())
+}

@@ -1,0 +1,276 @@
+//! Commands against a running coordinator: `status`, `watch JOB`, `export JOB --out FILE`, and
+//! the operator-client plumbing `local` shares.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use fedcsg_core::secret::Secret;
+use fedcsg_wire::convert::metas_from_proto;
+use fedcsg_wire::limits::MAX_MESSAGE_BYTES;
+use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
+use fedcsg_wire::{ModelAssembler, WireLimits};
+use fedcsg_worker::tls_args::ClientTlsArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use tonic::Request;
+use tonic::transport::Channel;
+
+#[derive(Args, Clone, Default)]
+pub struct Remote {
+    /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
+    #[arg(
+        long,
+        env = "FEDCSG_COORDINATOR",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub coordinator: String,
+    /// Admin token for the operator API.
+    #[arg(long, env = "FEDCSG_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+pub struct Operator {
+    client: OperatorServiceClient<Channel>,
+    token: Option<Secret>,
+}
+
+impl Operator {
+    pub async fn connect(remote: &Remote) -> anyhow::Result<Self> {
+        let endpoint = match remote
+            .tls
+            .resolve(remote.coordinator.trim_start().starts_with("https://"))?
+        {
+            Some(tls) => tls.endpoint(&remote.coordinator)?,
+            None => Channel::from_shared(remote.coordinator.clone())
+                .with_context(|| format!("coordinator URL {:?}", remote.coordinator))?,
+        };
+        let channel = endpoint
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", remote.coordinator))?;
+        let client = OperatorServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self {
+            client,
+            token: remote.admin_token.clone().map(Secret::from),
+        })
+    }
+
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {}", t.expose()).parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
+        }
+        req
+    }
+
+    pub fn client(&mut self) -> &mut OperatorServiceClient<Channel> {
+        &mut self.client
+    }
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let mut op = Operator::connect(&args.remote).await?;
+    let jobs = op
+        .client
+        .list_jobs(op.request(pb::ListJobsRequest {}))
+        .await?
+        .into_inner()
+        .jobs;
+    println!(
+        "{:<10} {:<10} {:>8} {:<36} message",
+        "job", "state", "rounds", "model"
+    );
+    for j in jobs {
+        let spec = j.spec.unwrap_or_default();
+        let model = spec
+            .model
+            .map(|m| format!("{} csg={}", m.architecture, m.csg))
+            .unwrap_or_default();
+        let state = pb::JobState::try_from(j.state)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("JOB_STATE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<10} {:>3}/{:<4} {:<36} {}",
+            j.job_id, state, j.rounds_completed, spec.rounds, model, j.message
+        );
+    }
+    let workers = op
+        .client
+        .list_workers(op.request(pb::ListWorkersRequest {}))
+        .await?
+        .into_inner()
+        .workers;
+    println!(
+        "\n{:<8} {:<20} {:>8} {:<11} {:>10} {:>7}",
+        "worker", "name", "samples", "state", "heartbeat", "rounds"
+    );
+    for w in workers {
+        println!(
+            "{:<8} {:<20} {:>8} {:<11} {:>9.1}s {:>7}",
+            w.worker_id,
+            w.worker_name,
+            w.num_samples,
+            w.state,
+            w.seconds_since_heartbeat,
+            w.rounds_contributed
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    job: String,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let mut op = Operator::connect(&args.remote).await?;
+    let job = op
+        .client
+        .get_job(op.request(pb::GetJobRequest {
+            job_id: args.job.clone(),
+        }))
+        .await?
+        .into_inner();
+    let rounds = job.spec.as_ref().map(|s| s.rounds).unwrap_or(0);
+    let bar = ProgressBar::new(rounds as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} round {pos}/{len} {msg} [{elapsed}]",
+    )?);
+    let mut stream = op
+        .client
+        .watch_job(op.request(pb::WatchJobRequest {
+            job_id: args.job.clone(),
+        }))
+        .await?
+        .into_inner();
+    while let Some(e) = stream.message().await? {
+        bar.set_position(e.round);
+        print_line(&bar, round_line(&e));
+    }
+    bar.finish_and_clear();
+    let job = op
+        .client
+        .get_job(op.request(pb::GetJobRequest { job_id: args.job }))
+        .await?
+        .into_inner();
+    println!(
+        "job {}: {} ({})",
+        job.job_id,
+        pb::JobState::try_from(job.state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?"),
+        job.message
+    );
+    Ok(())
+}
+
+pub fn round_line(e: &pb::RoundEvent) -> String {
+    let acc = if e.test_accuracy >= 0.0 {
+        format!("{:.2}%", 100.0 * e.test_accuracy)
+    } else {
+        "n/a".into()
+    };
+    let up = if e.workers.is_empty() {
+        0
+    } else {
+        e.workers.iter().map(|w| w.bytes_up).sum::<u64>() / e.workers.len() as u64
+    };
+    format!(
+        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {} B/worker  down {} B  {:.1} s",
+        e.round, e.train_loss, e.participants, e.sampled, up, e.bytes_down, e.seconds
+    )
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    job: String,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// Downloads a job's global model (every variable).
+pub async fn fetch_model(
+    op: &mut Operator,
+    job: &str,
+) -> anyhow::Result<(pb::ModelHeader, fedcsg_core::tensor::StateDict)> {
+    let req = op.request(pb::ExportModelRequest {
+        job_id: job.to_string(),
+    });
+    let mut stream = op.client.export_model(req).await?.into_inner();
+    let first = stream
+        .message()
+        .await?
+        .context("export stream ended before its header")?;
+    let Some(pb::model_chunk::Part::Header(header)) = first.part else {
+        anyhow::bail!("export stream did not start with a header")
+    };
+    let limits = WireLimits::default();
+    let mut assembler = ModelAssembler::new(metas_from_proto(&header.tensors, &limits)?, limits)?;
+    while let Some(m) = stream.message().await? {
+        match m.part {
+            Some(pb::model_chunk::Part::Data(d)) => assembler.push(&d)?,
+            _ => anyhow::bail!("unexpected message after the header"),
+        }
+    }
+    Ok((header, assembler.finish()?))
+}
+
+pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let mut op = Operator::connect(&args.remote).await?;
+    let (header, state) = fetch_model(&mut op, &args.job).await?;
+    let mut tensors = HashMap::new();
+    for t in state.tensors() {
+        let tensor = candle_core::Tensor::from_slice(
+            &t.values,
+            t.shape.as_slice(),
+            &candle_core::Device::Cpu,
+        )?;
+        tensors.insert(t.name.clone(), tensor);
+    }
+    candle_core::safetensors::save(&tensors, &args.out)?;
+    println!(
+        "wrote {} ({} tensors, {} values) of job {} after round {}, sha256 {}",
+        args.out.display(),
+        state.len(),
+        state.numel(),
+        args.job,
+        header.round,
+        header.model_sha256
+    );
+    Ok(())
+}
+
+/// Prints above the progress bar on a terminal, plainly otherwise (indicatif drops `println`
+/// when the bar is hidden, e.g. when output goes to a file).
+pub fn print_line(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
