@@ -16,6 +16,8 @@
 //! - [`heartbeat`]: the task that tells the coordinator this worker is alive (and hears "abandon").
 //! - [`run`](mod@run): the loop tying these together, with reconnects and graceful shutdown.
 
+#![forbid(unsafe_code)]
+
 pub mod assignment;
 pub mod backoff;
 pub mod client;

@@ -1,5 +1,7 @@
 //! fedcsg-worker: parses flags, sets up logging, and runs the worker until done or signalled.
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};

@@ -129,3 +129,38 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    /// `fedcsg bench` measures full-filter ResNet-20 at batch 64 on 28x28 one-channel images with
+    /// the fast kernels unless told otherwise (the figures in bench/README.md use these).
+    #[test]
+    fn defaults_match_bench_readme() {
+        let Ok(Cli {
+            command: Command::Bench(a),
+        }) = Cli::try_parse_from(["fedcsg", "bench"])
+        else {
+            panic!("bench did not parse");
+        };
+        assert_eq!(
+            (a.model.as_str(), a.csg.as_str(), a.conv.as_str()),
+            ("resnet20", "none", "fast")
+        );
+        assert_eq!(
+            (a.batch, a.steps, a.warmup, a.in_channels, a.size),
+            (64, 20, 3, 1, 28)
+        );
+    }
+
+    /// The middle value of the sorted times; of an even count, the upper of the two middles.
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+    }
+}

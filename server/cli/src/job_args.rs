@@ -84,3 +84,93 @@ impl JobArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The job flags alone, as `local` and `submit` flatten them.
+    #[derive(Parser)]
+    struct JobFlags {
+        #[command(flatten)]
+        job: JobArgs,
+    }
+
+    fn submit_job_args(args: &[&str]) -> JobArgs {
+        match JobFlags::try_parse_from([&["fedcsg"], args].concat()) {
+            Ok(flags) => flags.job,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The defaults become the documented JobSpec: FedAvg, 5 rounds, SGD 0.05 / 0.9 / 5e-4, batch
+    /// 32, and the bundled data's shape (1 channel, 10 classes).
+    #[test]
+    fn defaults_become_the_documented_job_spec() {
+        let spec = submit_job_args(&[]).spec("nightly", 3).unwrap();
+        assert_eq!(spec.name, "nightly");
+        assert_eq!(spec.strategy, "fedavg");
+        assert_eq!((spec.rounds, spec.min_workers, spec.fraction), (5, 3, 1.0));
+        let model = spec.model.expect("model");
+        assert_eq!(
+            (
+                model.architecture.as_str(),
+                model.csg.as_str(),
+                model.in_channels,
+                model.num_classes
+            ),
+            ("resnet20", "12-72", 1, 10)
+        );
+        let t = spec.training.expect("training");
+        assert_eq!(
+            (t.local_epochs, t.batch_size, t.max_samples_per_round),
+            (1, 32, 0)
+        );
+        assert_eq!(
+            (t.learning_rate, t.momentum, t.weight_decay),
+            (0.05, 0.9, 5e-4)
+        );
+        assert_eq!(spec.bn_stats, "averaged");
+        assert!(!spec.federated_evaluation);
+    }
+
+    #[test]
+    fn flags_override_and_min_workers_beats_the_default() {
+        let spec = submit_job_args(&[
+            "--min-workers",
+            "2",
+            "--rounds",
+            "9",
+            "--lr",
+            "0.1",
+            "--bn-stats",
+            "local",
+            "--seed",
+            "7",
+            "--model",
+            "resnet32",
+            "--csg",
+            "seeded:12-72",
+        ])
+        .spec("x", 4)
+        .unwrap();
+        assert_eq!((spec.min_workers, spec.rounds, spec.seed), (2, 9, 7));
+        assert_eq!(spec.training.unwrap().learning_rate, 0.1);
+        assert_eq!(spec.bn_stats, "local");
+        let model = spec.model.unwrap();
+        assert_eq!(
+            (model.architecture.as_str(), model.csg.as_str()),
+            ("resnet32", "seeded:12-72")
+        );
+    }
+
+    #[test]
+    fn an_unknown_data_set_is_an_error_that_names_it() {
+        let err = submit_job_args(&["--data", "imagenet"])
+            .spec("x", 1)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("imagenet"), "{err:#}");
+    }
+}

@@ -10,6 +10,8 @@
 //!
 //! It is a binary's crate: errors are `anyhow` with context, printed by `main`.
 
+#![forbid(unsafe_code)]
+
 pub mod bench_cmd;
 pub mod job_args;
 pub mod local;
@@ -69,4 +71,42 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap's own consistency checks (duplicate flags, bad defaults) over every subcommand.
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_of_readme_is_there() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for name in [
+            "model", "train", "bench", "local", "status", "watch", "export", "submit",
+        ] {
+            assert!(
+                names.iter().any(|n| n == name),
+                "no `fedcsg {name}` in {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_command_is_refused_with_its_name() {
+        let err = Cli::try_parse_from(["fedcsg", "simulte"])
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidSubcommand);
+        assert!(err.to_string().contains("simulte"), "{err}");
+    }
 }

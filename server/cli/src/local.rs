@@ -191,15 +191,7 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     .into_inner();
     let mut rounds = Vec::new();
     while let Some(e) = stream.message().await? {
-        let full_equiv = (e.workers.iter().map(|w| w.bytes_up).sum::<u64>() as f64
-            / e.workers.len().max(1) as f64)
-            * job.full_filter_exchanged_values as f64
-            / job.exchanged_values.max(1) as f64;
-        println!(
-            "{}  (full filters: ~{:.0} B/worker)",
-            round_line(&e),
-            full_equiv
-        );
+        println!("{}", local_round_line(&e, &job));
         rounds.push(e);
     }
     let final_job = {
@@ -223,37 +215,14 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     let coordinator_rss = peak_rss_kib(children[0].id());
     let worker_rss: Vec<Option<u64>> = children[1..].iter().map(|c| peak_rss_kib(c.id())).collect();
     if let Some(path) = &args.summary_json {
-        let summary = serde_json::json!({
-            "job_id": job.job_id,
-            "state": state,
-            "model": args.job.model,
-            "csg": args.job.csg,
-            "data": args.job.data,
-            "workers": args.workers,
-            "rounds_requested": args.job.rounds,
-            "exchanged_values": job.exchanged_values,
-            "full_filter_exchanged_values": job.full_filter_exchanged_values,
-            "total_seconds": started.elapsed().as_secs_f64(),
-            "coordinator_peak_rss_kib": coordinator_rss,
-            "worker_peak_rss_kib": worker_rss,
-            "rounds": rounds.iter().map(|e| serde_json::json!({
-                "round": e.round,
-                "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),
-                "test_loss": (e.test_loss >= 0.0).then_some(e.test_loss),
-                "federated_accuracy": (e.federated_accuracy >= 0.0).then_some(e.federated_accuracy),
-                "train_loss": e.train_loss,
-                "participants": e.participants,
-                "sampled": e.sampled,
-                "seconds": e.seconds,
-                "bytes_up": e.bytes_up,
-                "bytes_down": e.bytes_down,
-                "workers": e.workers.iter().map(|w| serde_json::json!({
-                    "worker_id": w.worker_id, "num_samples": w.num_samples, "train_loss": w.train_loss,
-                    "bytes_up": w.bytes_up, "bytes_down": w.bytes_down, "train_seconds": w.train_seconds,
-                })).collect::<Vec<_>>(),
-                "model_sha256": e.model_sha256,
-            })).collect::<Vec<_>>(),
-        });
+        let summary = summary_json(
+            args,
+            &job,
+            state,
+            started.elapsed().as_secs_f64(),
+            (coordinator_rss, &worker_rss),
+            &rounds,
+        );
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
         println!("summary written to {}", path.display());
     }
@@ -263,4 +232,191 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         final_job.message
     );
     Ok(())
+}
+
+/// A round's line of `fedcsg local`: [`round_line`] plus what a full-filter exchange of the same
+/// architecture would have uploaded per worker (scaled by the exchanged-values ratio).
+pub fn local_round_line(e: &pb::RoundEvent, job: &pb::Job) -> String {
+    let full_equiv = (e.workers.iter().map(|w| w.bytes_up).sum::<u64>() as f64
+        / e.workers.len().max(1) as f64)
+        * job.full_filter_exchanged_values as f64
+        / job.exchanged_values.max(1) as f64;
+    format!(
+        "{}  (full filters: ~{full_equiv:.0} B/worker)",
+        round_line(e)
+    )
+}
+
+/// The summary JSON of `--summary-json` (schema in README): the job, its exchange sizes, peak
+/// memory (coordinator, each worker) and every round with per-worker figures. Figures the
+/// coordinator did not measure (negative on the wire) are null.
+pub fn summary_json(
+    args: &LocalArgs,
+    job: &pb::Job,
+    state: &str,
+    total_seconds: f64,
+    (coordinator_rss, worker_rss): (Option<u64>, &[Option<u64>]),
+    rounds: &[pb::RoundEvent],
+) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": job.job_id,
+        "state": state,
+        "model": args.job.model,
+        "csg": args.job.csg,
+        "data": args.job.data,
+        "workers": args.workers,
+        "rounds_requested": args.job.rounds,
+        "exchanged_values": job.exchanged_values,
+        "full_filter_exchanged_values": job.full_filter_exchanged_values,
+        "total_seconds": total_seconds,
+        "coordinator_peak_rss_kib": coordinator_rss,
+        "worker_peak_rss_kib": worker_rss,
+        "rounds": rounds.iter().map(|e| serde_json::json!({
+            "round": e.round,
+            "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),
+            "test_loss": (e.test_loss >= 0.0).then_some(e.test_loss),
+            "federated_accuracy": (e.federated_accuracy >= 0.0).then_some(e.federated_accuracy),
+            "train_loss": e.train_loss,
+            "participants": e.participants,
+            "sampled": e.sampled,
+            "seconds": e.seconds,
+            "bytes_up": e.bytes_up,
+            "bytes_down": e.bytes_down,
+            "workers": e.workers.iter().map(|w| serde_json::json!({
+                "worker_id": w.worker_id, "num_samples": w.num_samples, "train_loss": w.train_loss,
+                "bytes_up": w.bytes_up, "bytes_down": w.bytes_down, "train_seconds": w.train_seconds,
+            })).collect::<Vec<_>>(),
+            "model_sha256": e.model_sha256,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn parse(args: &[&str]) -> LocalArgs {
+        match Cli::try_parse_from([&["fedcsg", "local"], args].concat()) {
+            Ok(Cli {
+                command: Command::Local(a),
+            }) => a,
+            Ok(_) => panic!("parsed into another command"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn round(n: u64, accuracy: f64, bytes_up: &[u64]) -> pb::RoundEvent {
+        pb::RoundEvent {
+            job_id: "job-1".into(),
+            round: n,
+            participants: bytes_up.len() as u32,
+            sampled: bytes_up.len() as u32,
+            train_loss: 0.5,
+            test_accuracy: accuracy,
+            test_loss: -1.0,
+            federated_accuracy: -1.0,
+            bytes_down: 4_000,
+            bytes_up: bytes_up.iter().sum(),
+            seconds: 2.5,
+            workers: bytes_up
+                .iter()
+                .enumerate()
+                .map(|(i, b)| pb::WorkerRoundStats {
+                    worker_id: format!("w{i}"),
+                    num_samples: 100,
+                    bytes_up: *b,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn job() -> pb::Job {
+        pb::Job {
+            job_id: "job-1".into(),
+            exchanged_values: 1_000,
+            full_filter_exchanged_values: 2_500,
+            ..Default::default()
+        }
+    }
+
+    /// `fedcsg local` runs 4 workers, IID, every test image, unless told otherwise; the job flags
+    /// are the shared ones of `submit`.
+    #[test]
+    fn defaults_and_job_flags() {
+        let a = parse(&[]);
+        assert_eq!(
+            (a.workers, a.partition.as_str(), a.test_limit),
+            (4, "iid", 0)
+        );
+        assert!(a.summary_json.is_none() && a.log_dir.is_none());
+        assert_eq!((a.job.rounds, a.job.csg.as_str()), (5, "12-72"));
+        let a = parse(&[
+            "--workers",
+            "2",
+            "--rounds",
+            "3",
+            "--csg",
+            "none",
+            "--partition",
+            "dirichlet:0.5",
+            "--summary-json",
+            "s.json",
+            "--federated-eval",
+        ]);
+        assert_eq!(
+            (a.workers, a.job.rounds, a.job.csg.as_str()),
+            (2, 3, "none")
+        );
+        assert_eq!(a.partition, "dirichlet:0.5");
+        assert_eq!(a.summary_json.as_deref(), Some(Path::new("s.json")));
+        assert!(a.job.federated_eval);
+    }
+
+    /// The per-round line adds the full-filter upload per worker: the mean upload scaled by
+    /// full / exchanged values (here 2.5x of a 1,200-byte mean).
+    #[test]
+    fn round_line_adds_the_full_filter_upload() {
+        let line = local_round_line(&round(3, 0.8123, &[1_000, 1_400]), &job());
+        assert!(line.starts_with("round   3: accuracy  81.23%"), "{line}");
+        assert!(
+            line.contains("2/2 workers  up 1200 B/worker  down 4000 B"),
+            "{line}"
+        );
+        assert!(line.ends_with("(full filters: ~3000 B/worker)"), "{line}");
+    }
+
+    /// The summary JSON names the job and run, and writes unmeasured figures as null, not -1.
+    #[test]
+    fn summary_json_schema() {
+        let args = parse(&["--workers", "2"]);
+        let rounds = [round(1, 0.5, &[10, 20]), round(2, -1.0, &[30, 40])];
+        let json = summary_json(
+            &args,
+            &job(),
+            "JOB_STATE_SUCCEEDED",
+            12.5,
+            (Some(1024), &[Some(1), None]),
+            &rounds,
+        );
+        assert_eq!(json["job_id"], "job-1");
+        assert_eq!(json["state"], "JOB_STATE_SUCCEEDED");
+        assert_eq!(json["workers"], 2);
+        assert_eq!(json["exchanged_values"], 1_000);
+        assert_eq!(json["full_filter_exchanged_values"], 2_500);
+        assert_eq!(json["coordinator_peak_rss_kib"], 1024);
+        assert_eq!(json["worker_peak_rss_kib"], serde_json::json!([1, null]));
+        let r = json["rounds"].as_array().expect("rounds");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0]["test_accuracy"], 0.5);
+        assert!(r[1]["test_accuracy"].is_null());
+        assert!(r[0]["test_loss"].is_null() && r[0]["federated_accuracy"].is_null());
+        assert_eq!(r[1]["bytes_up"], 70);
+        assert_eq!(r[1]["workers"][1]["bytes_up"], 40);
+        assert_eq!(r[1]["workers"][1]["worker_id"], "w1");
+    }
 }

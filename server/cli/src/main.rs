@@ -1,6 +1,8 @@
 //! `fedcsg`: the operator CLI. Model inventories, centralised training and benchmarks on this
 //! machine; a local federation; and the commands that talk to a running coordinator.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use fedcsg_cli::Cli;
 

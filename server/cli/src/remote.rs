@@ -274,3 +274,96 @@ pub fn print_line(bar: &ProgressBar, line: String) {
         bar.println(line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    /// `status`, `watch` and `export` share the coordinator flags: the default local URL, the
+    /// admin token, and the client TLS flags.
+    #[test]
+    fn remote_flags_parse_with_defaults() {
+        let Ok(Cli {
+            command: Command::Status(a),
+        }) = Cli::try_parse_from(["fedcsg", "status"])
+        else {
+            panic!("status did not parse");
+        };
+        assert_eq!(a.remote.coordinator, "http://127.0.0.1:7070");
+        let Ok(Cli {
+            command: Command::Export(a),
+        }) = Cli::try_parse_from([
+            "fedcsg",
+            "export",
+            "job-3",
+            "--out",
+            "m.safetensors",
+            "--coordinator",
+            "https://c:7070",
+            "--admin-token",
+            "t",
+            "--ca-cert",
+            "ca.pem",
+        ])
+        else {
+            panic!("export did not parse");
+        };
+        assert_eq!(
+            (a.job.as_str(), a.out.to_str()),
+            ("job-3", Some("m.safetensors"))
+        );
+        assert_eq!(a.remote.coordinator, "https://c:7070");
+        assert_eq!(a.remote.admin_token.as_deref(), Some("t"));
+        assert_eq!(
+            a.remote.tls.ca_cert.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+    }
+
+    #[test]
+    fn export_needs_a_job_and_an_output_file() {
+        let err = Cli::try_parse_from(["fedcsg", "export", "job-1"])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--out"), "{err}");
+        assert!(Cli::try_parse_from(["fedcsg", "watch"]).is_err());
+    }
+
+    /// A round line: accuracy as a percentage (n/a when the coordinator has no test set), the
+    /// mean upload per worker, the download, the time.
+    #[test]
+    fn round_line_format() {
+        let mut e = pb::RoundEvent {
+            round: 12,
+            train_loss: 0.25,
+            test_accuracy: 0.9,
+            participants: 3,
+            sampled: 4,
+            bytes_down: 900,
+            seconds: 1.5,
+            workers: [100u64, 200, 300]
+                .iter()
+                .map(|b| pb::WorkerRoundStats {
+                    bytes_up: *b,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            round_line(&e),
+            "round  12: accuracy  90.00%  train loss 0.2500  3/4 workers  up 200 B/worker  down 900 B  1.5 s"
+        );
+        e.test_accuracy = -1.0;
+        e.workers.clear();
+        assert!(
+            round_line(&e).contains("accuracy     n/a"),
+            "{}",
+            round_line(&e)
+        );
+        assert!(round_line(&e).contains("up 0 B/worker"));
+    }
+}

@@ -2,6 +2,8 @@
 //! `grpc.health.v1.Health` server for one service's status and exits 0 only when that service is
 //! SERVING, so the images need no separate grpc_health_probe.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
