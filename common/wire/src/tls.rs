@@ -223,18 +223,17 @@ impl ClientTlsFiles {
                 ));
             }
         };
-        if let Some(d) = &self.tls_domain {
-            if d.is_empty()
+        if let Some(d) = &self.tls_domain
+            && (d.is_empty()
                 || d.len() > 253
                 || !d
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            {
-                return Err(tls_err(
-                    "--tls-domain",
-                    format!("{d:?} is not a DNS name or IP address"),
-                ));
-            }
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        {
+            return Err(tls_err(
+                "--tls-domain",
+                format!("{d:?} is not a DNS name or IP address"),
+            ));
         }
         Ok(Some(ClientTls {
             ca_pem,

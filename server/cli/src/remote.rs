@@ -64,10 +64,10 @@ impl Operator {
 
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        if let Some(t) = &self.token {
-            if let Ok(v) = format!("Bearer {}", t.expose()).parse() {
-                req.metadata_mut().insert("authorization", v);
-            }
+        if let Some(t) = &self.token
+            && let Ok(v) = format!("Bearer {}", t.expose()).parse()
+        {
+            req.metadata_mut().insert("authorization", v);
         }
         req
     }

@@ -41,7 +41,7 @@ impl FromStr for Architecture {
                 .trim_start_matches('-')
                 .parse()
                 .map_err(|_| bad("depth is not a number"))?;
-            if depth < 8 || (depth - 2) % 6 != 0 {
+            if depth < 8 || !(depth - 2).is_multiple_of(6) {
                 return Err(bad("ResNet depth must be 6n+2"));
             }
             return Ok(Architecture::ResNet { depth });
@@ -57,7 +57,7 @@ impl FromStr for Architecture {
                 None => (rest, 12),
             };
             let depth: usize = depth.parse().map_err(|_| bad("depth is not a number"))?;
-            if depth < 10 || (depth - 4) % 6 != 0 {
+            if depth < 10 || !(depth - 4).is_multiple_of(6) {
                 return Err(bad("DenseNet-BC depth must be 6n+4"));
             }
             if growth == 0 {
