@@ -111,10 +111,10 @@ impl Coordinator {
             .fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
         if let Some(r) = job.records.last_mut() {
             r.federated_accuracy = (samples > 0).then(|| correct as f64 / samples as f64);
-            if let Some(store) = &self.store {
-                if let Err(e) = store.update_round_record(job.id.as_str(), r) {
-                    warn!(job_id = %job.id, error = %e, "cannot store the federated accuracy");
-                }
+            if let Some(store) = &self.store
+                && let Err(e) = store.update_round_record(job.id.as_str(), r)
+            {
+                warn!(job_id = %job.id, error = %e, "cannot store the federated accuracy");
             }
         }
         let token = active.token.clone();

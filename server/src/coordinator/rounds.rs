@@ -54,10 +54,10 @@ impl Coordinator {
                     // Evaluation and the model file write are CPU and disk work: off the runtime.
                     let work = tokio::task::spawn_blocking(move || {
                         let evaluation = work_self.evaluate_global(&spec, &global);
-                        let file = match &work_self.store {
-                            Some(store) => Some(store.write_model(job.as_str(), round, &global)),
-                            None => None,
-                        };
+                        let file = work_self
+                            .store
+                            .as_ref()
+                            .map(|store| store.write_model(job.as_str(), round, &global));
                         (evaluation, file)
                     })
                     .await;
@@ -316,9 +316,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let token = active.token.clone();
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_mut().expect("training");
-        let Some(mean) = active.sum.mean() else {
-            return None;
-        };
+        let mean = active.sum.mean()?;
         crate::fault::hit("aggregate", active.round);
         if !all_in {
             warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), sampled = active.sampled.len(), "round closing with the quorum");
