@@ -103,10 +103,15 @@ impl CoordinatorArgs {
     pub fn resolve(self) -> Result<CoordinatorConfig, ServerError> {
         let file: FileConfig = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
-                toml::from_str(&text)
-                    .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ServerError::ConfigRead {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str(&text).map_err(|source| ServerError::ConfigSyntax {
+                    path: path.clone(),
+                    source,
+                })?
             }
             None => FileConfig::default(),
         };
@@ -114,11 +119,13 @@ impl CoordinatorArgs {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_text.parse().map_err(|e| {
-            ServerError::Config(format!(
-                "listen address {listen_text:?}: {e} (expected HOST:PORT, e.g. 0.0.0.0:7070)"
-            ))
-        })?;
+        let listen: SocketAddr =
+            listen_text
+                .parse()
+                .map_err(|source| ServerError::ListenAddress {
+                    text: listen_text.clone(),
+                    source,
+                })?;
         let data_text = self.data.or(file.data).unwrap_or_else(|| "bundled".into());
         let data = if data_text == "none" {
             None
@@ -126,7 +133,7 @@ impl CoordinatorArgs {
             Some(
                 data_text
                     .parse()
-                    .map_err(|e| ServerError::Config(format!("data: {e}")))?,
+                    .map_err(|source| ServerError::DataSource { source })?,
             )
         };
         let heartbeat_interval = Duration::from_millis(
@@ -142,12 +149,12 @@ impl CoordinatorArgs {
         if heartbeat_interval < Duration::from_millis(100)
             || heartbeat_interval > Duration::from_secs(60)
         {
-            return Err(ServerError::Config(
-                "heartbeat_interval_ms must be 100..=60000".into(),
+            return Err(ServerError::config(
+                "heartbeat_interval_ms must be 100..=60000",
             ));
         }
         if heartbeat_timeout < 2 * heartbeat_interval {
-            return Err(ServerError::Config(format!(
+            return Err(ServerError::config(format!(
                 "heartbeat_timeout_secs ({}s) must be at least twice the heartbeat interval ({:?})",
                 heartbeat_timeout.as_secs(),
                 heartbeat_interval
@@ -155,11 +162,11 @@ impl CoordinatorArgs {
         }
         let non_empty = |t: Option<String>, what: &str| -> Result<Option<Secret>, ServerError> {
             match t {
-                Some(t) if t.len() < 8 => Err(ServerError::Config(format!(
+                Some(t) if t.len() < 8 => Err(ServerError::config(format!(
                     "{what} must be at least 8 characters"
                 ))),
                 Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
-                    Err(ServerError::Config(format!(
+                    Err(ServerError::config(format!(
                         "{what} must be printable ASCII without spaces (it travels in a header)"
                     )))
                 }
@@ -171,21 +178,18 @@ impl CoordinatorArgs {
             self.tls_key.or(file.tls_key),
             self.tls_client_ca.or(file.tls_client_ca),
         ) {
-            (Some(cert), Some(key), ca) => Some(
-                ServerTls::from_files(&cert, &key, ca.as_deref())
-                    .map_err(|e| ServerError::Config(e.to_string()))?,
-            ),
+            (Some(cert), Some(key), ca) => Some(ServerTls::from_files(&cert, &key, ca.as_deref())?),
             (None, None, None) => None,
             (None, None, Some(_)) => {
-                return Err(ServerError::Config(
-                    "--tls-client-ca needs --tls-cert and --tls-key".into(),
+                return Err(ServerError::config(
+                    "--tls-client-ca needs --tls-cert and --tls-key",
                 ));
             }
             (Some(_), None, _) => {
-                return Err(ServerError::Config("--tls-cert needs --tls-key".into()));
+                return Err(ServerError::config("--tls-cert needs --tls-key"));
             }
             (None, Some(_), _) => {
-                return Err(ServerError::Config("--tls-key needs --tls-cert".into()));
+                return Err(ServerError::config("--tls-key needs --tls-cert"));
             }
         };
         let insecure = self.insecure || file.insecure.unwrap_or(false);
@@ -219,10 +223,7 @@ pub fn check_plaintext_listen(
     if tls || insecure || listen.ip().is_loopback() {
         return Ok(());
     }
-    Err(ServerError::Config(format!(
-        "refusing to serve plaintext on the non-loopback address {listen}: give --tls-cert and --tls-key, \
-         or --insecure (FEDCSG_INSECURE=true) to send tokens unencrypted"
-    )))
+    Err(ServerError::PlaintextListen { listen })
 }
 
 #[cfg(test)]

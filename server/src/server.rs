@@ -26,7 +26,7 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         Some(source) => {
             let data = source
                 .load()
-                .map_err(|e| ServerError::Config(format!("test data: {e}")))?;
+                .map_err(|source| ServerError::TestData { source })?;
             let test = if config.test_limit > 0 {
                 data.test.seeded_subset(config.test_limit, 0)
             } else {
@@ -45,10 +45,10 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         ..CoordinatorSettings::default()
     };
     let store = match &config.state_dir {
-        Some(dir) => Some(
-            Store::open(dir)
-                .map_err(|e| ServerError::Config(format!("--state-dir {}: {e}", dir.display())))?,
-        ),
+        Some(dir) => Some(Store::open(dir).map_err(|source| ServerError::StateDir {
+            dir: dir.clone(),
+            source,
+        })?),
         None => {
             warn!("no --state-dir: coordinator state is in memory only and is lost on restart");
             None
@@ -93,8 +93,7 @@ pub async fn run_with(
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
+        .build_v1()?;
     let worker = WorkerServiceServer::new(WorkerApi::new(Arc::clone(&coordinator)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -130,9 +129,9 @@ pub async fn run_with(
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
-        builder = builder.tls_config(tls.config()).map_err(|e| {
-            ServerError::Config(format!("TLS (--tls-cert, --tls-key, --tls-client-ca): {e}"))
-        })?;
+        builder = builder
+            .tls_config(tls.config())
+            .map_err(|source| ServerError::TlsServe { source })?;
     }
     builder
         .add_service(health_service)

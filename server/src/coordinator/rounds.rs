@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedcsg_core::tensor::StateDict;
-use fedcsg_ml::model::Model;
-use fedcsg_ml::ops::ConvBackend;
-use fedcsg_ml::train;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use tracing::{error, info, info_span, warn};
 
+use super::evaluation::{Evaluation, open_federated_evaluation};
+use super::seeds::round_sampling_seed;
 use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
 use super::{Coordinator, JobEvent};
 use crate::aggregate::WeightedMean;
@@ -31,9 +30,6 @@ struct Closing {
     model: fedcsg_ml::model::ModelSpec,
     global: StateDict,
 }
-
-/// Coordinator-side evaluation: (accuracy, mean loss).
-type Evaluation = Option<(f64, f64)>;
 
 impl Coordinator {
     /// Runs the state machine until `shutdown` resolves.
@@ -58,10 +54,10 @@ impl Coordinator {
                     // Evaluation and the model file write are CPU and disk work: off the runtime.
                     let work = tokio::task::spawn_blocking(move || {
                         let evaluation = work_self.evaluate_global(&spec, &global);
-                        let file = match &work_self.store {
-                            Some(store) => Some(store.write_model(job.as_str(), round, &global)),
-                            None => None,
-                        };
+                        let file = work_self
+                            .store
+                            .as_ref()
+                            .map(|store| store.write_model(job.as_str(), round, &global));
                         (evaluation, file)
                     })
                     .await;
@@ -84,36 +80,6 @@ impl Coordinator {
                     crate::fault::hit("after-commit", round);
                     this.wake.notify_one();
                 });
-            }
-        }
-    }
-
-    fn evaluate_global(
-        &self,
-        spec: &fedcsg_ml::model::ModelSpec,
-        global: &StateDict,
-    ) -> Evaluation {
-        let test = self.test_set.as_ref()?;
-        if test.data.channels() != spec.in_channels || test.data.num_classes() != spec.num_classes {
-            return None;
-        }
-        let run = || -> Result<(f64, f64), String> {
-            let model = Model::new(spec, 0, ConvBackend::default()).map_err(|e| e.to_string())?;
-            model.load_state(global).map_err(|e| e.to_string())?;
-            let r = train::evaluate(
-                &model,
-                &test.data,
-                &test.normalization,
-                self.settings.eval_batch,
-            )
-            .map_err(|e| e.to_string())?;
-            Ok((r.accuracy(), r.mean_loss()))
-        };
-        match run() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                error!(error = %e, "coordinator-side evaluation failed");
-                None
             }
         }
     }
@@ -239,79 +205,21 @@ impl Coordinator {
         job.global = Arc::new(closing.global);
         let participants = record.participants.clone();
         job.records.push(record);
-        if job.spec.federated_evaluation {
-            let round = active.round;
-            let id = job.id.clone();
-            let deadline = Duration::from_secs(job.spec.round_deadline_seconds);
-            let spec = job.spec.model;
-            job.active = None;
-            let free = free_workers(&st, &spec);
-            let job = st.jobs.get_mut(&id).expect("exists");
-            let token = RoundToken::new(random_hex());
-            job.active = Some(ActiveRound {
-                round,
-                token: token.clone(),
-                phase: Phase::FederatedEvaluation,
-                started: Instant::now(),
-                deadline: Instant::now() + deadline,
-                sampled: free.clone(),
-                accepted: BTreeMap::new(),
-                sum: WeightedMean::new(&StateDict::default()),
-                bytes_down: Default::default(),
-                evaluations: BTreeMap::new(),
-            });
-            for w in &free {
-                if let Some(entry) = st.workers.get_mut(w) {
-                    entry.assignment = Some(Assignment {
-                        job: id.clone(),
-                        round,
-                        token: token.clone(),
-                        kind: TaskKind::Evaluate,
-                    });
-                }
+        let (id, round, federated) = (job.id.clone(), active.round, job.spec.federated_evaluation);
+        for p in participants {
+            if let Some(w) = st.workers.get_mut(&WorkerId::new(p)) {
+                w.rounds_contributed += 1;
             }
-            for p in participants {
-                if let Some(w) = st.workers.get_mut(&WorkerId::new(p)) {
-                    w.rounds_contributed += 1;
-                }
-            }
+        }
+        if federated {
+            open_federated_evaluation(&mut st, &id, round);
         } else {
-            for p in participants {
-                if let Some(w) = st.workers.get_mut(&WorkerId::new(p)) {
-                    w.rounds_contributed += 1;
-                }
-            }
-            let id = closing.job.clone();
             self.end_round(&mut st, &id);
         }
     }
 
-    fn finish_federated_evaluation(&self, st: &mut State, id: &JobId) {
-        let job = st.jobs.get_mut(id).expect("exists");
-        let active = job.active.as_ref().expect("active");
-        let (samples, correct) = active
-            .evaluations
-            .values()
-            .fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
-        if let Some(r) = job.records.last_mut() {
-            r.federated_accuracy = (samples > 0).then(|| correct as f64 / samples as f64);
-            if let Some(store) = &self.store {
-                if let Err(e) = store.update_round_record(job.id.as_str(), r) {
-                    warn!(job_id = %job.id, error = %e, "cannot store the federated accuracy");
-                }
-            }
-        }
-        let token = active.token.clone();
-        for w in st.workers.values_mut() {
-            if w.assignment.as_ref().is_some_and(|a| a.token == token) {
-                w.assignment = None;
-            }
-        }
-        self.end_round(st, id);
-    }
-
     /// Clears the active round, finishes the job after its last round, notifies watchers.
-    fn end_round(&self, st: &mut State, id: &JobId) {
+    pub(super) fn end_round(&self, st: &mut State, id: &JobId) {
         let job = st.jobs.get_mut(id).expect("exists");
         job.active = None;
         if job.records.len() as u64 >= job.spec.rounds {
@@ -328,7 +236,7 @@ impl Coordinator {
 }
 
 /// Workers that are alive, idle and fit the model's input and classes.
-fn free_workers(st: &State, spec: &fedcsg_ml::model::ModelSpec) -> Vec<WorkerId> {
+pub(super) fn free_workers(st: &State, spec: &fedcsg_ml::model::ModelSpec) -> Vec<WorkerId> {
     st.workers
         .values()
         .filter(|w| {
@@ -357,9 +265,7 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
         .max(job.spec.min_workers)
         .min(free.len());
     let round = job.records.len() as u64 + 1;
-    let mut rng = StdRng::seed_from_u64(
-        job.spec.seed ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ job.retries,
-    );
+    let mut rng = StdRng::seed_from_u64(round_sampling_seed(job.spec.seed, round, job.retries));
     let mut sampled: Vec<WorkerId> = free.choose_multiple(&mut rng, wanted).cloned().collect();
     sampled.sort();
     let token = RoundToken::new(random_hex());
@@ -410,9 +316,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let token = active.token.clone();
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_mut().expect("training");
-        let Some(mean) = active.sum.mean() else {
-            return None;
-        };
+        let mean = active.sum.mean()?;
         crate::fault::hit("aggregate", active.round);
         if !all_in {
             warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), sampled = active.sampled.len(), "round closing with the quorum");

@@ -9,7 +9,7 @@ use crate::error::ServerError;
 use crate::job::{JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
 
 pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerError> {
-    let bad = ServerError::InvalidArgument;
+    let bad = |why: String| ServerError::InvalidArgument { why };
     let s = spec.ok_or_else(|| bad("spec is missing".into()))?;
     let model = model_spec_from_proto(s.model.as_ref(), "spec.model").map_err(bad)?;
     let t = s

@@ -17,6 +17,7 @@ use super::bearer;
 use super::convert::{job_spec_from_proto, job_to_proto, round_to_proto};
 use super::worker_api::model_stream;
 use crate::coordinator::{Coordinator, constant_time_eq};
+use crate::error::ServerError;
 use crate::ids::JobId;
 
 pub struct OperatorApi {
@@ -38,12 +39,14 @@ impl OperatorApi {
         };
         match bearer(req.metadata()) {
             Some(t) if constant_time_eq(t, expected.expose()) => Ok(()),
-            Some(_) => Err(Status::permission_denied(
-                "this token may not use the operator API",
-            )),
-            None => Err(Status::unauthenticated(
+            Some(_) => Err(ServerError::PermissionDenied {
+                why: "this token may not use the operator API".into(),
+            }
+            .into()),
+            None => Err(ServerError::unauthenticated(
                 "admin token missing: send authorization: Bearer <token>",
-            )),
+            )
+            .into()),
         }
     }
 }
@@ -67,7 +70,7 @@ impl OperatorService for OperatorApi {
         // Building the initial model is CPU work: keep it off the async runtime.
         let view = tokio::task::spawn_blocking(move || coordinator.create_job(spec))
             .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+            .map_err(ServerError::from)??;
         Ok(Response::new(job_to_proto(&view)))
     }
 
@@ -149,9 +152,7 @@ impl OperatorService for OperatorApi {
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
                         let _ = tx
-                            .send(Err(Status::data_loss(format!(
-                                "watcher fell behind by {n} events: watch again"
-                            ))))
+                            .send(Err(ServerError::WatcherLagged { missed: n }.into()))
                             .await;
                         return;
                     }

@@ -12,7 +12,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
 
 fn bad(why: String) -> ServerError {
-    ServerError::InvalidArgument(why)
+    ServerError::InvalidArgument { why }
 }
 
 /// A required identifier: 1..=MAX_ID_LEN printable ASCII bytes without spaces.

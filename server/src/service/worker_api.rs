@@ -150,13 +150,11 @@ impl WorkerService for WorkerApi {
         let token = bearer(req.metadata()).map(str::to_owned);
         let mut stream = req.into_inner();
         let first = stream.next().await.ok_or_else(|| {
-            Status::invalid_argument("upload is empty: the first message must be the header")
+            ServerError::invalid("upload is empty: the first message must be the header")
         })??;
         let mut bytes_up = first.encoded_len() as u64;
         let Some(pb::update_chunk::Part::Header(h)) = first.part else {
-            return Err(Status::invalid_argument(
-                "the first upload message must be the header",
-            ));
+            return Err(ServerError::invalid("the first upload message must be the header").into());
         };
         let worker = WorkerId::new(required(&h.worker_id, "header.worker_id")?);
         self.coordinator
@@ -182,15 +180,15 @@ impl WorkerService for WorkerApi {
                 match msg.part {
                     // An empty chunk carries nothing and would only keep the stream open.
                     Some(pb::update_chunk::Part::Data(d)) if d.is_empty() => {
-                        return Err(ServerError::InvalidArgument("empty data chunk".into()).into());
+                        return Err(ServerError::invalid("empty data chunk").into());
                     }
                     Some(pb::update_chunk::Part::Data(d)) => {
                         assembler.push(&d).map_err(ServerError::from)?
                     }
                     _ => {
-                        return Err(Status::invalid_argument(
-                            "only data chunks may follow the header",
-                        ));
+                        return Err(
+                            ServerError::invalid("only data chunks may follow the header").into(),
+                        );
                     }
                 }
             }

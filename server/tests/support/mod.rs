@@ -1,7 +1,13 @@
 //! Helpers the in-process gRPC tests share: a coordinator on 127.0.0.1:0, bearer metadata, the
-//! job spec they submit, and reassembling a model stream.
+//! job spec they submit, and reassembling a model stream; and by theme, [`hostile`] (the
+//! hostile-request tests), [`auth`] (tokens and TLS) and [`pki`] (test certificates).
 
+// Each test file compiles this module and uses only part of it.
 #![allow(dead_code)]
+
+pub mod auth;
+pub mod hostile;
+pub mod pki;
 
 use fedcsg_core::tensor::StateDict;
 use fedcsg_server::config::CoordinatorArgs;

@@ -1,0 +1,162 @@
+//! Evaluating global models: on the coordinator's own test set before a round commits, and
+//! federated, where the workers free after a commit evaluate it on their data and report
+//! (samples, correct). A report is taken once; its identical retry is idempotent.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fedcsg_core::tensor::StateDict;
+use fedcsg_ml::model::{Model, ModelSpec};
+use fedcsg_ml::ops::ConvBackend;
+use fedcsg_ml::train::{self, TrainError};
+use tracing::{error, warn};
+
+use super::Coordinator;
+use super::rounds::free_workers;
+use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
+use crate::aggregate::WeightedMean;
+use crate::error::{Result, ServerError};
+use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
+
+/// Coordinator-side evaluation: (accuracy, mean loss).
+pub(super) type Evaluation = Option<(f64, f64)>;
+
+impl Coordinator {
+    pub fn report_evaluation(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        token: &str,
+        samples: u64,
+        correct: u64,
+    ) -> Result<()> {
+        if correct > samples {
+            return Err(ServerError::invalid(format!(
+                "correct {correct} exceeds num_samples {samples}"
+            )));
+        }
+        let mut st = self.lock();
+        let assigned = st
+            .workers
+            .get(worker)
+            .and_then(|w| w.assignment.as_ref())
+            .is_some_and(|a| {
+                &a.job == job && a.token.as_str() == token && a.kind == TaskKind::Evaluate
+            });
+        let active = st
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.active.as_mut())
+            .filter(|a| a.token.as_str() == token && a.phase == Phase::FederatedEvaluation)
+            .ok_or_else(|| {
+                ServerError::precondition(format!(
+                    "no federated evaluation with token {token:?} is open in job {job}"
+                ))
+            })?;
+        if !assigned {
+            // A retry of a report already taken is idempotent; anything else was never asked for.
+            if active.evaluations.get(worker) == Some(&(samples, correct)) {
+                return Ok(());
+            }
+            return Err(ServerError::precondition(format!(
+                "worker {worker} was not asked to evaluate in this round of job {job}"
+            )));
+        }
+        active
+            .evaluations
+            .insert(worker.clone(), (samples, correct));
+        if let Some(w) = st.workers.get_mut(worker) {
+            w.assignment = None;
+        }
+        drop(st);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Evaluates a new global model on the coordinator's test set, if it has one that fits the
+    /// model (CPU work: call from a blocking thread). A failure is logged, not fatal.
+    pub(super) fn evaluate_global(&self, spec: &ModelSpec, global: &StateDict) -> Evaluation {
+        let test = self.test_set.as_ref()?;
+        if test.data.channels() != spec.in_channels || test.data.num_classes() != spec.num_classes {
+            return None;
+        }
+        let run = || -> Result<(f64, f64), TrainError> {
+            let model = Model::new(spec, 0, ConvBackend::default())?;
+            model.load_state(global)?;
+            let r = train::evaluate(
+                &model,
+                &test.data,
+                &test.normalization,
+                self.settings.eval_batch,
+            )?;
+            Ok((r.accuracy(), r.mean_loss()))
+        };
+        match run() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                error!(error = %e, "coordinator-side evaluation failed");
+                None
+            }
+        }
+    }
+
+    /// Closes a federated evaluation (every asked worker reported, or the deadline passed):
+    /// records the accuracy over the reports in the round's record and ends the round.
+    pub(super) fn finish_federated_evaluation(&self, st: &mut State, id: &JobId) {
+        let job = st.jobs.get_mut(id).expect("exists");
+        let active = job.active.as_ref().expect("active");
+        let (samples, correct) = active
+            .evaluations
+            .values()
+            .fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
+        if let Some(r) = job.records.last_mut() {
+            r.federated_accuracy = (samples > 0).then(|| correct as f64 / samples as f64);
+            if let Some(store) = &self.store
+                && let Err(e) = store.update_round_record(job.id.as_str(), r)
+            {
+                warn!(job_id = %job.id, error = %e, "cannot store the federated accuracy");
+            }
+        }
+        let token = active.token.clone();
+        for w in st.workers.values_mut() {
+            if w.assignment.as_ref().is_some_and(|a| a.token == token) {
+                w.assignment = None;
+            }
+        }
+        self.end_round(st, id);
+    }
+}
+
+/// Opens the federated evaluation of `round`, just committed: every free worker that fits the
+/// model is asked to evaluate it, under a fresh token, by the job's round deadline.
+pub(super) fn open_federated_evaluation(st: &mut State, id: &JobId, round: u64) {
+    let job = st.jobs.get_mut(id).expect("exists");
+    let deadline = Duration::from_secs(job.spec.round_deadline_seconds);
+    let spec = job.spec.model;
+    job.active = None;
+    let free = free_workers(st, &spec);
+    let job = st.jobs.get_mut(id).expect("exists");
+    let token = RoundToken::new(random_hex());
+    job.active = Some(ActiveRound {
+        round,
+        token: token.clone(),
+        phase: Phase::FederatedEvaluation,
+        started: Instant::now(),
+        deadline: Instant::now() + deadline,
+        sampled: free.clone(),
+        accepted: BTreeMap::new(),
+        sum: WeightedMean::new(&StateDict::default()),
+        bytes_down: Default::default(),
+        evaluations: BTreeMap::new(),
+    });
+    for w in &free {
+        if let Some(entry) = st.workers.get_mut(w) {
+            entry.assignment = Some(Assignment {
+                job: id.clone(),
+                round,
+                token: token.clone(),
+                kind: TaskKind::Evaluate,
+            });
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Jobs as the operator sees them: create (building the initial global model), list, get,
+//! cancel and export; and rebuilding a stored job when the coordinator restarts.
+
+use std::sync::Arc;
+
+use fedcsg_core::tensor::StateDict;
+use fedcsg_ml::model::Model;
+use fedcsg_ml::ops::ConvBackend;
+use tracing::{info, warn};
+
+use super::state::JobEntry;
+use super::{Coordinator, JobEvent, JobView};
+use crate::error::{Result, ServerError};
+use crate::ids::JobId;
+use crate::job::{JobSpec, JobState};
+use crate::store::PersistedJob;
+
+impl Coordinator {
+    /// Creates a job: builds its initial global model from the spec and seed (CPU work: call
+    /// from a blocking thread).
+    pub fn create_job(&self, spec: JobSpec) -> Result<JobView> {
+        spec.validate().map_err(ServerError::invalid)?;
+        let model = Model::new(&spec.model, spec.seed, ConvBackend::Reference)
+            .map_err(|source| ServerError::UnbuildableModel { source })?;
+        let inventory = model.inventory(spec.bn_stats);
+        let full = Model::new(&spec.model.full_filter(), spec.seed, ConvBackend::Reference)?
+            .inventory(spec.bn_stats);
+        let global = model.state()?;
+        let id = match &self.store {
+            Some(store) => {
+                let id = JobId::new(format!("job-{}", store.next_id("job")?));
+                // Durable before it is visible: the initial model file, then the job row.
+                store.insert_job(id.as_str(), &spec, &global)?;
+                id
+            }
+            None => {
+                let mut st = self.lock();
+                st.next_job += 1;
+                JobId::new(format!("job-{}", st.next_job))
+            }
+        };
+        let mut st = self.lock();
+        let entry = JobEntry {
+            id: id.clone(),
+            global_sha256: global.fingerprint(),
+            global: Arc::new(global),
+            exchanged_names: inventory
+                .exchanged_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            exchanged_values: inventory.exchanged_value_count() as u64,
+            full_filter_exchanged_values: full.exchanged_value_count() as u64,
+            spec,
+            state: JobState::Pending,
+            message: "waiting for workers".into(),
+            records: Vec::new(),
+            active: None,
+            retries: 0,
+        };
+        let view = view_of(&entry);
+        info!(job_id = %id, model = %entry.spec.model, rounds = entry.spec.rounds, "job created");
+        st.jobs.insert(id, entry);
+        drop(st);
+        self.wake.notify_one();
+        Ok(view)
+    }
+
+    pub fn list_jobs(&self) -> Vec<JobView> {
+        self.lock().jobs.values().map(view_of).collect()
+    }
+
+    pub fn get_job(&self, job: &JobId) -> Result<JobView> {
+        self.lock()
+            .jobs
+            .get(job)
+            .map(view_of)
+            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })
+    }
+
+    pub fn cancel_job(&self, job: &JobId) -> Result<JobView> {
+        let mut st = self.lock();
+        let j = st
+            .jobs
+            .get_mut(job)
+            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
+        if !j.state.is_finished() {
+            if let Some(store) = &self.store {
+                store.set_job_state(
+                    job.as_str(),
+                    JobState::Cancelled,
+                    "cancelled by an operator",
+                )?;
+            }
+            j.state = JobState::Cancelled;
+            j.message = "cancelled by an operator".into();
+            j.active = None;
+        }
+        let view = view_of(j);
+        for w in st.workers.values_mut() {
+            if w.assignment.as_ref().is_some_and(|a| &a.job == job) {
+                w.assignment = None;
+            }
+        }
+        drop(st);
+        let _ = self.events.send(JobEvent {
+            job: job.clone(),
+            state: JobState::Cancelled,
+            record: None,
+        });
+        warn!(job_id = %job, "job cancelled");
+        Ok(view)
+    }
+
+    /// The full global model of a job (every variable).
+    pub fn export(&self, job: &JobId) -> Result<(u64, Arc<StateDict>, String)> {
+        let st = self.lock();
+        let j = st
+            .jobs
+            .get(job)
+            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
+        Ok((
+            j.rounds_completed(),
+            Arc::clone(&j.global),
+            j.global_sha256.clone(),
+        ))
+    }
+}
+
+/// Rebuilds a job's in-memory entry from the store; an unfinished job resumes with the round
+/// after its last committed one.
+pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
+    let model = Model::new(&p.spec.model, p.spec.seed, ConvBackend::Reference)?;
+    let inventory = model.inventory(p.spec.bn_stats);
+    let full = Model::new(
+        &p.spec.model.full_filter(),
+        p.spec.seed,
+        ConvBackend::Reference,
+    )?
+    .inventory(p.spec.bn_stats);
+    model
+        .check_state(&p.global, true)
+        .map_err(|source| ServerError::StoredModel {
+            job: p.id.clone(),
+            source,
+        })?;
+    Ok(JobEntry {
+        id: JobId::new(p.id),
+        global_sha256: p
+            .records
+            .last()
+            .map(|r| r.model_sha256.clone())
+            .unwrap_or(p.global_file_sha256),
+        global: Arc::new(p.global),
+        exchanged_names: inventory
+            .exchanged_names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        exchanged_values: inventory.exchanged_value_count() as u64,
+        full_filter_exchanged_values: full.exchanged_value_count() as u64,
+        message: p.message,
+        state: p.state,
+        spec: p.spec,
+        records: p.records,
+        active: None,
+        retries: 0,
+    })
+}
+
+fn view_of(j: &JobEntry) -> JobView {
+    JobView {
+        id: j.id.clone(),
+        spec: j.spec.clone(),
+        state: j.state,
+        message: j.message.clone(),
+        records: j.records.clone(),
+        exchanged_values: j.exchanged_values,
+        full_filter_exchanged_values: j.full_filter_exchanged_values,
+    }
+}
