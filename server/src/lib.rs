@@ -12,6 +12,8 @@
 //! - [`error`]: the error type and its single mapping to gRPC statuses.
 //! - [`telemetry`]: tracing setup shared by the binaries.
 
+#![forbid(unsafe_code)]
+
 pub mod aggregate;
 pub mod config;
 pub mod coordinator;

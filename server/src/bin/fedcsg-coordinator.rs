@@ -1,6 +1,8 @@
 //! `fedcsg-coordinator`: parses configuration, sets up tracing and runs the coordinator until
 //! Ctrl-C or SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use fedcsg_server::config::CoordinatorArgs;
 
