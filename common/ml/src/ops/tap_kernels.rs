@@ -2,6 +2,10 @@
 //! channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`, so that every
 //! kernel tap is a contiguous vector load at a fixed offset. `conv_direct` (stride-1 same convs)
 //! and `conv_stride2` (phase-split stride-2 convs) build the layouts and the inputs.
+//!
+//! The two safe entry points, [`same_conv`] and [`same_conv_weight_grad`], take an [`Avx2Fma`]
+//! token (the CPU check cannot be skipped) and assert the buffer lengths, computed with overflow
+//! checks, that keep the raw-pointer loads and stores of the unsafe blocks in bounds.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
