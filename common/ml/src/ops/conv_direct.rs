@@ -86,7 +86,7 @@ fn place_shifted_copies(
     for c in 0..channels {
         let image = &src[c * h * w..(c + 1) * h * w];
         for kx in 0..k {
-            let start = c * l.plane + kx * copy + GUARD + p * w;
+            let start = c * l.plane() + kx * copy + GUARD + p * w;
             let data = &mut dst[start..start + h * w];
             OutSlots::from(&mut *data).copy_from_slice(image);
             // Columns a shift of kx - p wraps onto from the neighbouring row.
@@ -139,10 +139,10 @@ fn same_conv_images(
     let pixels = g.h * g.w;
     let image_in = n_in * pixels;
     let per_image = |n: usize, scratch: &mut [f32], out_n: OutSlots<'_>| {
-        let (copies, wide) = scratch.split_at_mut(n_in * l.plane);
+        let (copies, wide) = scratch.split_at_mut(n_in * l.plane());
         let x_n = &input[n * image_in..(n + 1) * image_in];
         place_shifted_copies(g, &l, copy, x_n, n_in, copies);
-        if l.q == pixels {
+        if l.q() == pixels {
             // Whole blocks cover the image exactly: write the output in place.
             same_conv(cpu, &l, copies, n_in, weights, n_out, out_n);
         } else {
@@ -155,10 +155,10 @@ fn same_conv_images(
                 n_out,
                 OutSlots::from(&mut *wide),
             );
-            take_rows(wide, l.q, pixels, n_out, 1, pixels, out_n);
+            take_rows(wide, l.q(), pixels, n_out, 1, pixels, out_n);
         }
     };
-    let scratch = tap_scratch_len(n_in, l.plane, n_out, l.q);
+    let scratch = tap_scratch_len(n_in, l.plane(), n_out, l.q());
     // SAFETY: each image's output is `n_out` planes of `l.q` pixels when `l.q == h * w`, all of
     // which `same_conv` stores; otherwise `take_rows` writes all `n_out * h * w` floats.
     unsafe { map_images(g.batch, n_out * pixels, scratch, per_image) }
@@ -170,19 +170,19 @@ pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec
     let pixels = g.h * g.w;
     let (image_in, image_out) = (g.c_in * pixels, g.c_out * pixels);
     let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
-        let (copies, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let (copies, wide) = scratch.split_at_mut(g.c_in * l.plane());
         let x_n = &x[n * image_in..(n + 1) * image_in];
         place_shifted_copies(g, &l, copy, x_n, g.c_in, copies);
         // dy as dense planes `l.q` apart, zero past the image.
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
-        place_rows(dy_n, g.c_out, 1, pixels, wide, l.q, pixels, 0);
+        place_rows(dy_n, g.c_out, 1, pixels, wide, l.q(), pixels, 0);
         same_conv_weight_grad(cpu, &l, copies, g.c_in, wide, g.c_out, dw);
     };
-    let len = g.c_out * g.c_in * l.taps;
+    let len = g.c_out * g.c_in * l.taps();
     sum_over_images(
         g.batch,
         len,
-        tap_scratch_len(g.c_in, l.plane, g.c_out, l.q),
+        tap_scratch_len(g.c_in, l.plane(), g.c_out, l.q()),
         per_image,
     )
 }

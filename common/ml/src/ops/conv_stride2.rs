@@ -66,7 +66,7 @@ fn split_phases(g: &ConvGeometry, l: &TapLayout, phase_plane: usize, x: &[f32], 
     for c in 0..g.c_in {
         for r in 0..g.h {
             let row = &x[(c * g.h + r) * g.w..(c * g.h + r + 1) * g.w];
-            let even = c * l.plane + 2 * (r % 2) * phase_plane + (r / 2 + 1) * l.wp + 1;
+            let even = c * l.plane() + 2 * (r % 2) * phase_plane + (r / 2 + 1) * l.wp() + 1;
             let odd = even + phase_plane;
             for (j, pair) in row.chunks(2).enumerate() {
                 dst[even + j] = pair[0];
@@ -83,7 +83,7 @@ pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32>
     let (l, phase_plane) = phase_layout(g);
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
     let per_image = |n: usize, scratch: &mut [f32], out_n: OutSlots<'_>| {
-        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane());
         split_phases(
             g,
             &l,
@@ -100,9 +100,9 @@ pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32>
             g.c_out,
             OutSlots::from(&mut *wide),
         );
-        take_rows(wide, l.q, l.wp, g.c_out, g.oh, g.ow, out_n);
+        take_rows(wide, l.q(), l.wp(), g.c_out, g.oh, g.ow, out_n);
     };
-    let scratch = tap_scratch_len(g.c_in, l.plane, g.c_out, l.q);
+    let scratch = tap_scratch_len(g.c_in, l.plane(), g.c_out, l.q());
     // SAFETY: `take_rows` writes all `c_out * oh * ow` floats of each image's output.
     unsafe { map_images(g.batch, image_out, scratch, per_image) }
 }
@@ -112,7 +112,7 @@ pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec
     let (l, phase_plane) = phase_layout(g);
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
     let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
-        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane());
         split_phases(
             g,
             &l,
@@ -121,10 +121,10 @@ pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec
             phases,
         );
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
-        place_rows(dy_n, g.c_out, g.oh, g.ow, wide, l.q, l.wp, 0);
+        place_rows(dy_n, g.c_out, g.oh, g.ow, wide, l.q(), l.wp(), 0);
         same_conv_weight_grad(cpu, &l, phases, g.c_in, wide, g.c_out, dw);
     };
-    let scratch = tap_scratch_len(g.c_in, l.plane, g.c_out, l.q);
+    let scratch = tap_scratch_len(g.c_in, l.plane(), g.c_out, l.q());
     sum_over_images(g.batch, g.c_out * g.c_in * 9, scratch, per_image)
 }
 
@@ -153,7 +153,7 @@ pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<
     // The odd-odd phase reads furthest; its plane size serves all four.
     let widest: Vec<usize> = phase_taps(1, 1).iter().map(|&(_, o)| o).collect();
     let dy_plane = sizes::product("gradient plane", &[g.oh + 1, wp]);
-    let plane = TapLayout::new(wp, g.oh, dy_plane, &widest).plane;
+    let plane = TapLayout::new(wp, g.oh, dy_plane, &widest).plane();
     let phases: Vec<GradPhase> = [(0, 0), (0, 1), (1, 0), (1, 1)]
         .into_iter()
         .map(|(a, b)| {
@@ -175,7 +175,7 @@ pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<
             }
         })
         .collect();
-    let q = phases[0].layout.q;
+    let q = phases[0].layout.q();
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
     let per_image = |n: usize, scratch: &mut [f32], mut dx_n: OutSlots<'_>| {
         let (dy_planes, wide) = scratch.split_at_mut(g.c_out * plane);

@@ -29,13 +29,10 @@ pub struct OutputBuffer(Box<[MaybeUninit<f32>]>);
 
 impl OutputBuffer {
     pub fn new(len: usize) -> Self {
-        let slots = Box::new_uninit_slice(len);
-        #[cfg(debug_assertions)]
-        let slots = {
-            let mut slots = slots;
+        let mut slots = Box::new_uninit_slice(len);
+        if cfg!(debug_assertions) {
             slots.fill(MaybeUninit::new(UNWRITTEN));
-            slots
-        };
+        }
         Self(slots)
     }
 
@@ -57,8 +54,7 @@ impl OutputBuffer {
         // SAFETY: the caller guarantees every element is initialised (and in debug builds
         // `new` initialised them all).
         let written = unsafe { self.0.assume_init() }.into_vec();
-        #[cfg(debug_assertions)]
-        {
+        if cfg!(debug_assertions) {
             let unwritten = written
                 .iter()
                 .filter(|v| v.to_bits() == UNWRITTEN_BITS)

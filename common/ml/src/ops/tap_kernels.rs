@@ -27,16 +27,16 @@ const TAP_BLOCK: usize = 3;
 
 /// Where the kernels read one image's input and which output pixels they compute: output pixel
 /// `q` (rows of `wp`) of channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`.
+///
+/// Fields are private and read through methods: the kernels' unsafe blocks rely on the invariant
+/// `new` establishes (`q` a multiple of 8, `q - 1 + max offset < plane`), which nothing may edit.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TapLayout {
-    /// Width of the computed output rows (the image's width plus columns that are dropped).
-    pub wp: usize,
-    /// Output pixels computed per channel, whole rows rounded up to whole register blocks.
-    pub q: usize,
-    /// Floats per input channel: room for every read of the last block.
-    pub plane: usize,
+    wp: usize,
+    q: usize,
+    plane: usize,
     offsets: [usize; MAX_TAPS],
-    pub taps: usize,
+    taps: usize,
 }
 
 /// Largest kernel the direct path takes is 7x7.
@@ -62,6 +62,26 @@ impl TapLayout {
             offsets: taps,
             taps: offsets.len(),
         }
+    }
+
+    /// Width of the computed output rows (the image's width plus columns that are dropped).
+    pub fn wp(&self) -> usize {
+        self.wp
+    }
+
+    /// Output pixels computed per channel, whole rows rounded up to whole register blocks.
+    pub fn q(&self) -> usize {
+        self.q
+    }
+
+    /// Floats per input channel: room for every read of the last block.
+    pub fn plane(&self) -> usize {
+        self.plane
+    }
+
+    /// Kernel taps.
+    pub fn taps(&self) -> usize {
+        self.taps
     }
 
     fn offsets(&self) -> &[usize] {
