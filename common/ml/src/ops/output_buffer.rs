@@ -50,6 +50,7 @@ impl OutputBuffer {
     /// Every element must have been written (through [`OutputBuffer::slots`]). In debug builds
     /// every element is initialised from the start (with [`UNWRITTEN`]), so there a missed
     /// element is a panic rather than undefined behaviour.
+    #[track_caller] // The panic names the kernel that called this.
     pub unsafe fn assume_written(self) -> Vec<f32> {
         // SAFETY: the caller guarantees every element is initialised (and in debug builds
         // `new` initialised them all).
