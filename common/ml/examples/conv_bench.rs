@@ -78,56 +78,32 @@ fn main() -> Result<()> {
             }
         };
         let fwd_ref = reference(&mut || {
-            Ok(drop(ops::conv2d(
-                &x,
-                &w,
-                stride,
-                padding,
-                ConvBackend::Reference,
-            )?))
+            ops::conv2d(&x, &w, stride, padding, ConvBackend::Reference)?;
+            Ok(())
         })?;
         let fwd_fast = median_ms(reps, || {
-            Ok(drop(ops::conv2d(
-                &x,
-                &w,
-                stride,
-                padding,
-                ConvBackend::Fast,
-            )?))
+            ops::conv2d(&x, &w, stride, padding, ConvBackend::Fast)?;
+            Ok(())
         })?;
         let dx_ref = reference(&mut || {
-            Ok(drop(dy.conv_transpose2d(
-                &w,
-                padding,
-                out_padding,
-                stride,
-                1,
-            )?))
+            dy.conv_transpose2d(&w, padding, out_padding, stride, 1)?;
+            Ok(())
         })?;
         let dx_fast = median_ms(reps, || {
-            Ok(drop(ops::conv2d_input_grad(
-                &dy,
-                &w,
-                x.dims(),
-                stride,
-                padding,
-            )?))
+            ops::conv2d_input_grad(&dy, &w, x.dims(), stride, padding)?;
+            Ok(())
         })?;
         let dw_ref = reference(&mut || {
             let g = x
                 .transpose(0, 1)?
                 .conv2d(&dy.transpose(0, 1)?, padding, 1, stride, 1)?
                 .transpose(0, 1)?;
-            Ok(drop(g.narrow(2, 0, 3)?.narrow(3, 0, 3)?.contiguous()?))
+            g.narrow(2, 0, 3)?.narrow(3, 0, 3)?.contiguous()?;
+            Ok(())
         })?;
         let dw_fast = median_ms(reps, || {
-            Ok(drop(ops::conv2d_weight_grad(
-                &x,
-                &dy,
-                w.dims(),
-                stride,
-                padding,
-            )?))
+            ops::conv2d_weight_grad(&x, &dy, w.dims(), stride, padding)?;
+            Ok(())
         })?;
         println!(
             "{label:<18} | {fwd_ref:>8.2} {fwd_fast:>8.2} {:>6.1} | {dx_ref:>8.2} {dx_fast:>8.2} {:>6.1} | {dw_ref:>8.2} {dw_fast:>8.2} {:>6.1}",

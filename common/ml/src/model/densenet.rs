@@ -77,7 +77,7 @@ impl DenseNet {
         backend: ConvBackend,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if depth < 10 || (depth - 4) % 6 != 0 || growth == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || growth == 0 {
             candle_core::bail!(
                 "DenseNet-BC depth must be 6n+4 (40, 100, ...) and growth > 0, got {depth}, k={growth}"
             );

@@ -55,7 +55,7 @@ impl BasicBlock {
         let conv2 = csg_conv2d(c_out, c_out, c2, generator, vb.pp("conv2"))?;
         let bn2 = batch_norm(c_out, vb.pp("bn2"))?;
         let shortcut = if stride != 1 || c_in != c_out {
-            if c_out < c_in || (c_out - c_in) % 2 != 0 {
+            if c_out < c_in || !(c_out - c_in).is_multiple_of(2) {
                 candle_core::bail!("option-A shortcut cannot map {c_in} to {c_out} channels");
             }
             Some((stride, (c_out - c_in) / 2))
@@ -124,7 +124,7 @@ impl ResNet {
         backend: ConvBackend,
         vb: VarBuilder,
     ) -> Result<Self> {
-        if depth < 8 || (depth - 2) % 6 != 0 {
+        if depth < 8 || !(depth - 2).is_multiple_of(6) {
             candle_core::bail!("ResNet depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}");
         }
         let n = (depth - 2) / 6;

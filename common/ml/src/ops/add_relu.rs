@@ -6,9 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
 
-use std::mem::MaybeUninit;
-
-use super::output_buffer::OutputBuffer;
+use super::output_buffer::{OutSlots, OutputBuffer};
 use super::parallel::for_each_part;
 
 /// Elements per parallel task: big enough to amortise the dispatch, small enough to balance.
@@ -47,10 +45,15 @@ fn zip_map(lhs: &[f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<
     assert_eq!(lhs.len(), rhs.len(), "zip_map operands differ in length");
     let mut out = OutputBuffer::new(lhs.len());
     for_each_part(
-        out.as_mut_slice().chunks_mut(CHUNK).collect(),
-        |i, chunk: &mut &mut [MaybeUninit<f32>]| {
+        out.slots().chunks(CHUNK).collect(),
+        |i, chunk: &mut OutSlots<'_>| {
             let start = i * CHUNK;
-            for ((o, &l), &r) in chunk.iter_mut().zip(&lhs[start..]).zip(&rhs[start..]) {
+            for ((mut o, &l), &r) in chunk
+                .reborrow()
+                .iter()
+                .zip(&lhs[start..])
+                .zip(&rhs[start..])
+            {
                 o.write(f(l, r));
             }
         },

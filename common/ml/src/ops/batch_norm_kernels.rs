@@ -1,10 +1,9 @@
 //! Training-mode batch norm over contiguous NCHW f32 slices, one channel per task: statistics,
 //! normalisation and the backward pass each read the data in as few passes as the math allows.
 
-use std::mem::MaybeUninit;
-
-use super::output_buffer::OutputBuffer;
+use super::output_buffer::{OutSlots, OutputBuffer};
 use super::parallel::for_each_part;
+use super::sizes;
 
 /// Per-channel batch statistics of one forward pass, kept for its backward pass.
 #[derive(Debug, Clone)]
@@ -29,20 +28,17 @@ impl Planes {
         self.n * self.hw
     }
 
+    /// Values in all planes.
+    fn len(&self) -> usize {
+        sizes::product("batch norm planes", &[self.n, self.c, self.hw])
+    }
+
     /// The `n` contiguous planes of each channel of `buf`, grouped by channel.
-    fn by_channel<'a, T>(&self, buf: &'a mut [T]) -> Vec<Vec<&'a mut [T]>> {
-        assert_eq!(
-            buf.len(),
-            self.n * self.c * self.hw,
-            "buffer does not match the planes"
-        );
-        let mut groups: Vec<Vec<&mut [T]>> =
+    fn by_channel<'a>(&self, buf: OutSlots<'a>) -> Vec<Vec<OutSlots<'a>>> {
+        assert_eq!(buf.len(), self.len(), "buffer does not match the planes");
+        let mut groups: Vec<Vec<OutSlots<'a>>> =
             (0..self.c).map(|_| Vec::with_capacity(self.n)).collect();
-        for (i, plane) in buf
-            .chunks_mut(self.hw.max(1))
-            .enumerate()
-            .take(self.n * self.c)
-        {
+        for (i, plane) in buf.chunks(self.hw.max(1)).enumerate().take(self.n * self.c) {
             groups[i % self.c].push(plane);
         }
         groups
@@ -83,14 +79,14 @@ fn lane_sum2(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32
 /// `y = x * scale[c] + shift[c]` per channel, then `max(y, 0)` when `relu` is set: batch norm
 /// in evaluation, with the running statistics folded into `scale` and `shift`.
 pub fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    assert_eq!(x.len(), p.n * p.c * p.hw, "input does not match the planes");
+    assert_eq!(x.len(), p.len(), "input does not match the planes");
     let mut y = OutputBuffer::new(x.len());
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    let planes: Vec<&mut [MaybeUninit<f32>]> = y.as_mut_slice().chunks_mut(p.hw.max(1)).collect();
+    let planes: Vec<OutSlots<'_>> = y.slots().chunks(p.hw.max(1)).collect();
     for_each_part(planes, |i, out| {
         let c = i % p.c;
         let (s, t) = (scale[c], shift[c]);
-        for (o, &v) in out.iter_mut().zip(&x[i * p.hw..(i + 1) * p.hw]) {
+        for (mut o, &v) in out.reborrow().iter().zip(&x[i * p.hw..(i + 1) * p.hw]) {
             o.write((v * s + t).max(floor));
         }
     });
@@ -116,7 +112,7 @@ pub fn forward(
     let mut stats = vec![(0f32, 0f32, 0f32); p.c];
     let count = p.count().max(1) as f64;
     let parts: Vec<_> = p
-        .by_channel(y.as_mut_slice())
+        .by_channel(y.slots())
         .into_iter()
         .zip(stats.iter_mut())
         .collect();
@@ -144,12 +140,13 @@ pub fn forward(
             let xs = p.plane(x, n, c);
             match skip {
                 None => {
-                    for (o, &v) in out.iter_mut().zip(xs) {
+                    for (mut o, &v) in out.reborrow().iter().zip(xs) {
                         o.write((v * scale + shift).max(floor));
                     }
                 }
                 Some(skip) => {
-                    for ((o, &v), &r) in out.iter_mut().zip(xs).zip(p.plane(skip, n, c)) {
+                    for ((mut o, &v), &r) in out.reborrow().iter().zip(xs).zip(p.plane(skip, n, c))
+                    {
                         o.write((v * scale + shift + r).max(floor));
                     }
                 }
@@ -181,15 +178,15 @@ pub fn backward(
     stats: &ChannelStats,
     relu: bool,
 ) -> Vec<f32> {
-    let len = p.n * p.c * p.hw;
-    let mut out = OutputBuffer::new(len + 2 * p.c);
-    let (dx, params) = out.as_mut_slice().split_at_mut(len);
-    let (dgamma, dbeta) = params.split_at_mut(p.c);
+    let len = p.len();
+    let mut out = OutputBuffer::new(sizes::sum("batch norm gradients", &[len, 2 * p.c]));
+    let (dx, params) = out.slots().split_at(len);
+    let (dgamma, dbeta) = params.split_at(p.c);
     let m = p.count().max(1) as f32;
     let parts: Vec<_> = p
         .by_channel(dx)
         .into_iter()
-        .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+        .zip(dgamma.iter().zip(dbeta.iter()))
         .collect();
     for_each_part(parts, |c, (dx_planes, (dg, db))| {
         let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
@@ -220,7 +217,8 @@ pub fn backward(
         // xhat * dgamma / m = (x - mean) * inv_std * dgamma / m
         let k = inv_std * dgamma_c / m;
         for (n, out) in dx_planes.iter_mut().enumerate() {
-            for ((o, &xv), &g) in out.iter_mut().zip(p.plane(x, n, c)).zip(p.plane(dy, n, c)) {
+            let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
+            for ((mut o, &xv), &g) in out.reborrow().iter().zip(xs).zip(dys) {
                 o.write(scale * (pass(xv, g) - mean_dy - (xv - mean) * k));
             }
         }

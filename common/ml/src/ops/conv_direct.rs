@@ -11,17 +11,21 @@
 //! The input gradient of a same conv is the same conv of `dy` with the kernel flipped and its
 //! channel axes swapped; the weight gradient reduces `dy * shifted x` over the pixels.
 
-use std::mem::MaybeUninit;
-
 use super::conv_geometry::ConvGeometry;
-use super::image_tasks::{copy_row, map_images, place_rows, sum_over_images, take_rows};
-use super::output_buffer::as_slots;
-use super::tap_kernels::{MAX_TAPS, TapLayout, cpu_has_avx2_fma, same_conv, same_conv_weight_grad};
+use super::cpu_features::Avx2Fma;
+use super::image_tasks::{map_images, place_rows, sum_over_images, take_rows, tap_scratch_len};
+use super::output_buffer::OutSlots;
+use super::sizes;
+use super::tap_kernels::{MAX_TAPS, TapLayout, same_conv, same_conv_weight_grad};
 
-/// Whether this geometry and CPU take the direct kernels.
-pub fn applies(g: &ConvGeometry) -> bool {
+/// Whether this geometry and CPU take the direct kernels: the CPU's proof if they do.
+pub fn applies(g: &ConvGeometry) -> Option<Avx2Fma> {
     let same = g.stride == 1 && g.kh == g.kw && g.kh % 2 == 1 && 2 * g.padding + 1 == g.kh;
-    same && g.kh > 1 && g.kh * g.kh <= MAX_TAPS && cpu_has_avx2_fma()
+    if same && g.kh > 1 && g.kh * g.kh <= MAX_TAPS {
+        Avx2Fma::detect()
+    } else {
+        None
+    }
 }
 
 /// Whether the direct weight gradient beats im2col + gemm. It sums each image's pixels into
@@ -48,14 +52,24 @@ const GUARD: usize = 8;
 fn shifted_copies_layout(g: &ConvGeometry) -> (TapLayout, usize) {
     let (k, p, h, w) = (g.kh, g.padding, g.h, g.w);
     debug_assert!(p <= GUARD);
-    let copy = GUARD + (h + 2 * p) * w + GUARD;
+    let copy = sizes::sum(
+        "shifted copy",
+        &[
+            GUARD,
+            sizes::product("shifted copy", &[h + 2 * p, w]),
+            GUARD,
+        ],
+    );
     let offsets: Vec<usize> = (0..k * k)
         .map(|t| {
             let (ky, kx) = (t / k, t % k);
             kx * copy + GUARD + ky * w + kx - p
         })
         .collect();
-    (TapLayout::new(w, h, k * copy, &offsets), copy)
+    (
+        TapLayout::new(w, h, sizes::product("shifted copies", &[k, copy]), &offsets),
+        copy,
+    )
 }
 
 /// Writes `channels` images (`[channels, h, w]`) into their shifted copies (see
@@ -72,9 +86,9 @@ fn place_shifted_copies(
     for c in 0..channels {
         let image = &src[c * h * w..(c + 1) * h * w];
         for kx in 0..k {
-            let start = c * l.plane + kx * copy + GUARD + p * w;
+            let start = c * l.plane() + kx * copy + GUARD + p * w;
             let data = &mut dst[start..start + h * w];
-            copy_row(as_slots(data), image);
+            OutSlots::from(&mut *data).copy_from_slice(image);
             // Columns a shift of kx - p wraps onto from the neighbouring row.
             let wrapped = if kx < p {
                 w.saturating_sub(p - kx)..w
@@ -92,12 +106,12 @@ fn place_shifted_copies(
 }
 
 /// `y[n] = conv(x[n], w)`.
-pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    same_conv_images(g, x, g.c_in, w, g.c_out)
+pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    same_conv_images(cpu, g, x, g.c_in, w, g.c_out)
 }
 
 /// `dx[n] = conv(dy[n], w flipped, channels swapped)`.
-pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let taps = g.kh * g.kw;
     let mut flipped = vec![0f32; w.len()];
     for co in 0..g.c_out {
@@ -108,12 +122,13 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
             }
         }
     }
-    same_conv_images(g, dy, g.c_out, &flipped, g.c_in)
+    same_conv_images(cpu, g, dy, g.c_out, &flipped, g.c_in)
 }
 
 /// The same conv of every image of `input` (`[batch, n_in, h, w]`) with `weights`
 /// (`[n_out, n_in, k, k]`), as `[batch, n_out, h, w]`.
 fn same_conv_images(
+    cpu: Avx2Fma,
     g: &ConvGeometry,
     input: &[f32],
     n_in: usize,
@@ -123,46 +138,53 @@ fn same_conv_images(
     let (l, copy) = shifted_copies_layout(g);
     let pixels = g.h * g.w;
     let image_in = n_in * pixels;
-    let per_image = |n: usize, scratch: &mut [f32], out_n: &mut [MaybeUninit<f32>]| {
-        let (copies, wide) = scratch.split_at_mut(n_in * l.plane);
+    let per_image = |n: usize, scratch: &mut [f32], out_n: OutSlots<'_>| {
+        let (copies, wide) = scratch.split_at_mut(n_in * l.plane());
         let x_n = &input[n * image_in..(n + 1) * image_in];
         place_shifted_copies(g, &l, copy, x_n, n_in, copies);
-        if l.q == pixels {
+        if l.q() == pixels {
             // Whole blocks cover the image exactly: write the output in place.
-            same_conv(&l, copies, n_in, weights, n_out, out_n);
+            same_conv(cpu, &l, copies, n_in, weights, n_out, out_n);
         } else {
-            same_conv(&l, copies, n_in, weights, n_out, as_slots(wide));
-            take_rows(wide, l.q, pixels, n_out, 1, pixels, out_n);
+            same_conv(
+                cpu,
+                &l,
+                copies,
+                n_in,
+                weights,
+                n_out,
+                OutSlots::from(&mut *wide),
+            );
+            take_rows(wide, l.q(), pixels, n_out, 1, pixels, out_n);
         }
     };
+    let scratch = tap_scratch_len(n_in, l.plane(), n_out, l.q());
     // SAFETY: each image's output is `n_out` planes of `l.q` pixels when `l.q == h * w`, all of
     // which `same_conv` stores; otherwise `take_rows` writes all `n_out * h * w` floats.
-    unsafe {
-        map_images(
-            g.batch,
-            n_out * pixels,
-            n_in * l.plane + n_out * l.q,
-            per_image,
-        )
-    }
+    unsafe { map_images(g.batch, n_out * pixels, scratch, per_image) }
 }
 
 /// `dW = sum_n sum_q dy[n] x[n] shifted`.
-pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (l, copy) = shifted_copies_layout(g);
     let pixels = g.h * g.w;
     let (image_in, image_out) = (g.c_in * pixels, g.c_out * pixels);
     let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
-        let (copies, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let (copies, wide) = scratch.split_at_mut(g.c_in * l.plane());
         let x_n = &x[n * image_in..(n + 1) * image_in];
         place_shifted_copies(g, &l, copy, x_n, g.c_in, copies);
         // dy as dense planes `l.q` apart, zero past the image.
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
-        place_rows(dy_n, g.c_out, 1, pixels, wide, l.q, pixels, 0);
-        same_conv_weight_grad(&l, copies, g.c_in, wide, g.c_out, dw);
+        place_rows(dy_n, g.c_out, 1, pixels, wide, l.q(), pixels, 0);
+        same_conv_weight_grad(cpu, &l, copies, g.c_in, wide, g.c_out, dw);
     };
-    let len = g.c_out * g.c_in * l.taps;
-    sum_over_images(g.batch, len, g.c_in * l.plane + g.c_out * l.q, per_image)
+    let len = g.c_out * g.c_in * l.taps();
+    sum_over_images(
+        g.batch,
+        len,
+        tap_scratch_len(g.c_in, l.plane(), g.c_out, l.q()),
+        per_image,
+    )
 }
 
 #[cfg(test)]
@@ -175,11 +197,11 @@ mod tests {
     use crate::ops::test_support::assert_matches_gemm;
 
     #[test]
+    #[cfg_attr(
+        not(fedcsg_host_avx2),
+        ignore = "this CPU has no AVX2+FMA: the AVX2 kernels cannot run here"
+    )]
     fn direct_kernels_match_im2col_gemm() {
-        if !cpu_has_avx2_fma() {
-            eprintln!("skipped: this CPU has no AVX2/FMA, the direct kernels never run here");
-            return;
-        }
         for (n, c_in, c_out, h, w, k) in [
             (2, 16, 16, 28, 28, 3),
             (1, 1, 16, 28, 28, 3),
@@ -192,8 +214,8 @@ mod tests {
             let p = (k - 1) / 2;
             let g = ConvGeometry::new(&[n, c_in, h, w], &[c_out, c_in, k, k], 1, p)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
-            assert!(applies(&g), "{g:?} should take the direct path");
-            assert_matches_gemm(&g, [forward, input_grad, weight_grad]);
+            let cpu = applies(&g).unwrap_or_else(|| panic!("{g:?} should take the direct path"));
+            assert_matches_gemm(cpu, &g, [forward, input_grad, weight_grad]);
         }
     }
 
@@ -212,7 +234,7 @@ mod tests {
             (9, 1, 4),
         ] {
             assert!(
-                !applies(&geometry(k, stride, padding)),
+                applies(&geometry(k, stride, padding)).is_none(),
                 "k {k} stride {stride} pad {padding}"
             );
         }

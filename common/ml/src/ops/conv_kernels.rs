@@ -41,10 +41,10 @@ fn with_columns<R>(g: &ConvGeometry, x_n: &[f32], f: impl FnOnce(&[f32]) -> R) -
 
 /// `y[n] = conv(x[n], w)`.
 pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    if conv_direct::applies(g) {
-        conv_direct::forward(g, x, w)
-    } else if conv_stride2::applies(g) {
-        conv_stride2::forward(g, x, w)
+    if let Some(cpu) = conv_direct::applies(g) {
+        conv_direct::forward(cpu, g, x, w)
+    } else if let Some(cpu) = conv_stride2::applies(g) {
+        conv_stride2::forward(cpu, g, x, w)
     } else {
         forward_gemm(g, x, w)
     }
@@ -52,10 +52,10 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// The input gradient `dx` of `conv(x, w)` given `dy`.
 pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    if conv_direct::applies(g) {
-        conv_direct::input_grad(g, dy, w)
-    } else if conv_stride2::applies(g) {
-        conv_stride2::input_grad(g, dy, w)
+    if let Some(cpu) = conv_direct::applies(g) {
+        conv_direct::input_grad(cpu, g, dy, w)
+    } else if let Some(cpu) = conv_stride2::applies(g) {
+        conv_stride2::input_grad(cpu, g, dy, w)
     } else {
         input_grad_gemm(g, dy, w)
     }
@@ -63,10 +63,11 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// The weight gradient `dW` of `conv(x, w)` given `dy`.
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if conv_direct::applies(g) && conv_direct::weight_grad_pays(g) {
-        conv_direct::weight_grad(g, x, dy)
-    } else if conv_stride2::applies(g) && conv_direct::weight_grad_pays(g) {
-        conv_stride2::weight_grad(g, x, dy)
+    let direct_pays = conv_direct::weight_grad_pays(g);
+    if let Some(cpu) = conv_direct::applies(g).filter(|_| direct_pays) {
+        conv_direct::weight_grad(cpu, g, x, dy)
+    } else if let Some(cpu) = conv_stride2::applies(g).filter(|_| direct_pays) {
+        conv_stride2::weight_grad(cpu, g, x, dy)
     } else {
         weight_grad_gemm(g, x, dy)
     }

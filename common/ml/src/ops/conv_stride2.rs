@@ -13,16 +13,20 @@
 //! (columns alike). Each of the four phases of `dx` is a stride-1 conv of `dy`, zero-padded
 //! below and on the right, with 1, 2 or 4 of the nine taps.
 
-use std::mem::MaybeUninit;
-
 use super::conv_geometry::ConvGeometry;
-use super::image_tasks::{map_images, place_rows, sum_over_images, take_rows};
-use super::output_buffer::as_slots;
-use super::tap_kernels::{TapLayout, cpu_has_avx2_fma, same_conv, same_conv_weight_grad};
+use super::cpu_features::Avx2Fma;
+use super::image_tasks::{map_images, place_rows, sum_over_images, take_rows, tap_scratch_len};
+use super::output_buffer::OutSlots;
+use super::sizes;
+use super::tap_kernels::{TapLayout, same_conv, same_conv_weight_grad};
 
-/// Whether this geometry and CPU take the phase-split direct kernels.
-pub fn applies(g: &ConvGeometry) -> bool {
-    g.stride == 2 && g.kh == 3 && g.kw == 3 && g.padding == 1 && cpu_has_avx2_fma()
+/// Whether this geometry and CPU take the phase-split direct kernels: the CPU's proof if they do.
+pub fn applies(g: &ConvGeometry) -> Option<Avx2Fma> {
+    if g.stride == 2 && g.kh == 3 && g.kw == 3 && g.padding == 1 {
+        Avx2Fma::detect()
+    } else {
+        None
+    }
 }
 
 /// For kernel row (or column) `k` of the forward pass: the input phase it reads and its row
@@ -38,7 +42,7 @@ const INPUT_GRAD_TAPS: [&[(usize, usize)]; 2] = [&[(1, 0)], &[(0, 1), (2, 0)]];
 /// layout and `phase_plane`.
 fn phase_layout(g: &ConvGeometry) -> (TapLayout, usize) {
     let wp = g.ow + 1;
-    let phase_plane = (g.oh + 1) * wp;
+    let phase_plane = sizes::product("phase plane", &[g.oh + 1, wp]);
     let offsets: Vec<usize> = (0..9)
         .map(|t| {
             let ((a, ry), (b, rx)) = (FORWARD_TAP[t / 3], FORWARD_TAP[t % 3]);
@@ -46,7 +50,12 @@ fn phase_layout(g: &ConvGeometry) -> (TapLayout, usize) {
         })
         .collect();
     (
-        TapLayout::new(wp, g.oh, 4 * phase_plane, &offsets),
+        TapLayout::new(
+            wp,
+            g.oh,
+            sizes::product("phase planes", &[4, phase_plane]),
+            &offsets,
+        ),
         phase_plane,
     )
 }
@@ -57,7 +66,7 @@ fn split_phases(g: &ConvGeometry, l: &TapLayout, phase_plane: usize, x: &[f32], 
     for c in 0..g.c_in {
         for r in 0..g.h {
             let row = &x[(c * g.h + r) * g.w..(c * g.h + r + 1) * g.w];
-            let even = c * l.plane + 2 * (r % 2) * phase_plane + (r / 2 + 1) * l.wp + 1;
+            let even = c * l.plane() + 2 * (r % 2) * phase_plane + (r / 2 + 1) * l.wp() + 1;
             let odd = even + phase_plane;
             for (j, pair) in row.chunks(2).enumerate() {
                 dst[even + j] = pair[0];
@@ -70,11 +79,11 @@ fn split_phases(g: &ConvGeometry, l: &TapLayout, phase_plane: usize, x: &[f32], 
 }
 
 /// `y[n] = conv(x[n], w)` with stride 2.
-pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (l, phase_plane) = phase_layout(g);
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
-    let per_image = |n: usize, scratch: &mut [f32], out_n: &mut [MaybeUninit<f32>]| {
-        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane);
+    let per_image = |n: usize, scratch: &mut [f32], out_n: OutSlots<'_>| {
+        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane());
         split_phases(
             g,
             &l,
@@ -82,20 +91,28 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             &x[n * image_in..(n + 1) * image_in],
             phases,
         );
-        same_conv(&l, phases, g.c_in, w, g.c_out, as_slots(wide));
-        take_rows(wide, l.q, l.wp, g.c_out, g.oh, g.ow, out_n);
+        same_conv(
+            cpu,
+            &l,
+            phases,
+            g.c_in,
+            w,
+            g.c_out,
+            OutSlots::from(&mut *wide),
+        );
+        take_rows(wide, l.q(), l.wp(), g.c_out, g.oh, g.ow, out_n);
     };
-    let scratch = g.c_in * l.plane + g.c_out * l.q;
+    let scratch = tap_scratch_len(g.c_in, l.plane(), g.c_out, l.q());
     // SAFETY: `take_rows` writes all `c_out * oh * ow` floats of each image's output.
     unsafe { map_images(g.batch, image_out, scratch, per_image) }
 }
 
 /// `dW = sum_n sum_q dy[n] x[n]`, each tap reading its phase at its offset.
-pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (l, phase_plane) = phase_layout(g);
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
     let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
-        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane);
+        let (phases, wide) = scratch.split_at_mut(g.c_in * l.plane());
         split_phases(
             g,
             &l,
@@ -104,10 +121,10 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             phases,
         );
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
-        place_rows(dy_n, g.c_out, g.oh, g.ow, wide, l.q, l.wp, 0);
-        same_conv_weight_grad(&l, phases, g.c_in, wide, g.c_out, dw);
+        place_rows(dy_n, g.c_out, g.oh, g.ow, wide, l.q(), l.wp(), 0);
+        same_conv_weight_grad(cpu, &l, phases, g.c_in, wide, g.c_out, dw);
     };
-    let scratch = g.c_in * l.plane + g.c_out * l.q;
+    let scratch = tap_scratch_len(g.c_in, l.plane(), g.c_out, l.q());
     sum_over_images(g.batch, g.c_out * g.c_in * 9, scratch, per_image)
 }
 
@@ -121,7 +138,7 @@ struct GradPhase {
 }
 
 /// `dx[n]` of the stride-2 conv, phase by phase.
-pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     // dy planes of `(oh + 1) x (ow + 1)`: a zero row below and a zero column on the right.
     let wp = g.ow + 1;
     let phase_taps = |a: usize, b: usize| {
@@ -135,7 +152,8 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     };
     // The odd-odd phase reads furthest; its plane size serves all four.
     let widest: Vec<usize> = phase_taps(1, 1).iter().map(|&(_, o)| o).collect();
-    let plane = TapLayout::new(wp, g.oh, (g.oh + 1) * wp, &widest).plane;
+    let dy_plane = sizes::product("gradient plane", &[g.oh + 1, wp]);
+    let plane = TapLayout::new(wp, g.oh, dy_plane, &widest).plane();
     let phases: Vec<GradPhase> = [(0, 0), (0, 1), (1, 0), (1, 1)]
         .into_iter()
         .map(|(a, b)| {
@@ -157,37 +175,40 @@ pub fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
             }
         })
         .collect();
-    let q = phases[0].layout.q;
+    let q = phases[0].layout.q();
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
-    let per_image = |n: usize, scratch: &mut [f32], dx_n: &mut [MaybeUninit<f32>]| {
+    let per_image = |n: usize, scratch: &mut [f32], mut dx_n: OutSlots<'_>| {
         let (dy_planes, wide) = scratch.split_at_mut(g.c_out * plane);
         let dy_n = &dy[n * image_out..(n + 1) * image_out];
         place_rows(dy_n, g.c_out, g.oh, g.ow, dy_planes, plane, wp, 0);
         for p in &phases {
             same_conv(
+                cpu,
                 &p.layout,
                 dy_planes,
                 g.c_out,
                 &p.weights,
                 g.c_in,
-                as_slots(wide),
+                OutSlots::from(&mut *wide),
             );
             // Phase rows i with 2i + a < h, columns j with 2j + b < w.
             let (rows, cols) = ((g.h - p.a).div_ceil(2), (g.w - p.b).div_ceil(2));
             for ci in 0..g.c_in {
                 for i in 0..rows {
                     let src = &wide[ci * q + i * wp..ci * q + i * wp + cols];
-                    let dst = &mut dx_n[(ci * g.h + 2 * i + p.a) * g.w..][..g.w];
+                    let row = (ci * g.h + 2 * i + p.a) * g.w;
+                    let mut dst = dx_n.slice(row..row + g.w);
                     for (j, &v) in src.iter().enumerate() {
-                        dst[2 * j + p.b].write(v);
+                        dst.write(2 * j + p.b, v);
                     }
                 }
             }
         }
     };
+    let scratch = tap_scratch_len(g.c_out, plane, g.c_in, q);
     // SAFETY: every pixel (r, c) of every channel belongs to exactly one phase (r % 2, c % 2),
     // and that phase writes all its rows and columns, so each image's `dx` is written in full.
-    unsafe { map_images(g.batch, image_in, g.c_out * plane + g.c_in * q, per_image) }
+    unsafe { map_images(g.batch, image_in, scratch, per_image) }
 }
 
 #[cfg(test)]
@@ -200,11 +221,11 @@ mod tests {
     use crate::ops::test_support::assert_matches_gemm;
 
     #[test]
+    #[cfg_attr(
+        not(fedcsg_host_avx2),
+        ignore = "this CPU has no AVX2+FMA: the AVX2 kernels cannot run here"
+    )]
     fn phase_split_kernels_match_im2col_gemm() {
-        if !cpu_has_avx2_fma() {
-            eprintln!("skipped: this CPU has no AVX2/FMA, the direct kernels never run here");
-            return;
-        }
         for (n, c_in, c_out, h, w) in [
             (2, 16, 32, 28, 28),
             (3, 32, 64, 14, 14),
@@ -215,8 +236,9 @@ mod tests {
         ] {
             let g = ConvGeometry::new(&[n, c_in, h, w], &[c_out, c_in, 3, 3], 2, 1)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
-            assert!(applies(&g), "{g:?} should take the phase-split path");
-            assert_matches_gemm(&g, [forward, input_grad, weight_grad]);
+            let cpu =
+                applies(&g).unwrap_or_else(|| panic!("{g:?} should take the phase-split path"));
+            assert_matches_gemm(cpu, &g, [forward, input_grad, weight_grad]);
         }
     }
 
@@ -225,7 +247,7 @@ mod tests {
         for (k, stride, padding) in [(3, 1, 1), (3, 2, 0), (1, 2, 0), (5, 2, 2), (3, 3, 1)] {
             let g = ConvGeometry::new(&[1, 2, 8, 8], &[2, 2, k, k], stride, padding)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
-            assert!(!applies(&g), "k {k} stride {stride} pad {padding}");
+            assert!(applies(&g).is_none(), "k {k} stride {stride} pad {padding}");
         }
     }
 }

@@ -1,41 +1,14 @@
 //! Running a convolution kernel over a batch: image-range tasks on the worker pool with reused,
 //! once-zeroed scratch, and the row copies between dense images and the kernels' layouts.
 
-use std::mem::MaybeUninit;
-
-use super::output_buffer::{OutputBuffer, as_slots};
+use super::output_buffer::{OutSlots, OutputBuffer};
 use super::parallel::{for_each_part, threads, with_scratch};
-
-/// `dst.copy_from_slice(src)` for image rows of a few dozen floats, inline: `copy_from_slice`
-/// calls `memcpy`, whose call overhead is most of the cost at this size (6% of a ResNet-20
-/// step in `perf`).
-#[inline(always)]
-pub(super) fn copy_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
-    let len = dst.len();
-    assert_eq!(len, src.len(), "row lengths differ");
-    let copy8 = |d: &mut [MaybeUninit<f32>], s: &[f32]| {
-        let d: &mut [MaybeUninit<f32>; 8] = d.try_into().expect("8 floats");
-        let s: [f32; 8] = s.try_into().expect("8 floats");
-        *d = s.map(MaybeUninit::new);
-    };
-    if len < 8 {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            d.write(v);
-        }
-        return;
-    }
-    for (d, s) in dst.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
-        copy8(d, s);
-    }
-    if !len.is_multiple_of(8) {
-        // The last 8, overlapping the last full chunk: same values written twice.
-        copy8(&mut dst[len - 8..], &src[len - 8..]);
-    }
-}
+use super::sizes;
 
 /// Copies `channels` planes of `rows x cols` from dense `src` into `dst`, row `y` of channel `c`
 /// at `offset + c * channel_stride + y * row_stride`; the rest of `dst` is left as it is (the
 /// zero borders the caller cleared once).
+// Source shape, destination and its strides: a struct for them would only rename the arguments.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn place_rows(
     src: &[f32],
@@ -51,7 +24,7 @@ pub(super) fn place_rows(
         for y in 0..rows {
             let row = &src[(c * rows + y) * cols..(c * rows + y + 1) * cols];
             let start = offset + c * channel_stride + y * row_stride;
-            copy_row(as_slots(&mut dst[start..start + cols]), row);
+            OutSlots::from(&mut dst[start..start + cols]).copy_from_slice(row);
         }
     }
 }
@@ -65,18 +38,32 @@ pub(super) fn take_rows(
     channels: usize,
     rows: usize,
     cols: usize,
-    dst: &mut [MaybeUninit<f32>],
+    mut dst: OutSlots<'_>,
 ) {
-    assert_eq!(dst.len(), channels * rows * cols, "output planes");
+    assert_eq!(
+        dst.len(),
+        sizes::product("output planes", &[channels, rows, cols]),
+        "output planes"
+    );
     for c in 0..channels {
         for y in 0..rows {
             let start = c * channel_stride + y * row_stride;
-            copy_row(
-                &mut dst[(c * rows + y) * cols..(c * rows + y + 1) * cols],
-                &src[start..start + cols],
-            );
+            dst.slice((c * rows + y) * cols..(c * rows + y + 1) * cols)
+                .copy_from_slice(&src[start..start + cols]);
         }
     }
+}
+
+/// Scratch floats per task of the tap kernels: `n_in` input planes of `plane` floats, then
+/// `n_out` wide output rows of `q` floats.
+pub(super) fn tap_scratch_len(n_in: usize, plane: usize, n_out: usize, q: usize) -> usize {
+    sizes::sum(
+        "conv scratch",
+        &[
+            sizes::product("conv scratch input planes", &[n_in, plane]),
+            sizes::product("conv scratch output rows", &[n_out, q]),
+        ],
+    )
 }
 
 /// Runs `per_image(n, scratch, out_n)` for every image `n < batch` in image-range tasks over the
@@ -89,21 +76,20 @@ pub(super) unsafe fn map_images(
     batch: usize,
     image_out: usize,
     scratch_len: usize,
-    per_image: impl Fn(usize, &mut [f32], &mut [MaybeUninit<f32>]) + Sync,
+    per_image: impl Fn(usize, &mut [f32], OutSlots<'_>) + Sync,
 ) -> Vec<f32> {
-    if batch * image_out == 0 {
+    let len = sizes::product("batch output", &[batch, image_out]);
+    if len == 0 {
         return Vec::new();
     }
-    let mut out = OutputBuffer::new(batch * image_out);
+    let mut out = OutputBuffer::new(len);
     let per_task = images_per_task(batch);
     for_each_part(
-        out.as_mut_slice()
-            .chunks_mut(per_task * image_out)
-            .collect(),
-        |t, out_t: &mut &mut [MaybeUninit<f32>]| {
+        out.slots().chunks(per_task * image_out).collect(),
+        |t, out_t: &mut OutSlots<'_>| {
             with_scratch(scratch_len, |scratch| {
                 scratch.fill(0.0);
-                for (i, out_n) in out_t.chunks_mut(image_out).enumerate() {
+                for (i, out_n) in out_t.reborrow().chunks(image_out).enumerate() {
                     per_image(t * per_task + i, scratch, out_n);
                 }
             })

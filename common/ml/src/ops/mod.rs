@@ -15,6 +15,13 @@
 //! with it on, those spinners and the kernels' threads fight for the cores on a shared machine.
 //! With it off, the kernels here run on rayon's pool, sized by `RAYON_NUM_THREADS`. See
 //! `bench/README.md` for the measurements.
+//!
+//! Unsafe code (this workspace has none elsewhere) keeps to a few contracts, each in one place:
+//! kernels fill fresh outputs only through the write-only `OutSlots` of an `OutputBuffer`,
+//! whose debug builds check that every slot was written; `#[target_feature]` code is reachable
+//! only with an `Avx2Fma` token from the run-time CPU check; sizes that bound raw-pointer
+//! accesses are computed with overflow checks (`sizes`); and the process-wide settings change
+//! only while the process provably has one thread.
 
 mod add_relu;
 mod batch_norm;
@@ -24,12 +31,14 @@ mod conv_fast;
 mod conv_geometry;
 mod conv_kernels;
 mod conv_stride2;
+mod cpu_features;
 mod im2col;
 mod image_tasks;
 mod output_buffer;
 mod parallel;
 mod process_tuning;
 mod sgemm;
+mod sizes;
 mod tap_kernels;
 #[cfg(test)]
 mod test_support;
@@ -40,7 +49,7 @@ pub use add_relu::add_relu;
 pub use batch_norm::{batch_norm, batch_norm_add_relu, batch_norm_relu, batch_norm_train};
 pub use conv_fast::{input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
 pub use conv_geometry::ConvShapeError;
-pub use process_tuning::tune_process_for_training;
+pub use process_tuning::{ProcessTuning, tune_process_for_training};
 
 /// Which implementation a convolution uses.
 ///

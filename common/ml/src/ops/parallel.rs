@@ -29,7 +29,7 @@ pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
         pool.execute_chunked(n, |range: Range<usize>| range.for_each(&f));
     } else {
         use rayon::prelude::*;
-        (0..n).into_par_iter().for_each(|i| f(i));
+        (0..n).into_par_iter().for_each(&f);
     }
 }
 

@@ -2,6 +2,8 @@
 
 use gemm::Parallelism;
 
+use super::sizes;
+
 /// A strided read-only matrix inside a slice.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
@@ -21,12 +23,20 @@ pub struct MatMut<'a> {
     col_stride: usize,
 }
 
-/// Elements from the first to one past the last addressed by a strided matrix.
+/// Elements from the first to one past the last addressed by a strided matrix. Checked: a
+/// wrapped span would let `sgemm`'s bounds asserts pass for a slice that is too short.
 fn span(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usize {
     if rows == 0 || cols == 0 {
         0
     } else {
-        (rows - 1) * row_stride + (cols - 1) * col_stride + 1
+        sizes::sum(
+            "strided matrix",
+            &[
+                sizes::product("strided matrix rows", &[rows - 1, row_stride]),
+                sizes::product("strided matrix columns", &[cols - 1, col_stride]),
+                1,
+            ],
+        )
     }
 }
 
@@ -35,7 +45,7 @@ impl<'a> MatRef<'a> {
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
         // A bad slice here is a bug in the kernel that built it, never a user input.
         assert!(
-            data.len() >= rows * cols,
+            data.len() >= sizes::product("matrix", &[rows, cols]),
             "matrix {rows}x{cols} does not fit {} elements",
             data.len()
         );
@@ -63,7 +73,7 @@ impl<'a> MatRef<'a> {
 impl<'a> MatMut<'a> {
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
         assert!(
-            data.len() >= rows * cols,
+            data.len() >= sizes::product("matrix", &[rows, cols]),
             "matrix {rows}x{cols} does not fit {} elements",
             data.len()
         );
@@ -87,9 +97,18 @@ pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool
         lhs.rows == m && rhs.rows == k && rhs.cols == n,
         "gemm shapes do not chain"
     );
-    assert!(span(m, n, dst.row_stride, dst.col_stride) <= dst.data.len());
-    assert!(span(m, k, lhs.row_stride, lhs.col_stride) <= lhs.data.len());
-    assert!(span(k, n, rhs.row_stride, rhs.col_stride) <= rhs.data.len());
+    assert!(
+        span(m, n, dst.row_stride, dst.col_stride) <= dst.data.len(),
+        "gemm destination does not fit its slice"
+    );
+    assert!(
+        span(m, k, lhs.row_stride, lhs.col_stride) <= lhs.data.len(),
+        "gemm left factor does not fit its slice"
+    );
+    assert!(
+        span(k, n, rhs.row_stride, rhs.col_stride) <= rhs.data.len(),
+        "gemm right factor does not fit its slice"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -104,24 +123,29 @@ pub fn sgemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above keep every strided access of all three matrices inside their
-    // slices, `dst` is borrowed mutably so it aliases neither input, and strides fit in isize
-    // because they index existing allocations.
+    let stride = |s: usize| isize::try_from(s).expect("matrix stride fits in isize");
+    let (dst_cs, dst_rs) = (stride(dst.col_stride), stride(dst.row_stride));
+    let (lhs_cs, lhs_rs) = (stride(lhs.col_stride), stride(lhs.row_stride));
+    let (rhs_cs, rhs_rs) = (stride(rhs.col_stride), stride(rhs.row_stride));
+    // SAFETY: the asserts above (on spans computed without overflow) keep every strided access
+    // of all three matrices inside their slices, and the strides convert to isize unchanged.
+    // `dst` is borrowed mutably, so it aliases neither input. gemm writes only computed floats
+    // into `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.data.as_mut_ptr(),
-            dst.col_stride as isize,
-            dst.row_stride as isize,
+            dst_cs,
+            dst_rs,
             accumulate,
             lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
+            lhs_cs,
+            lhs_rs,
             rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
+            rhs_cs,
+            rhs_rs,
             // gemm computes dst = alpha * dst + beta * lhs * rhs; alpha is read only with read_dst.
             1.0,
             1.0,

@@ -2,11 +2,17 @@
 //! channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`, so that every
 //! kernel tap is a contiguous vector load at a fixed offset. `conv_direct` (stride-1 same convs)
 //! and `conv_stride2` (phase-split stride-2 convs) build the layouts and the inputs.
+//!
+//! The two safe entry points, [`same_conv`] and [`same_conv_weight_grad`], take an [`Avx2Fma`]
+//! token (the CPU check cannot be skipped) and assert the buffer lengths, computed with overflow
+//! checks, that keep the raw-pointer loads and stores of the unsafe blocks in bounds.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use std::mem::MaybeUninit;
+use super::cpu_features::Avx2Fma;
+use super::output_buffer::OutSlots;
+use super::sizes;
 
 /// Output channels per register block of the weight gradient.
 const CO_BLOCK: usize = 4;
@@ -19,30 +25,18 @@ const Q_ALIGN: usize = 8;
 /// Kernel taps per register block of the weight gradient.
 const TAP_BLOCK: usize = 3;
 
-/// Whether this CPU runs the kernels here (checked once per call by the `applies` functions).
-pub(super) fn cpu_has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// Where the kernels read one image's input and which output pixels they compute: output pixel
 /// `q` (rows of `wp`) of channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`.
+///
+/// Fields are private and read through methods: the kernels' unsafe blocks rely on the invariant
+/// `new` establishes (`q` a multiple of 8, `q - 1 + max offset < plane`), which nothing may edit.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TapLayout {
-    /// Width of the computed output rows (the image's width plus columns that are dropped).
-    pub wp: usize,
-    /// Output pixels computed per channel, whole rows rounded up to whole register blocks.
-    pub q: usize,
-    /// Floats per input channel: room for every read of the last block.
-    pub plane: usize,
+    wp: usize,
+    q: usize,
+    plane: usize,
     offsets: [usize; MAX_TAPS],
-    pub taps: usize,
+    taps: usize,
 }
 
 /// Largest kernel the direct path takes is 7x7.
@@ -51,19 +45,43 @@ pub(super) const MAX_TAPS: usize = 49;
 impl TapLayout {
     /// `out_rows` output rows of `wp` pixels, with taps at `offsets` into input channels of at
     /// least `plane_min` floats.
+    ///
+    /// The kernels' bounds checks rest on `q - 1 + max offset < plane`: the arithmetic here is
+    /// checked, so a huge geometry panics instead of wrapping into a plane that is too small.
     pub fn new(wp: usize, out_rows: usize, plane_min: usize, offsets: &[usize]) -> Self {
         assert!(offsets.len() <= MAX_TAPS, "too many kernel taps");
-        let q = (out_rows * wp).div_ceil(Q_ALIGN) * Q_ALIGN;
+        let pixels = sizes::product("tap layout output", &[out_rows, wp]);
+        let q = sizes::product("tap layout output", &[pixels.div_ceil(Q_ALIGN), Q_ALIGN]);
         let max_offset = offsets.iter().copied().max().unwrap_or(0);
         let mut taps = [0; MAX_TAPS];
         taps[..offsets.len()].copy_from_slice(offsets);
         Self {
             wp,
             q,
-            plane: plane_min.max(q + max_offset),
+            plane: plane_min.max(sizes::sum("tap layout plane", &[q, max_offset])),
             offsets: taps,
             taps: offsets.len(),
         }
+    }
+
+    /// Width of the computed output rows (the image's width plus columns that are dropped).
+    pub fn wp(&self) -> usize {
+        self.wp
+    }
+
+    /// Output pixels computed per channel, whole rows rounded up to whole register blocks.
+    pub fn q(&self) -> usize {
+        self.q
+    }
+
+    /// Floats per input channel: room for every read of the last block.
+    pub fn plane(&self) -> usize {
+        self.plane
+    }
+
+    /// Kernel taps.
+    pub fn taps(&self) -> usize {
+        self.taps
     }
 
     fn offsets(&self) -> &[usize] {
@@ -90,57 +108,75 @@ fn output_block(left: usize) -> usize {
 
 /// `out[co] = sum_ci sum_t weights[co][ci][t] * input[ci][q + offset[t]]` over padded-width
 /// pixels `q`: one image, `n_in` padded input planes, `weights` as `[n_out, n_in, taps]`, `out`
-/// as `[n_out, l.q]`.
+/// as `[n_out, l.q]` (it writes all `n_out * l.q` of those slots). `cpu` proves the kernels can
+/// run here.
 pub(super) fn same_conv(
+    cpu: Avx2Fma,
     l: &TapLayout,
     input: &[f32],
     n_in: usize,
     weights: &[f32],
     n_out: usize,
-    out: &mut [MaybeUninit<f32>],
+    mut out: OutSlots<'_>,
 ) {
-    assert!(input.len() >= n_in * l.plane, "padded input too short");
-    assert!(weights.len() >= n_out * n_in * l.taps, "weights too short");
-    assert!(out.len() >= n_out * l.q, "output too short");
+    assert!(
+        input.len() >= sizes::product("padded input", &[n_in, l.plane]),
+        "padded input too short"
+    );
+    assert!(
+        weights.len() >= sizes::product("weights", &[n_out, n_in, l.taps]),
+        "weights too short"
+    );
+    assert!(
+        out.len() >= sizes::product("output", &[n_out, l.q]),
+        "output too short"
+    );
+    let (x, w, y) = (input.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
     let mut co = 0;
     while co < n_out {
-        // SAFETY: the asserts above and `TapLayout::new` keep every access in bounds (the last
-        // block reads at most `l.q - 1 + max offset < l.plane` into a plane), and `applies`
-        // checked that the CPU has AVX2 and FMA.
+        // SAFETY: `cpu` proves that this CPU has AVX2 and FMA. The asserts above (whose sizes
+        // did not overflow) and `TapLayout::new` keep every access in bounds: block `co..co + CB`
+        // with `co + CB <= n_out` reads weights below `n_out * n_in * taps`, pixel reads stop at
+        // `(n_in - 1) * plane + l.q - 1 + max offset < n_in * plane`, stores at `n_out * l.q`.
+        // The stores put only computed floats into `out`.
         co += unsafe {
             match output_block(n_out - co) {
-                6 => same_conv_block::<6>(l, input, n_in, weights, co, out),
-                5 => same_conv_block::<5>(l, input, n_in, weights, co, out),
-                4 => same_conv_block::<4>(l, input, n_in, weights, co, out),
-                _ => same_conv_block::<1>(l, input, n_in, weights, co, out),
+                6 => same_conv_block::<6>(cpu, l, x, n_in, w, co, y),
+                5 => same_conv_block::<5>(cpu, l, x, n_in, w, co, y),
+                4 => same_conv_block::<4>(cpu, l, x, n_in, w, co, y),
+                _ => same_conv_block::<1>(cpu, l, x, n_in, w, co, y),
             }
         };
     }
 }
 
+/// Output channels `co..co + CB` of `same_conv` at every pixel; returns `CB`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA (the `Avx2Fma` argument proves it; it is here so that the proof
+/// travels with the call). `x` points at `n_in * l.plane` readable floats, `w` at
+/// `(co + CB) * n_in * l.taps` and `y` at `(co + CB) * l.q` writable ones, with `l` built by
+/// `TapLayout::new` (so that `l.q - 1 + max offset < l.plane`, and `l.q` is a multiple of 8).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn same_conv_block<const CB: usize>(
+    _cpu: Avx2Fma,
     l: &TapLayout,
-    input: &[f32],
+    x: *const f32,
     n_in: usize,
-    weights: &[f32],
+    w: *const f32,
     co: usize,
-    out: &mut [MaybeUninit<f32>],
+    y: *mut f32,
 ) -> usize {
-    // Stores through this pointer initialise the slots; nothing reads them here.
-    let (x, w, y) = (
-        input.as_ptr(),
-        weights.as_ptr(),
-        out.as_mut_ptr().cast::<f32>(),
-    );
     let mut q0 = 0;
     while q0 + Q_BLOCK <= l.q {
+        // SAFETY: pixels `q0..q0 + Q_BLOCK` lie below `l.q`; the rest is this fn's contract.
         unsafe { pixel_block::<CB, Q_VECS>(l, x, n_in, w, co, y, q0) };
         q0 += Q_BLOCK;
     }
     // `l.q` is a whole number of vectors: one vector of pixels may be left.
     if q0 < l.q {
+        // SAFETY: `l.q` is a multiple of 8, so pixels `q0..q0 + 8` lie below it.
         unsafe { pixel_block::<CB, 1>(l, x, n_in, w, co, y, q0) };
     }
     CB
@@ -148,6 +184,10 @@ unsafe fn same_conv_block<const CB: usize>(
 
 /// Output channels `co..co + CB` at pixels `q0..q0 + 8 * QV`, accumulated in `CB * QV`
 /// registers over every input channel and tap.
+///
+/// # Safety
+/// As for `same_conv_block`, with `q0 + 8 * QV <= l.q` (the CPU check is the caller's
+/// `#[target_feature]`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -163,13 +203,20 @@ unsafe fn pixel_block<const CB: usize, const QV: usize>(
     let taps = l.taps;
     let mut acc = [[_mm256_setzero_ps(); QV]; CB];
     for ci in 0..n_in {
+        // SAFETY: `ci * l.plane + q0 < n_in * l.plane`: inside the input (contract).
         let xb = unsafe { x.add(ci * l.plane + q0) };
+        // SAFETY: `(co * n_in + ci) * taps` is below `(co + CB) * n_in * taps` (contract).
         let wb = unsafe { w.add((co * n_in + ci) * taps) };
         for (t, &off) in l.offsets().iter().enumerate() {
+            // SAFETY: `q0 + off + 8 * QV - 1 <= l.q - 1 + max offset < l.plane`: the reads
+            // below stay inside channel `ci`'s plane.
             let xp = unsafe { xb.add(off) };
+            // SAFETY: as above, `xp + 8 * v + 7` is inside the plane for every `v < QV`.
             let xv: [__m256; QV] =
                 std::array::from_fn(|v| unsafe { _mm256_loadu_ps(xp.add(8 * v)) });
             for (c, acc_c) in acc.iter_mut().enumerate() {
+                // SAFETY: `((co + c) * n_in + ci) * taps + t` with `c < CB`, `t < taps` is below
+                // `(co + CB) * n_in * taps`.
                 let wv = unsafe { _mm256_broadcast_ss(&*wb.add(c * n_in * taps + t)) };
                 for v in 0..QV {
                     acc_c[v] = _mm256_fmadd_ps(xv[v], wv, acc_c[v]);
@@ -179,26 +226,33 @@ unsafe fn pixel_block<const CB: usize, const QV: usize>(
     }
     for (c, acc_c) in acc.iter().enumerate() {
         for (v, a) in acc_c.iter().enumerate() {
+            // SAFETY: `(co + c) * l.q + q0 + 8 * v + 7 < (co + CB) * l.q` as
+            // `q0 + 8 * QV <= l.q`; the store writes computed floats only.
             unsafe { _mm256_storeu_ps(y.add((co + c) * l.q + q0 + 8 * v), *a) };
         }
     }
 }
 
+/// # Safety
+/// None needed: an `Avx2Fma` token cannot exist off x86_64, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn same_conv_block<const CB: usize>(
+    _: Avx2Fma,
     _: &TapLayout,
-    _: &[f32],
+    _: *const f32,
     _: usize,
-    _: &[f32],
+    _: *const f32,
     _: usize,
-    _: &mut [MaybeUninit<f32>],
+    _: *mut f32,
 ) -> usize {
-    unreachable!("the direct conv runs only where `applies` found AVX2")
+    unreachable!("an Avx2Fma token exists only on x86_64")
 }
 
 /// `dw[co][ci][t] += sum_q dy[co][q] * x[ci][q + offset[t]]` for one image: `dy` as
 /// `[n_out, l.q]` padded-width rows (zero outside the image), `x` as `n_in` padded planes.
+/// `cpu` proves the kernels can run here.
 pub(super) fn same_conv_weight_grad(
+    cpu: Avx2Fma,
     l: &TapLayout,
     x: &[f32],
     n_in: usize,
@@ -206,10 +260,16 @@ pub(super) fn same_conv_weight_grad(
     n_out: usize,
     dw: &mut [f32],
 ) {
-    assert!(x.len() >= n_in * l.plane, "padded input too short");
-    assert!(dy.len() >= n_out * l.q, "output gradient too short");
     assert!(
-        dw.len() >= n_out * n_in * l.taps,
+        x.len() >= sizes::product("padded input", &[n_in, l.plane]),
+        "padded input too short"
+    );
+    assert!(
+        dy.len() >= sizes::product("output gradient", &[n_out, l.q]),
+        "output gradient too short"
+    );
+    assert!(
+        dw.len() >= sizes::product("weight gradient", &[n_out, n_in, l.taps]),
         "weight gradient too short"
     );
     let mut co = 0;
@@ -223,20 +283,22 @@ pub(super) fn same_conv_weight_grad(
                 } else {
                     1
                 };
-                // SAFETY: as in `same_conv`; pixel reads stop at `l.q`, tap reads at
-                // `l.q - 1 + max offset < l.plane`.
+                // SAFETY: `cpu` proves AVX2 and FMA. With the asserts above (sizes that did
+                // not overflow), `co + cb <= n_out`, `ci < n_in` and `t + tb <= l.taps`, every
+                // read stays in bounds: `dy` reads stop at `(co + cb) * l.q`, `x` reads at
+                // `ci * l.plane + l.q - 1 + max offset < (ci + 1) * l.plane`.
                 unsafe {
                     match (cb, tb) {
-                        (CO_BLOCK, TAP_BLOCK) => {
-                            weight_grad_block::<CO_BLOCK, TAP_BLOCK>(l, x, n_in, dy, co, ci, t, dw)
-                        }
+                        (CO_BLOCK, TAP_BLOCK) => weight_grad_block::<CO_BLOCK, TAP_BLOCK>(
+                            cpu, l, x, n_in, dy, co, ci, t, dw,
+                        ),
                         (CO_BLOCK, _) => {
-                            weight_grad_block::<CO_BLOCK, 1>(l, x, n_in, dy, co, ci, t, dw)
+                            weight_grad_block::<CO_BLOCK, 1>(cpu, l, x, n_in, dy, co, ci, t, dw)
                         }
                         (_, TAP_BLOCK) => {
-                            weight_grad_block::<1, TAP_BLOCK>(l, x, n_in, dy, co, ci, t, dw)
+                            weight_grad_block::<1, TAP_BLOCK>(cpu, l, x, n_in, dy, co, ci, t, dw)
                         }
-                        _ => weight_grad_block::<1, 1>(l, x, n_in, dy, co, ci, t, dw),
+                        _ => weight_grad_block::<1, 1>(cpu, l, x, n_in, dy, co, ci, t, dw),
                     }
                 }
                 t += tb;
@@ -246,10 +308,18 @@ pub(super) fn same_conv_weight_grad(
     }
 }
 
+/// Adds output channels `co..co + CB` x taps `t0..t0 + TB` of input channel `ci` into `dw`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA (the `Avx2Fma` argument proves it). `l` comes from
+/// `TapLayout::new`, `ci < n_in`, `t0 + TB <= l.taps`, `x` holds at least `(ci + 1) * l.plane`
+/// floats and `dy` at least `(co + CB) * l.q` (the `dw` writes are bounds-checked).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+// Each argument is one coordinate of the block; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
+    _cpu: Avx2Fma,
     l: &TapLayout,
     x: &[f32],
     n_in: usize,
@@ -262,11 +332,15 @@ unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
     let offsets = l.offsets();
     let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); TB]; CB];
+    // SAFETY: `ci * l.plane` is inside `x` (contract).
     let xb = unsafe { xp.add(ci * l.plane) };
     for q in (0..l.q).step_by(8) {
+        // SAFETY: `q + 7 + offsets[t0 + t] <= l.q - 1 + max offset < l.plane`: inside channel
+        // `ci`'s plane for every `t < TB`.
         let xv: [__m256; TB] =
             std::array::from_fn(|t| unsafe { _mm256_loadu_ps(xb.add(q + offsets[t0 + t])) });
         for (c, acc_c) in acc.iter_mut().enumerate() {
+            // SAFETY: `(co + c) * l.q + q + 7 < (co + CB) * l.q`: inside `dy` (contract).
             let dv = unsafe { _mm256_loadu_ps(dyp.add((co + c) * l.q + q)) };
             for t in 0..TB {
                 acc_c[t] = _mm256_fmadd_ps(dv, xv[t], acc_c[t]);
@@ -289,9 +363,13 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// # Safety
+/// None needed: an `Avx2Fma` token cannot exist off x86_64, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
+// The x86_64 version's signature.
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
+    _: Avx2Fma,
     _: &TapLayout,
     _: &[f32],
     _: usize,
@@ -301,7 +379,7 @@ unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
     _: usize,
     _: &mut [f32],
 ) {
-    unreachable!("the direct conv runs only where `applies` found AVX2")
+    unreachable!("an Avx2Fma token exists only on x86_64")
 }
 
 #[cfg(test)]
