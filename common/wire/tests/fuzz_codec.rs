@@ -341,9 +341,12 @@ fn decode_data(update: bool, bytes: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// What the receiver accepted: the tensor metas, the data bytes, and the decoded state.
+type Accepted = (Vec<TensorMeta>, Vec<u8>, StateDict);
+
 /// The receiving side, as the coordinator and the workers run it, with the properties checked.
 fn receive(t: &Transfer) -> Result<bool, TestCaseError> {
-    let outcome = (|| -> Result<Option<(Vec<TensorMeta>, Vec<u8>, StateDict)>, TestCaseError> {
+    let outcome = (|| -> Result<Option<Accepted>, TestCaseError> {
         let Some(specs) = decode_header(t.update, &t.header) else {
             return Ok(None);
         };
