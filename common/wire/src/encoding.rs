@@ -35,6 +35,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
 
 use crate::rounding::StochasticRounding;
 
@@ -45,13 +46,16 @@ pub const MAX_VALUES_PER_SCALE: u32 = 1 << 16;
 /// The int8 codes a sender uses: symmetric, so -128 is refused on receipt.
 const INT8_LIMIT: f64 = 127.0;
 
-/// How a tensor's values are encoded on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// How a tensor's values are encoded on the wire. Stored (a job's settings) under the names
+/// `Display` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TensorEncoding {
     #[default]
     F32,
     F16,
     Bf16,
+    #[serde(rename = "int8")]
     Int8Scaled,
 }
 

@@ -257,11 +257,17 @@ fn impossible_encodings_are_refused() {
     assert!(int8(1e-44, 5).is_ok());
 }
 
-/// Encoding names parse and print the same way; a typo is refused with the choices.
+/// Encoding names parse, print and store the same way; a typo is refused with the choices.
 #[test]
 fn encoding_names_round_trip() {
     for e in TensorEncoding::ALL {
         assert_eq!(e.to_string().parse::<TensorEncoding>().unwrap(), e);
+        // Stored settings use the same names.
+        assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{e}\""));
+        assert_eq!(
+            serde_json::from_str::<TensorEncoding>(&format!("\"{e}\"")).unwrap(),
+            e
+        );
     }
     let e = "fp8".parse::<TensorEncoding>().unwrap_err();
     assert!(e.contains("f32, f16, bf16 or int8"), "{e}");
