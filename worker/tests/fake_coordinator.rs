@@ -167,7 +167,7 @@ impl WorkerService for FakeCoordinator {
             model_sha256: self.0.global.fingerprint(),
         };
         let parts = std::iter::once(model_chunk::Part::Header(header))
-            .chain(data.into_iter().map(model_chunk::Part::Data));
+            .chain(data.into_iter().map(|d| model_chunk::Part::Data(d.into())));
         let chunks: Vec<Result<pb::ModelChunk, Status>> = parts
             .map(|p| Ok(pb::ModelChunk { part: Some(p) }))
             .collect();

@@ -55,7 +55,7 @@ fn decode_data(update: bool, bytes: &[u8]) -> Option<Vec<u8>> {
         }
     } else {
         match pb::ModelChunk::decode(bytes).ok()?.part? {
-            pb::model_chunk::Part::Data(d) => Some(d),
+            pb::model_chunk::Part::Data(d) => Some(d.to_vec()),
             pb::model_chunk::Part::Header(_) => None,
         }
     }

@@ -37,7 +37,7 @@ pub fn data_message(update: bool, bytes: Vec<u8>) -> Vec<u8> {
         .encode_to_vec()
     } else {
         pb::ModelChunk {
-            part: Some(pb::model_chunk::Part::Data(bytes)),
+            part: Some(pb::model_chunk::Part::Data(bytes.into())),
         }
         .encode_to_vec()
     }
