@@ -1,6 +1,8 @@
 //! What a job asks for, validated, and the states it goes through.
 
 use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
+use fedcsg_wire::delta::UpdateKind;
+use fedcsg_wire::{Accepted, Compression, TensorEncoding, TopK};
 use serde::{Deserialize, Serialize};
 
 /// Aggregation strategies. FedAvg folds updates into a running weighted sum, so coordinator
@@ -37,6 +39,43 @@ pub struct LocalTraining {
     pub max_samples_per_round: u64,
 }
 
+/// How a job's models travel (DESIGN §2.3a): updates as deltas in `upload` (optionally top-k),
+/// the global model in `download`, encoded once per round. The default (a job stored before
+/// compression existed) is the exact f32 exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Exchange {
+    pub upload: TensorEncoding,
+    pub download: TensorEncoding,
+    /// The fraction of each update tensor's values sent; `None` = dense.
+    pub upload_topk: Option<f64>,
+    /// Workers feed what compression dropped into their next round.
+    pub error_feedback: bool,
+}
+
+impl Exchange {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(k) = self.upload_topk {
+            TopK::new(k).map_err(|e| format!("spec.upload_topk: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The compression workers are asked to upload in.
+    pub fn upload_compression(&self) -> Compression {
+        Compression {
+            encoding: self.upload,
+            topk: self.upload_topk.and_then(|k| TopK::new(k).ok()),
+        }
+    }
+
+    /// What an upload of `kind` may contain: f32 (exact, always welcome) and the job's upload
+    /// encoding; sparse tensors only in a delta of a top-k job.
+    pub fn accepted(&self, kind: UpdateKind) -> Accepted {
+        Accepted::f32_and(self.upload)
+            .with_sparse(kind == UpdateKind::Delta && self.upload_topk.is_some())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub name: String,
@@ -50,6 +89,8 @@ pub struct JobSpec {
     pub seed: u64,
     pub bn_stats: BnStatsPolicy,
     pub federated_evaluation: bool,
+    #[serde(default)]
+    pub exchange: Exchange,
 }
 
 impl JobSpec {
@@ -116,7 +157,7 @@ impl JobSpec {
         if self.name.len() > 128 {
             return Err("spec.name must be at most 128 bytes".into());
         }
-        Ok(())
+        self.exchange.validate()
     }
 }
 
@@ -147,6 +188,10 @@ pub struct WorkerRoundStats {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub train_seconds: f64,
+    /// One plain-f32 transfer of the full-filter model's exchanged tensors (4 bytes per value),
+    /// what each direction would have cost without CSG and compression.
+    #[serde(default)]
+    pub full_filter_f32_bytes: u64,
 }
 
 /// The committed record of one round.
@@ -162,6 +207,11 @@ pub struct RoundRecord {
     pub federated_accuracy: Option<f64>,
     pub bytes_down: u64,
     pub bytes_up: u64,
+    /// The same round's uploads and downloads as plain-f32 full-filter transfers.
+    #[serde(default)]
+    pub full_filter_f32_bytes_up: u64,
+    #[serde(default)]
+    pub full_filter_f32_bytes_down: u64,
     pub seconds: f64,
     pub model_sha256: String,
     pub workers: Vec<WorkerRoundStats>,
