@@ -216,3 +216,85 @@ pub struct RoundRecord {
     pub model_sha256: String,
     pub workers: Vec<WorkerRoundStats>,
 }
+
+#[cfg(test)]
+mod tests {
+    use fedcsg_wire::UpdateKind;
+
+    use super::*;
+
+    fn int8_topk() -> Exchange {
+        Exchange {
+            upload: TensorEncoding::Int8Scaled,
+            download: TensorEncoding::F16,
+            upload_topk: Some(0.1),
+            error_feedback: true,
+        }
+    }
+
+    /// An upload may be f32 or the job's encoding; sparse only in a delta of a top-k job.
+    #[test]
+    fn uploads_accept_f32_and_the_jobs_encoding() {
+        let a = int8_topk().accepted(UpdateKind::Delta);
+        assert!(a.encoding(TensorEncoding::F32) && a.encoding(TensorEncoding::Int8Scaled));
+        assert!(!a.encoding(TensorEncoding::F16) && !a.encoding(TensorEncoding::Bf16));
+        assert!(a.sparse());
+        assert!(!int8_topk().accepted(UpdateKind::Weights).sparse());
+        assert!(!Exchange::default().accepted(UpdateKind::Delta).sparse());
+        let c = int8_topk().upload_compression();
+        assert_eq!(c.encoding, TensorEncoding::Int8Scaled);
+        assert_eq!(c.topk.map(|k| k.fraction()), Some(0.1));
+    }
+
+    /// A job stored before compression existed loads as the exact f32 exchange; a stored
+    /// compressed job keeps its settings.
+    #[test]
+    fn stored_specs_without_exchange_settings_are_exact() {
+        let stored = serde_json::json!({
+            "upload": "int8", "download": "f16", "upload_topk": 0.1, "error_feedback": true
+        });
+        let e: Exchange = serde_json::from_value(stored).unwrap();
+        assert_eq!(e, int8_topk());
+        let spec = JobSpec {
+            name: "old".into(),
+            model: ModelSpec::new("resnet20".parse().unwrap(), "12-72".parse().unwrap(), 1, 10),
+            training: LocalTraining {
+                local_epochs: 1,
+                batch_size: 32,
+                learning_rate: 0.05,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                max_samples_per_round: 0,
+            },
+            strategy: Strategy::FedAvg,
+            rounds: 3,
+            fraction: 1.0,
+            min_workers: 1,
+            round_deadline_seconds: 60,
+            seed: 1,
+            bn_stats: BnStatsPolicy::default(),
+            federated_evaluation: false,
+            exchange: int8_topk(),
+        };
+        let mut stored = serde_json::to_value(&spec).unwrap();
+        let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(back, spec);
+        stored.as_object_mut().unwrap().remove("exchange");
+        let old: JobSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.exchange, Exchange::default());
+        assert!(old.exchange.upload_compression().is_exact());
+        assert!(old.validate().is_ok());
+    }
+
+    #[test]
+    fn topk_fractions_outside_the_range_are_refused() {
+        for k in [0.0, 1.5, -0.1, f64::NAN] {
+            let e = Exchange {
+                upload_topk: Some(k),
+                ..Exchange::default()
+            };
+            let why = e.validate().unwrap_err();
+            assert!(why.starts_with("spec.upload_topk"), "{why}");
+        }
+    }
+}
