@@ -13,6 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("fedcsg_v1_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // A round's encoded global model is built once and shared (reference-counted) by every
+        // worker's download stream, not copied per stream.
+        .bytes(".fedcsg.v1.ModelChunk.data")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -1,6 +1,8 @@
 //! What a job asks for, validated, and the states it goes through.
 
 use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
+use fedcsg_wire::delta::UpdateKind;
+use fedcsg_wire::{Accepted, Compression, TensorEncoding, TopK};
 use serde::{Deserialize, Serialize};
 
 /// Aggregation strategies. FedAvg folds updates into a running weighted sum, so coordinator
@@ -37,6 +39,43 @@ pub struct LocalTraining {
     pub max_samples_per_round: u64,
 }
 
+/// How a job's models travel (DESIGN §2.3a): updates as deltas in `upload` (optionally top-k),
+/// the global model in `download`, encoded once per round. The default (a job stored before
+/// compression existed) is the exact f32 exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Exchange {
+    pub upload: TensorEncoding,
+    pub download: TensorEncoding,
+    /// The fraction of each update tensor's values sent; `None` = dense.
+    pub upload_topk: Option<f64>,
+    /// Workers feed what compression dropped into their next round.
+    pub error_feedback: bool,
+}
+
+impl Exchange {
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(k) = self.upload_topk {
+            TopK::new(k).map_err(|e| format!("spec.upload_topk: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The compression workers are asked to upload in.
+    pub fn upload_compression(&self) -> Compression {
+        Compression {
+            encoding: self.upload,
+            topk: self.upload_topk.and_then(|k| TopK::new(k).ok()),
+        }
+    }
+
+    /// What an upload of `kind` may contain: f32 (exact, always welcome) and the job's upload
+    /// encoding; sparse tensors only in a delta of a top-k job.
+    pub fn accepted(&self, kind: UpdateKind) -> Accepted {
+        Accepted::f32_and(self.upload)
+            .with_sparse(kind == UpdateKind::Delta && self.upload_topk.is_some())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
     pub name: String,
@@ -50,6 +89,8 @@ pub struct JobSpec {
     pub seed: u64,
     pub bn_stats: BnStatsPolicy,
     pub federated_evaluation: bool,
+    #[serde(default)]
+    pub exchange: Exchange,
 }
 
 impl JobSpec {
@@ -116,7 +157,7 @@ impl JobSpec {
         if self.name.len() > 128 {
             return Err("spec.name must be at most 128 bytes".into());
         }
-        Ok(())
+        self.exchange.validate()
     }
 }
 
@@ -147,6 +188,10 @@ pub struct WorkerRoundStats {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub train_seconds: f64,
+    /// One plain-f32 transfer of the full-filter model's exchanged tensors (4 bytes per value),
+    /// what each direction would have cost without CSG and compression.
+    #[serde(default)]
+    pub full_filter_f32_bytes: u64,
 }
 
 /// The committed record of one round.
@@ -162,7 +207,94 @@ pub struct RoundRecord {
     pub federated_accuracy: Option<f64>,
     pub bytes_down: u64,
     pub bytes_up: u64,
+    /// The same round's uploads and downloads as plain-f32 full-filter transfers.
+    #[serde(default)]
+    pub full_filter_f32_bytes_up: u64,
+    #[serde(default)]
+    pub full_filter_f32_bytes_down: u64,
     pub seconds: f64,
     pub model_sha256: String,
     pub workers: Vec<WorkerRoundStats>,
+}
+
+#[cfg(test)]
+mod tests {
+    use fedcsg_wire::UpdateKind;
+
+    use super::*;
+
+    fn int8_topk() -> Exchange {
+        Exchange {
+            upload: TensorEncoding::Int8Scaled,
+            download: TensorEncoding::F16,
+            upload_topk: Some(0.1),
+            error_feedback: true,
+        }
+    }
+
+    /// An upload may be f32 or the job's encoding; sparse only in a delta of a top-k job.
+    #[test]
+    fn uploads_accept_f32_and_the_jobs_encoding() {
+        let a = int8_topk().accepted(UpdateKind::Delta);
+        assert!(a.encoding(TensorEncoding::F32) && a.encoding(TensorEncoding::Int8Scaled));
+        assert!(!a.encoding(TensorEncoding::F16) && !a.encoding(TensorEncoding::Bf16));
+        assert!(a.sparse());
+        assert!(!int8_topk().accepted(UpdateKind::Weights).sparse());
+        assert!(!Exchange::default().accepted(UpdateKind::Delta).sparse());
+        let c = int8_topk().upload_compression();
+        assert_eq!(c.encoding, TensorEncoding::Int8Scaled);
+        assert_eq!(c.topk.map(|k| k.fraction()), Some(0.1));
+    }
+
+    /// A job stored before compression existed loads as the exact f32 exchange; a stored
+    /// compressed job keeps its settings.
+    #[test]
+    fn stored_specs_without_exchange_settings_are_exact() {
+        let stored = serde_json::json!({
+            "upload": "int8", "download": "f16", "upload_topk": 0.1, "error_feedback": true
+        });
+        let e: Exchange = serde_json::from_value(stored).unwrap();
+        assert_eq!(e, int8_topk());
+        let spec = JobSpec {
+            name: "old".into(),
+            model: ModelSpec::new("resnet20".parse().unwrap(), "12-72".parse().unwrap(), 1, 10),
+            training: LocalTraining {
+                local_epochs: 1,
+                batch_size: 32,
+                learning_rate: 0.05,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                max_samples_per_round: 0,
+            },
+            strategy: Strategy::FedAvg,
+            rounds: 3,
+            fraction: 1.0,
+            min_workers: 1,
+            round_deadline_seconds: 60,
+            seed: 1,
+            bn_stats: BnStatsPolicy::default(),
+            federated_evaluation: false,
+            exchange: int8_topk(),
+        };
+        let mut stored = serde_json::to_value(&spec).unwrap();
+        let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(back, spec);
+        stored.as_object_mut().unwrap().remove("exchange");
+        let old: JobSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.exchange, Exchange::default());
+        assert!(old.exchange.upload_compression().is_exact());
+        assert!(old.validate().is_ok());
+    }
+
+    #[test]
+    fn topk_fractions_outside_the_range_are_refused() {
+        for k in [0.0, 1.5, -0.1, f64::NAN] {
+            let e = Exchange {
+                upload_topk: Some(k),
+                ..Exchange::default()
+            };
+            let why = e.validate().unwrap_err();
+            assert!(why.starts_with("spec.upload_topk"), "{why}");
+        }
+    }
 }

@@ -353,3 +353,96 @@ async fn killed_worker_does_not_stall_the_job() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Bytes of `values` values in int8 with one f32 scale per 256 values.
+fn int8_bytes(values: u64) -> u64 {
+    values + 4 * values.div_ceil(256)
+}
+
+/// A compressed federation with real processes: int8 delta uploads (error feedback on) and f16
+/// downloads. Every worker's bytes in every round are what the encodings imply, summed over the
+/// exchanged tensors (int8: one byte per value plus a 4-byte scale per 256 values of each tensor;
+/// f16: two bytes per value), within 1% plus 16 KiB of framing (headers and message overhead);
+/// the full-filter f32 equivalents are reported; and the model still learns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int8_uploads_and_f16_downloads() {
+    let cluster = Cluster::start("compressed", 2, &[]);
+    let mut op = cluster.operator().await;
+    cluster.wait_for_workers(&mut op, 2).await;
+    let spec = pb::JobSpec {
+        upload_encoding: pb::Encoding::Int8Scaled as i32,
+        download_encoding: pb::Encoding::F16 as i32,
+        ..job_spec(3, 2, 300, 320)
+    };
+    let job = op
+        .create_job(pb::CreateJobRequest { spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = op
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), stream.message())
+        .await
+        .expect("round timed out")
+        .unwrap()
+    {
+        println!(
+            "round {} acc {:.3} up {:?} down {:?}",
+            e.round,
+            e.test_accuracy,
+            e.workers.iter().map(|w| w.bytes_up).collect::<Vec<_>>(),
+            e.workers.iter().map(|w| w.bytes_down).collect::<Vec<_>>()
+        );
+        events.push(e);
+    }
+    assert_eq!(events.len(), 3, "{}", cluster.logs());
+    // The exchanged tensors' sizes, from the exact model.
+    let global = support::export(&mut op, &job.job_id).await;
+    // With averaged batch norm every variable of the model travels, so the export is the
+    // exchanged set (checked against the job's count).
+    let exchanged: Vec<u64> = global
+        .tensors()
+        .iter()
+        .map(|t| t.values.len() as u64)
+        .collect();
+    assert_eq!(exchanged.iter().sum::<u64>(), job.exchanged_values);
+    let up_payload: u64 = exchanged.iter().map(|n| int8_bytes(*n)).sum();
+    let down_payload: u64 = exchanged.iter().map(|n| 2 * n).sum();
+    let within =
+        |bytes: u64, payload: u64| bytes >= payload && bytes <= payload + payload / 100 + 16_384;
+    let full_f32 = 4 * job.full_filter_exchanged_values;
+    for e in &events {
+        assert_eq!(e.participants, 2, "round {}", e.round);
+        for w in &e.workers {
+            assert!(
+                within(w.bytes_up, up_payload),
+                "round {} worker {}: {} bytes up for an int8 payload of {up_payload}",
+                e.round,
+                w.worker_id,
+                w.bytes_up
+            );
+            assert!(
+                within(w.bytes_down, down_payload),
+                "round {} worker {}: {} bytes down for an f16 payload of {down_payload}",
+                e.round,
+                w.worker_id,
+                w.bytes_down
+            );
+            assert_eq!(w.full_filter_f32_bytes, full_f32);
+        }
+        assert_eq!(e.full_filter_f32_bytes_up, 2 * full_f32);
+        assert_eq!(e.full_filter_f32_bytes_down, 2 * full_f32);
+    }
+    assert!(
+        events[2].test_accuracy > events[0].test_accuracy,
+        "accuracy {} -> {}",
+        events[0].test_accuracy,
+        events[2].test_accuracy
+    );
+}

@@ -154,6 +154,31 @@ async fn malformed_job_specs_are_refused_and_create_nothing() {
             with(&|s| s.training.as_mut().unwrap().weight_decay = -1e-4),
             "weight_decay",
         ),
+        (
+            "unknown upload encoding",
+            with(&|s| s.upload_encoding = 9),
+            "spec.upload_encoding: unknown encoding 9",
+        ),
+        (
+            "unknown download encoding",
+            with(&|s| s.download_encoding = -1),
+            "spec.download_encoding: unknown encoding -1",
+        ),
+        (
+            "top-k fraction above 1",
+            with(&|s| s.upload_topk = 1.5),
+            "spec.upload_topk",
+        ),
+        (
+            "negative top-k fraction",
+            with(&|s| s.upload_topk = -0.1),
+            "spec.upload_topk",
+        ),
+        (
+            "NaN top-k fraction",
+            with(&|s| s.upload_topk = f64::NAN),
+            "spec.upload_topk",
+        ),
     ];
     for (case, s, needle) in bad_specs {
         refused.check(

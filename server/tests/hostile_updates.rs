@@ -59,6 +59,7 @@ async fn upload(
         train_loss: 1.0,
         train_seconds: 1.0,
         tensors: metas.iter().map(meta_to_proto).collect(),
+        kind: pb::UpdateKind::Weights as i32,
     };
     let mut msgs = vec![pb::UpdateChunk {
         part: Some(pb::update_chunk::Part::Header(header)),

@@ -143,7 +143,7 @@ async fn malformed_uploads_are_refused_and_change_nothing() {
             "encoding",
         ),
         (
-            "f16 encoding (reserved)",
+            "f16 tensor in a job that uploads f32",
             messages(
                 t(&|t| t.encoding = pb::Encoding::F16 as i32),
                 chunks.clone(),

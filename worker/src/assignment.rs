@@ -7,7 +7,8 @@ use fedcsg_ml::data::Augmentation;
 use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
 use fedcsg_ml::optim::{LrSchedule, OptimizerConfig};
 use fedcsg_ml::train::TrainSettings;
-use fedcsg_wire::convert::model_spec_from_proto;
+use fedcsg_wire::Compression;
+use fedcsg_wire::convert::{compression_from_proto, model_spec_from_proto};
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::get_task_response::Task;
 
@@ -26,6 +27,13 @@ pub struct RoundRef {
     pub round_token: String,
 }
 
+/// How to send an update: a delta in this compression, with or without error feedback.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct UploadPlan {
+    pub compression: Compression,
+    pub error_feedback: bool,
+}
+
 /// Train the round's global model on the local partition and send the update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainAssignment {
@@ -40,6 +48,7 @@ pub struct TrainAssignment {
     pub bn_stats: BnStatsPolicy,
     /// Time left until the round's deadline when the task was handed out.
     pub deadline: Duration,
+    pub upload: UploadPlan,
 }
 
 impl TrainAssignment {
@@ -148,6 +157,11 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
             .parse()
             .map_err(|e: String| invalid(format!("train.bn_stats: {e}")))?,
     };
+    let upload = UploadPlan {
+        compression: compression_from_proto(t.upload_encoding, t.upload_topk, "train.upload")
+            .map_err(invalid)?,
+        error_feedback: t.error_feedback,
+    };
     let max_samples = match training.max_samples_per_round {
         0 => None,
         n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -166,6 +180,7 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
         seed: t.seed,
         bn_stats,
         deadline: Duration::from_secs(u64::from(t.deadline_seconds)),
+        upload,
     };
     assignment
         .settings(Augmentation::none())
@@ -177,6 +192,7 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
 #[cfg(test)]
 mod tests {
     use fedcsg_ml::model::{Architecture, CsgMode};
+    use fedcsg_wire::{TensorEncoding, TopK};
 
     use super::*;
 
@@ -206,6 +222,9 @@ mod tests {
             seed: 11,
             bn_stats: "local".into(),
             deadline_seconds: 60,
+            upload_encoding: pb::Encoding::Int8Scaled as i32,
+            upload_topk: 0.25,
+            error_feedback: true,
         }
     }
 
@@ -236,6 +255,16 @@ mod tests {
         assert_eq!(a.optimizer, OptimizerConfig::sgd(0.05, 0.9, 5e-4));
         assert_eq!(a.bn_stats, BnStatsPolicy::Local);
         assert_eq!(a.deadline, Duration::from_secs(60));
+        assert_eq!(
+            a.upload,
+            UploadPlan {
+                compression: Compression {
+                    encoding: TensorEncoding::Int8Scaled,
+                    topk: Some(TopK::new(0.25).unwrap()),
+                },
+                error_feedback: true,
+            }
+        );
     }
 
     /// Missing or impossible fields are refused and named, not defaulted into nonsense.
@@ -269,6 +298,20 @@ mod tests {
                     ..train_task()
                 },
                 "round_token is empty",
+            ),
+            (
+                pb::TrainTask {
+                    upload_encoding: 9,
+                    ..train_task()
+                },
+                "train.upload_encoding: unknown encoding 9",
+            ),
+            (
+                pb::TrainTask {
+                    upload_topk: 1.5,
+                    ..train_task()
+                },
+                "train.upload_topk",
             ),
             (
                 pb::TrainTask {
@@ -311,5 +354,17 @@ mod tests {
             panic!()
         };
         assert_eq!(a.bn_stats, BnStatsPolicy::Averaged);
+        // A coordinator that says nothing about uploads gets exact f32 deltas.
+        let Assignment::Train(a) = parse(Task::Train(pb::TrainTask {
+            upload_encoding: 0,
+            upload_topk: 0.0,
+            error_feedback: false,
+            ..train_task()
+        }))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.upload, UploadPlan::default());
+        assert!(a.upload.compression.is_exact());
     }
 }

@@ -10,6 +10,7 @@
 //! - [`client`]: the gRPC channel to the coordinator and the bearer token on every call.
 //! - [`assignment`]: tasks from the wire, validated into domain types.
 //! - [`transfer`]: the chunked model download and update upload.
+//! - [`feedback`]: the update as a compressed delta, and the error-feedback residuals per job.
 //! - [`local_data`]: this worker's train and test partitions.
 //! - [`local_work`]: the models kept per job and the training / evaluation run off the runtime.
 //! - [`tls_args`]: the client TLS flags, shared with the operator CLI.
@@ -23,6 +24,7 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod feedback;
 pub mod heartbeat;
 pub mod local_data;
 pub mod local_work;

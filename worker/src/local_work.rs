@@ -224,6 +224,7 @@ mod tests {
             seed: 3,
             bn_stats,
             deadline: Duration::from_secs(60),
+            upload: Default::default(),
         }
     }
 

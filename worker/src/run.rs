@@ -21,10 +21,12 @@ use crate::backoff::Backoff;
 use crate::client::CoordinatorClient;
 use crate::config::WorkerConfig;
 use crate::error::{Recovery, WorkerError, is_transient};
+use crate::feedback::{FeedbackMemory, Residual, prepare_update};
 use crate::heartbeat::{BusySlot, Heartbeat, interval_from_ms};
 use crate::local_data::LocalData;
 use crate::local_work::{ModelCache, evaluate_round, on_blocking_thread, train_round};
 use crate::transfer::{self, update_chunks};
+use fedcsg_wire::UpdateKind;
 
 /// Attempts at sending one update while the coordinator is unreachable (the update is kept and
 /// re-sent; the coordinator recognises a duplicate).
@@ -92,6 +94,8 @@ struct Worker {
     client: CoordinatorClient,
     data: Arc<LocalData>,
     models: ModelCache,
+    /// Error-feedback residuals per job (memory only: a restart starts without).
+    feedback: FeedbackMemory,
     session: Option<Session>,
     backoff: Backoff,
     busy: BusySlot,
@@ -104,6 +108,7 @@ impl Worker {
             client: CoordinatorClient::connect_lazy(&config)?,
             data: Arc::new(data),
             models: ModelCache::new(config.conv),
+            feedback: FeedbackMemory::default(),
             session: None,
             backoff: Backoff::new(config.max_retry),
             busy: BusySlot::default(),
@@ -264,12 +269,22 @@ impl Worker {
             let (abandon, stopping) = (busy.abandon_flag(), Arc::clone(&self.stopping));
             move || abandon.load(Ordering::Relaxed) || stopping.load(Ordering::Relaxed)
         };
+        // Taken now: whatever happens to this round, the residual is not reused later.
+        let carried = self.feedback.take(&task.round.job_id, task.round.round);
         let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
         let outcome = on_blocking_thread("training", move || {
-            train_round(&model, &data, &job, &state, &should_stop)
+            let trained = train_round(&model, &data, &job, &state, &should_stop)?;
+            let prepared = prepare_update(
+                &trained.update,
+                &state,
+                &job.upload,
+                job.seed,
+                carried.as_ref(),
+            )?;
+            Ok((trained, prepared))
         })
         .await;
-        let outcome = match outcome {
+        let (outcome, prepared) = match outcome {
             Err(WorkerError::Train(TrainError::Cancelled)) => {
                 info!("training stopped early; no update sent");
                 return Ok(());
@@ -286,7 +301,21 @@ impl Worker {
             return Ok(());
         }
         let summary = outcome.summary;
-        let (chunks, bytes_up) = update_chunks(worker_id, &task.round, summary, &outcome.update);
+        if prepared.encoded.saturated > 0 {
+            warn!(
+                values = prepared.encoded.saturated,
+                encoding = %task.upload.compression,
+                "update values beyond the encoding's range were sent saturated"
+            );
+        }
+        let data_bytes_up = prepared.encoded.data_bytes();
+        let (chunks, bytes_up) = update_chunks(
+            worker_id,
+            &task.round,
+            summary,
+            UpdateKind::Delta,
+            prepared.encoded,
+        );
         let response = upload(client, chunks, &self.config).await?;
         info!(
             samples = summary.num_samples,
@@ -294,12 +323,21 @@ impl Worker {
             train_seconds = summary.train_seconds,
             bytes_down = global.encoded_bytes,
             bytes_up,
+            data_bytes_up,
+            encoding = %task.upload.compression,
+            error_feedback = prepared.residual.is_some(),
             accepted = response.accepted,
             duplicate = response.duplicate,
             "update sent"
         );
         if !response.accepted && !response.duplicate {
             warn!("the coordinator did not accept the update");
+        } else if let Some(values) = prepared.residual {
+            self.feedback.keep(Residual {
+                job_id: task.round.job_id.clone(),
+                round: task.round.round,
+                values,
+            });
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
 //! Moving models: the global model streamed down (header, then data chunks, assembled and
-//! checked as they arrive) and the update streamed up in the same shape.
+//! checked as they arrive, in whatever dense encoding the coordinator chose) and the update
+//! streamed up in the same shape.
 
 use fedcsg_core::tensor::StateDict;
-use fedcsg_wire::convert::{meta_to_proto, metas_from_proto};
+use fedcsg_wire::convert::{meta_to_proto, metas_from_proto, update_kind_to_proto};
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::{model_chunk, update_chunk};
-use fedcsg_wire::{ModelAssembler, WireLimits, encode_state};
+use fedcsg_wire::{Accepted, EncodedState, ModelAssembler, UpdateKind, WireLimits};
 use prost::Message;
 
 use crate::assignment::RoundRef;
@@ -52,7 +53,8 @@ pub async fn download(
     };
     check_header(&header, round)?;
     let limits = WireLimits::default();
-    let mut assembler = ModelAssembler::new(metas_from_proto(&header.tensors, &limits)?, limits)?;
+    let metas = metas_from_proto(&header.tensors, &limits)?;
+    let mut assembler = ModelAssembler::accepting(metas, limits, Accepted::ANY_DENSE)?;
     while let Some(chunk) = stream.message().await.map_err(rpc)? {
         encoded_bytes += chunk.encoded_len() as u64;
         match chunk.part {
@@ -98,9 +100,14 @@ pub fn update_chunks(
     worker_id: &str,
     round: &RoundRef,
     summary: UpdateSummary,
-    state: &StateDict,
+    kind: UpdateKind,
+    encoded: EncodedState,
 ) -> (Vec<pb::UpdateChunk>, u64) {
-    let (metas, data) = encode_state(state);
+    let EncodedState {
+        metas,
+        chunks: data,
+        ..
+    } = encoded;
     let header = pb::UpdateHeader {
         worker_id: worker_id.to_string(),
         job_id: round.job_id.clone(),
@@ -110,6 +117,7 @@ pub fn update_chunks(
         train_loss: summary.train_loss,
         train_seconds: summary.train_seconds,
         tensors: metas.iter().map(meta_to_proto).collect(),
+        kind: update_kind_to_proto(kind) as i32,
     };
     let chunks: Vec<pb::UpdateChunk> = std::iter::once(update_chunk::Part::Header(header))
         .chain(data.into_iter().map(update_chunk::Part::Data))
@@ -123,6 +131,7 @@ pub fn update_chunks(
 mod tests {
     use fedcsg_core::tensor::NamedTensor;
     use fedcsg_wire::limits::MAX_MESSAGE_BYTES;
+    use fedcsg_wire::{Compression, TensorEncoding, encode_state_with};
 
     use super::*;
 
@@ -134,8 +143,9 @@ mod tests {
         }
     }
 
-    /// An update larger than one chunk goes out as a header and bounded data messages that a
-    /// receiver reassembles bit for bit.
+    /// An update larger than one chunk goes out as a header (saying it is a delta) and bounded
+    /// data messages that a receiver reassembles into exactly what the sender encoded, in f32
+    /// (bit for bit) and in int8.
     #[test]
     fn update_round_trips_through_the_codec() {
         let big = NamedTensor {
@@ -154,8 +164,27 @@ mod tests {
             train_loss: 0.5,
             train_seconds: 1.5,
         };
-        let (chunks, bytes) = update_chunks("w1", &round(), summary, &state);
-        assert!(chunks.len() >= 3, "2.4 MB must span several chunks");
+        for compression in [
+            Compression::PLAIN,
+            Compression::dense(TensorEncoding::Int8Scaled),
+        ] {
+            let encoded = encode_state_with(&state, compression, 3).unwrap();
+            let want = encoded.decode().unwrap();
+            let (chunks, bytes) =
+                update_chunks("w1", &round(), summary, UpdateKind::Delta, encoded);
+            if compression.is_exact() {
+                assert!(chunks.len() >= 4, "2.4 MB must span several chunks");
+            }
+            let got = receive(&chunks, bytes, summary);
+            assert_eq!(got, want, "{compression}");
+            if compression.is_exact() {
+                assert_eq!(got, state);
+            }
+        }
+    }
+
+    fn receive(chunks: &[pb::UpdateChunk], bytes: u64, summary: UpdateSummary) -> StateDict {
+        assert!(chunks.len() >= 2, "a header and data");
         assert!(chunks.iter().all(|c| c.encoded_len() < MAX_MESSAGE_BYTES));
         assert_eq!(
             bytes,
@@ -175,18 +204,23 @@ mod tests {
         );
         assert_eq!(
             (h.num_samples, h.train_loss, h.train_seconds),
-            (17, 0.5, 1.5)
+            (
+                summary.num_samples,
+                summary.train_loss,
+                summary.train_seconds
+            )
         );
+        assert_eq!(h.kind, pb::UpdateKind::Delta as i32);
         let limits = WireLimits::default();
-        let mut a =
-            ModelAssembler::new(metas_from_proto(&h.tensors, &limits).unwrap(), limits).unwrap();
+        let metas = metas_from_proto(&h.tensors, &limits).unwrap();
+        let mut a = ModelAssembler::accepting(metas, limits, Accepted::ANY).unwrap();
         for c in &chunks[1..] {
             let Some(update_chunk::Part::Data(d)) = &c.part else {
                 panic!("data after the header")
             };
             a.push(d).unwrap();
         }
-        assert_eq!(a.finish().unwrap(), state);
+        a.finish().unwrap()
     }
 
     /// A model header for another job or round token is refused.

@@ -1,6 +1,7 @@
 //! The worker's task loop against a scripted in-process coordinator on 127.0.0.1:0, over real
 //! gRPC: join retries, bearer tokens, re-join after the coordinator forgets the worker, a full
-//! train / evaluate / done cycle, abandoned tasks, refused joins and shutdown mid-training.
+//! train / evaluate / done cycle, compressed downloads and uploads, abandoned tasks, refused joins
+//! and shutdown mid-training.
 //! (The real coordinator is exercised by the server crate's end-to-end tests.)
 
 use std::collections::VecDeque;
@@ -16,7 +17,9 @@ use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::get_task_response::Task;
 use fedcsg_wire::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use fedcsg_wire::proto::v1::{model_chunk, update_chunk};
-use fedcsg_wire::{ModelAssembler, WireLimits, encode_state};
+use fedcsg_wire::{
+    Accepted, Compression, ModelAssembler, TensorEncoding, WireLimits, encode_state_with,
+};
 use fedcsg_worker::{WorkerConfig, WorkerError};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -24,7 +27,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 /// One scripted answer to GetTask.
 enum Step {
-    Answer(Task),
+    Answer(Box<Task>),
     Fail(Code),
 }
 
@@ -38,6 +41,8 @@ struct Script {
     tasks: VecDeque<Step>,
     /// Heartbeats from a busy worker are answered with "abandon".
     abandon: bool,
+    /// The encoding of the global model served.
+    download: TensorEncoding,
 }
 
 /// What the fake coordinator saw.
@@ -131,7 +136,9 @@ impl WorkerService for FakeCoordinator {
         self.session_call(&request);
         let step = self.0.script.lock().unwrap().tasks.pop_front();
         match step {
-            Some(Step::Answer(task)) => Ok(Response::new(pb::GetTaskResponse { task: Some(task) })),
+            Some(Step::Answer(task)) => {
+                Ok(Response::new(pb::GetTaskResponse { task: Some(*task) }))
+            }
             Some(Step::Fail(code)) => Err(Status::new(code, "scripted failure")),
             None => Ok(Response::new(pb::GetTaskResponse {
                 task: Some(Task::Done(pb::DoneTask {
@@ -149,7 +156,9 @@ impl WorkerService for FakeCoordinator {
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
         self.session_call(&request);
         let request = request.into_inner();
-        let (metas, data) = encode_state(&self.0.global);
+        let download = Compression::dense(self.0.script.lock().unwrap().download);
+        let encoded = encode_state_with(&self.0.global, download, 7).unwrap();
+        let (metas, data) = (encoded.metas, encoded.chunks);
         let header = pb::ModelHeader {
             job_id: request.job_id,
             round: 1,
@@ -158,7 +167,7 @@ impl WorkerService for FakeCoordinator {
             model_sha256: self.0.global.fingerprint(),
         };
         let parts = std::iter::once(model_chunk::Part::Header(header))
-            .chain(data.into_iter().map(model_chunk::Part::Data));
+            .chain(data.into_iter().map(|d| model_chunk::Part::Data(d.into())));
         let chunks: Vec<Result<pb::ModelChunk, Status>> = parts
             .map(|p| Ok(pb::ModelChunk { part: Some(p) }))
             .collect();
@@ -180,7 +189,7 @@ impl WorkerService for FakeCoordinator {
         let limits = WireLimits::default();
         let metas = metas_from_proto(&header.tensors, &limits)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut assembler = ModelAssembler::new(metas, limits)
+        let mut assembler = ModelAssembler::accepting(metas, limits, Accepted::ANY)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         while let Some(chunk) = stream.message().await? {
             let Some(update_chunk::Part::Data(data)) = chunk.part else {
@@ -235,7 +244,11 @@ fn model_spec() -> pb::ModelSpec {
 }
 
 fn train(round_token: &str, epochs: u32, max_samples: u64) -> Step {
-    Step::Answer(Task::Train(pb::TrainTask {
+    train_task(round_token, epochs, max_samples, TensorEncoding::F32)
+}
+
+fn train_task(round_token: &str, epochs: u32, max_samples: u64, upload: TensorEncoding) -> Step {
+    Step::Answer(Box::new(Task::Train(pb::TrainTask {
         job_id: "job-1".into(),
         round: 1,
         round_token: round_token.into(),
@@ -251,7 +264,10 @@ fn train(round_token: &str, epochs: u32, max_samples: u64) -> Step {
         seed: 5,
         bn_stats: "averaged".into(),
         deadline_seconds: 60,
-    }))
+        upload_encoding: fedcsg_wire::convert::encoding_to_proto(upload) as i32,
+        upload_topk: 0.0,
+        error_feedback: true,
+    })))
 }
 
 /// Starts the fake on a free port; returns its URL and what it sees.
@@ -291,25 +307,26 @@ fn config(url: &str) -> WorkerConfig {
 /// The whole life of a worker: two refused connection attempts are retried, the enrollment token
 /// goes on the join and the session token on every later call, a coordinator that forgets the
 /// worker gets a re-join, the train task's update carries the task's identity and the trained
-/// state, the evaluation covers the local test partition, and Done ends with a Leave.
+/// state as a delta from the global model, the evaluation covers the local test partition, and
+/// Done ends with a Leave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_cycle_with_retries_and_a_rejoin() {
     let (url, seen) = start(Script {
         join_failures: 2,
         tasks: VecDeque::from([
-            Step::Answer(Task::Wait(pb::WaitTask {
+            Step::Answer(Box::new(Task::Wait(pb::WaitTask {
                 retry_after_ms: 10,
                 reason: "no job yet".into(),
-            })),
+            }))),
             Step::Fail(Code::NotFound),
             train("r1", 1, 32),
-            Step::Answer(Task::Evaluate(pb::EvaluateTask {
+            Step::Answer(Box::new(Task::Evaluate(pb::EvaluateTask {
                 job_id: "job-1".into(),
                 round: 1,
                 round_token: "r1".into(),
                 model: Some(model_spec()),
                 batch_size: 50,
-            })),
+            }))),
         ]),
         ..Script::default()
     })
@@ -384,11 +401,15 @@ async fn full_cycle_with_retries_and_a_rejoin() {
         names(&global),
         "averaged batch norm: every variable is exchanged"
     );
-    assert_ne!(
-        update.fingerprint(),
-        global.fingerprint(),
-        "the update is trained, not the global model echoed"
+    assert_eq!(header.kind, pb::UpdateKind::Delta as i32);
+    let moved = |name: &str| update.get(name).unwrap().values.iter().any(|v| *v != 0.0);
+    assert!(
+        moved("fc.weight") && moved("layer1.0.conv1.weight"),
+        "the delta of a trained model is not zero"
     );
+    // Running statistics travel plain: the trained variances themselves, all positive.
+    let var = &update.get("bn1.running_var").unwrap().values;
+    assert!(var.iter().all(|v| *v > 0.0), "{var:?}");
 
     assert_eq!(seen.evaluations.len(), 1);
     let eval = &seen.evaluations[0];
@@ -494,4 +515,47 @@ async fn shutdown_mid_training_leaves_promptly() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.leaves, 1);
     assert!(seen.uploads.is_empty());
+}
+
+/// A compressed exchange: the worker decodes an f16 global model and sends int8 deltas of the
+/// exact byte size the encoding implies (n values + 4 bytes per 256), two rounds in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f16_downloads_and_int8_delta_uploads() {
+    let (url, seen) = start(Script {
+        tasks: VecDeque::from([
+            train_task("r1", 1, 16, TensorEncoding::Int8Scaled),
+            train_task("r2", 1, 16, TensorEncoding::Int8Scaled),
+        ]),
+        download: TensorEncoding::F16,
+        ..Script::default()
+    })
+    .await;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        fedcsg_worker::run(config(&url), std::future::pending()),
+    )
+    .await
+    .expect("the worker finishes")
+    .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.uploads.len(), 2, "both rounds sent an update");
+    for (header, update) in &seen.uploads {
+        assert_eq!(header.kind, pb::UpdateKind::Delta as i32);
+        for t in &header.tensors {
+            let n: u64 = t.shape.iter().product();
+            assert_eq!(t.encoding, pb::Encoding::Int8Scaled as i32, "{}", t.name);
+            assert_eq!(
+                (t.values_per_scale, t.byte_length),
+                (256, n + 4 * n.div_ceil(256)),
+                "{}",
+                t.name
+            );
+        }
+        assert!(
+            update
+                .tensors()
+                .iter()
+                .all(|t| t.first_non_finite().is_none())
+        );
+    }
 }

@@ -1,54 +1,136 @@
-//! The chunked tensor codec: a header describing every tensor (name, shape, encoding, byte
-//! length, CRC-32), then the tensors' little-endian f32 bytes in header order, cut into chunks.
-//! The receiver checks every declared fact before accepting a byte and assembles incrementally,
-//! so memory is bounded by the declared (and limited) size, and grows only as data arrives: a
-//! header alone reserves at most [`INITIAL_RESERVE`] bytes, however large it claims to be.
+//! The chunked tensor codec, receiving side: a header describing every tensor (name, shape,
+//! encoding, byte length, CRC-32, and for compressed tensors the int8 block size and the top-k
+//! count), then the tensors' encoded bytes in header order, cut into chunks. The receiver checks
+//! every declared fact before accepting a byte and assembles incrementally, so memory is bounded
+//! by the declared (and limited) size, and grows only as data arrives: a header alone reserves at
+//! most [`INITIAL_RESERVE`] bytes, however large it claims to be. The sending side is
+//! [`crate::encode`].
 
+use fedcsg_core::tensor::{NamedTensor, StateDict};
+
+use crate::encoding::{MAX_VALUES_PER_SCALE, TensorEncoding, decode_values};
+use crate::sparse::decode_indices;
 use crate::{WireError, WireLimits, limits::CHUNK_BYTES};
 
 /// Bytes an assembler reserves before any data arrived.
 pub const INITIAL_RESERVE: usize = 4 * CHUNK_BYTES;
-use fedcsg_core::tensor::{NamedTensor, StateDict};
-
-/// How a tensor's values are encoded. Only `F32` is produced and accepted today.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TensorEncoding {
-    F32,
-    F16,
-    Bf16,
-    Int8Scaled,
-}
 
 /// Domain form of a wire tensor header.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TensorMeta {
     pub name: String,
     pub shape: Vec<usize>,
     pub encoding: TensorEncoding,
     pub byte_length: u64,
     pub crc32: u32,
+    /// Values per scale of an int8 tensor; 0 for the other encodings.
+    pub values_per_scale: u32,
+    /// `Some(k)`: a top-k sparse tensor carrying k (index, value) pairs.
+    pub kept_values: Option<u64>,
 }
 
-/// Encodes `state` as tensor headers and a list of data chunks of at most `CHUNK_BYTES`.
-pub fn encode_state(state: &StateDict) -> (Vec<TensorMeta>, Vec<Vec<u8>>) {
-    let mut metas = Vec::with_capacity(state.len());
-    let mut payload = Vec::with_capacity(state.numel() * 4);
-    for t in state.tensors() {
-        let start = payload.len();
-        for v in &t.values {
-            payload.extend_from_slice(&v.to_le_bytes());
+impl TensorMeta {
+    /// The byte length the other fields imply for a tensor of `elements` values, or why there is
+    /// none.
+    fn implied_byte_length(&self, elements: u64) -> Result<u64, String> {
+        match (self.encoding, self.values_per_scale) {
+            (TensorEncoding::Int8Scaled, 0) => {
+                return Err("int8 tensor without values_per_scale".into());
+            }
+            (TensorEncoding::Int8Scaled, b) if b > MAX_VALUES_PER_SCALE => {
+                return Err(format!(
+                    "values_per_scale {b} exceeds the limit of {MAX_VALUES_PER_SCALE}"
+                ));
+            }
+            (TensorEncoding::Int8Scaled, _) | (_, 0) => {}
+            (e, b) => {
+                return Err(format!(
+                    "values_per_scale {b} on an {e} tensor (only int8 has scales)"
+                ));
+            }
         }
-        let bytes = &payload[start..];
-        metas.push(TensorMeta {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-            encoding: TensorEncoding::F32,
-            byte_length: bytes.len() as u64,
-            crc32: crc32fast::hash(bytes),
-        });
+        let values = match self.kept_values {
+            None => elements,
+            Some(k) if k > elements => {
+                return Err(format!(
+                    "keeps {k} values of a tensor of {elements} (shape {:?})",
+                    self.shape
+                ));
+            }
+            Some(k) => k,
+        };
+        let index_bytes = if self.kept_values.is_some() {
+            values
+        } else {
+            0
+        };
+        self.encoding
+            .section_bytes(values, self.values_per_scale)
+            .and_then(|v| v.checked_add(index_bytes * 4))
+            .ok_or_else(|| "byte length overflows".to_string())
     }
-    let chunks = payload.chunks(CHUNK_BYTES).map(<[u8]>::to_vec).collect();
-    (metas, chunks)
+}
+
+/// What a receiver accepts: a set of encodings, and whether tensors may be sparse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    encodings: [bool; 4],
+    sparse: bool,
+}
+
+impl Accepted {
+    /// Dense f32 only: the exchange as it was before compression (exported models).
+    pub const PLAIN: Accepted = Accepted {
+        encodings: [true, false, false, false],
+        sparse: false,
+    };
+    /// Any encoding, dense: what a worker accepts as a global model.
+    pub const ANY_DENSE: Accepted = Accepted {
+        encodings: [true; 4],
+        sparse: false,
+    };
+    /// Any encoding, dense or sparse.
+    pub const ANY: Accepted = Accepted {
+        encodings: [true; 4],
+        sparse: true,
+    };
+
+    fn slot(e: TensorEncoding) -> usize {
+        TensorEncoding::ALL
+            .iter()
+            .position(|x| *x == e)
+            .expect("ALL lists every encoding")
+    }
+
+    /// f32 and `encoding`, dense.
+    pub fn f32_and(encoding: TensorEncoding) -> Accepted {
+        let mut a = Self::PLAIN;
+        a.encodings[Self::slot(encoding)] = true;
+        a
+    }
+
+    /// The same encodings, and sparse tensors too when `sparse`.
+    pub fn with_sparse(mut self, sparse: bool) -> Accepted {
+        self.sparse = sparse;
+        self
+    }
+
+    pub fn encoding(&self, e: TensorEncoding) -> bool {
+        self.encodings[Self::slot(e)]
+    }
+
+    pub fn sparse(&self) -> bool {
+        self.sparse
+    }
+
+    fn names(&self) -> String {
+        TensorEncoding::ALL
+            .iter()
+            .filter(|e| self.encoding(**e))
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Receives the data chunks of a transfer whose header has been validated.
@@ -61,9 +143,19 @@ pub struct ModelAssembler {
 }
 
 impl ModelAssembler {
-    /// Validates the header against `limits`: count, names, ranks, element counts, encodings,
-    /// byte lengths consistent with shapes, total size.
+    /// A plain transfer: dense f32 only (see [`Self::accepting`]).
     pub fn new(metas: Vec<TensorMeta>, limits: WireLimits) -> Result<Self, WireError> {
+        Self::accepting(metas, limits, Accepted::PLAIN)
+    }
+
+    /// Validates the header against `limits` and `accepted`: count, names, ranks, element
+    /// counts, encodings, int8 block sizes, top-k counts, byte lengths consistent with shape ×
+    /// encoding, total size.
+    pub fn accepting(
+        metas: Vec<TensorMeta>,
+        limits: WireLimits,
+        accepted: Accepted,
+    ) -> Result<Self, WireError> {
         if metas.len() > limits.max_tensors {
             return Err(WireError::TooManyTensors {
                 count: metas.len(),
@@ -91,11 +183,17 @@ impl ModelAssembler {
                     name: m.name.clone(),
                 });
             }
-            if m.encoding != TensorEncoding::F32 {
+            if !accepted.encoding(m.encoding) {
                 return Err(WireError::UnsupportedEncoding {
                     name: m.name.clone(),
-                    encoding: format!("{:?}", m.encoding),
+                    encoding: m.encoding.to_string(),
+                    accepted: accepted.names(),
                 });
+            }
+            if m.kept_values.is_some() && !accepted.sparse() {
+                return Err(bad(
+                    "is sparse (top-k), but this transfer takes dense tensors only".into(),
+                ));
             }
             if m.shape.len() > limits.max_rank {
                 return Err(bad(format!(
@@ -122,12 +220,16 @@ impl ModelAssembler {
                         m.shape, limits.max_elements
                     ))
                 })?;
-            if m.byte_length != elements * 4 {
+            let implied = m.implied_byte_length(elements).map_err(bad)?;
+            if m.byte_length != implied {
                 return Err(bad(format!(
-                    "byte length {} does not match shape {:?} in f32 ({})",
+                    "byte length {} does not match shape {:?} in {}{} ({implied})",
                     m.byte_length,
                     m.shape,
-                    elements * 4
+                    m.encoding,
+                    m.kept_values
+                        .map(|k| format!(" with {k} values kept"))
+                        .unwrap_or_default(),
                 )));
             }
             total += m.byte_length;
@@ -186,7 +288,9 @@ impl ModelAssembler {
         Ok(())
     }
 
-    /// Checks the length and every checksum, then decodes the tensors.
+    /// Checks the length and every checksum, then decodes the tensors to f32 (a sparse tensor
+    /// to its dense form, zeros where nothing was sent). CPU-bound for large models: servers
+    /// call it off their async runtime.
     pub fn finish(self) -> Result<StateDict, WireError> {
         if self.buffer.len() as u64 != self.expected {
             return Err(WireError::LengthMismatch {
@@ -194,156 +298,59 @@ impl ModelAssembler {
                 got: self.buffer.len() as u64,
             });
         }
-        let mut offset = 0usize;
-        let mut tensors = Vec::with_capacity(self.metas.len());
-        for m in self.metas {
-            let bytes = &self.buffer[offset..offset + m.byte_length as usize];
-            offset += m.byte_length as usize;
-            let got = crc32fast::hash(bytes);
-            if got != m.crc32 {
-                return Err(WireError::Checksum {
-                    name: m.name,
-                    expected: m.crc32,
-                    got,
-                });
-            }
-            let values = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            tensors.push(NamedTensor {
+        decode_payload(self.metas, &self.buffer)
+    }
+}
+
+/// Decodes tensors whose headers were validated from their concatenated bytes (of exactly the
+/// declared total length).
+pub(crate) fn decode_payload(
+    metas: Vec<TensorMeta>,
+    payload: &[u8],
+) -> Result<StateDict, WireError> {
+    let mut offset = 0usize;
+    let mut tensors = Vec::with_capacity(metas.len());
+    for m in metas {
+        let bytes = &payload[offset..offset + m.byte_length as usize];
+        offset += m.byte_length as usize;
+        let got = crc32fast::hash(bytes);
+        if got != m.crc32 {
+            return Err(WireError::Checksum {
                 name: m.name,
-                shape: m.shape,
-                values,
+                expected: m.crc32,
+                got,
             });
         }
-        StateDict::new(tensors).map_err(WireError::Protocol)
+        let values = decode_tensor(&m, bytes).map_err(|why| WireError::BadTensorData {
+            name: m.name.clone(),
+            why,
+        })?;
+        tensors.push(NamedTensor {
+            name: m.name,
+            shape: m.shape,
+            values,
+        });
     }
+    StateDict::new(tensors).map_err(WireError::Protocol)
+}
+
+fn decode_tensor(m: &TensorMeta, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let n: usize = m.shape.iter().product();
+    let mut values = vec![0.0f32; n];
+    match m.kept_values {
+        None => decode_values(m.encoding, m.values_per_scale, bytes, &mut values)?,
+        Some(k) => {
+            let (index_bytes, value_bytes) = bytes.split_at(k as usize * 4);
+            let indices = decode_indices(index_bytes, n as u64)?;
+            let mut kept = vec![0.0f32; k as usize];
+            decode_values(m.encoding, m.values_per_scale, value_bytes, &mut kept)?;
+            for (i, v) in indices.iter().zip(kept) {
+                values[*i as usize] = v;
+            }
+        }
+    }
+    Ok(values)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn state(sizes: &[usize]) -> StateDict {
-        let tensors = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| NamedTensor {
-                name: format!("t{i:03}"),
-                shape: vec![*n],
-                values: (0..*n).map(|v| v as f32 * 0.5 - i as f32).collect(),
-            })
-            .collect();
-        StateDict::new(tensors).unwrap()
-    }
-
-    fn round_trip(s: &StateDict) -> Result<StateDict, WireError> {
-        let (metas, chunks) = encode_state(s);
-        let mut a = ModelAssembler::new(metas, WireLimits::default())?;
-        for c in &chunks {
-            a.push(c)?;
-        }
-        a.finish()
-    }
-
-    /// A state larger than one chunk (a 3 MiB tensor) survives the trip bit for bit, in chunks
-    /// that all respect the chunk size.
-    #[test]
-    fn large_state_round_trips_in_bounded_chunks() {
-        let s = state(&[3, 786_432, 0, 17]);
-        let (_, chunks) = encode_state(&s);
-        assert!(chunks.len() >= 3);
-        assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
-        assert_eq!(round_trip(&s).unwrap(), s);
-    }
-
-    /// A flipped byte is caught by the checksum of the tensor it belongs to.
-    #[test]
-    fn corruption_names_the_tensor() {
-        let s = state(&[4, 8]);
-        let (metas, mut chunks) = encode_state(&s);
-        chunks[0][20] ^= 1;
-        let mut a = ModelAssembler::new(metas, WireLimits::default()).unwrap();
-        a.push(&chunks[0]).unwrap();
-        assert!(matches!(a.finish(), Err(WireError::Checksum { name, .. }) if name == "t001"));
-    }
-
-    /// Headers that lie or exceed limits are refused before any data is accepted.
-    #[test]
-    fn bad_headers_are_refused() {
-        let (metas, _) = encode_state(&state(&[4, 8]));
-        let mut m = metas.clone();
-        m[1].byte_length = 31;
-        assert!(matches!(
-            ModelAssembler::new(m, WireLimits::default()),
-            Err(WireError::BadTensorSpec { .. })
-        ));
-        let mut m = metas.clone();
-        m[1].name = m[0].name.clone();
-        assert!(matches!(
-            ModelAssembler::new(m, WireLimits::default()),
-            Err(WireError::DuplicateTensor { .. })
-        ));
-        let mut m = metas.clone();
-        m[0].shape = vec![1 << 40, 1 << 40];
-        assert!(matches!(
-            ModelAssembler::new(m, WireLimits::default()),
-            Err(WireError::BadTensorSpec { .. })
-        ));
-        // No values, but a dimension beyond the element limit is no shape either.
-        let mut m = metas.clone();
-        m[0].shape = vec![0, 1 << 40];
-        m[0].byte_length = 0;
-        assert!(matches!(
-            ModelAssembler::new(m, WireLimits::default()),
-            Err(WireError::BadTensorSpec { .. })
-        ));
-        let mut m = metas.clone();
-        m[0].encoding = TensorEncoding::Int8Scaled;
-        assert!(matches!(
-            ModelAssembler::new(m, WireLimits::default()),
-            Err(WireError::UnsupportedEncoding { .. })
-        ));
-        let limits = WireLimits {
-            max_tensors: 1,
-            ..WireLimits::default()
-        };
-        assert!(matches!(
-            ModelAssembler::new(metas.clone(), limits),
-            Err(WireError::TooManyTensors { .. })
-        ));
-        // too much and too little data
-        let mut a = ModelAssembler::new(metas.clone(), WireLimits::default()).unwrap();
-        assert!(matches!(
-            a.push(&[0u8; 49]),
-            Err(WireError::LengthMismatch { .. })
-        ));
-        let mut a = ModelAssembler::new(metas, WireLimits::default()).unwrap();
-        a.push(&[0u8; 47]).unwrap();
-        assert!(matches!(a.finish(), Err(WireError::LengthMismatch { .. })));
-    }
-
-    proptest! {
-        /// Any state round-trips exactly, whatever the values (NaN bit patterns included).
-        #[test]
-        fn any_state_round_trips(sizes in proptest::collection::vec(0usize..3000, 0..12), seed in any::<u32>()) {
-            let mut s = state(&sizes).into_tensors();
-            for t in &mut s { for v in &mut t.values { *v = f32::from_bits(v.to_bits() ^ seed); } }
-            let s = StateDict::new(s).unwrap();
-            let back = round_trip(&s).unwrap();
-            prop_assert_eq!(back.fingerprint(), s.fingerprint());
-        }
-
-        /// Arbitrary bytes pushed against a valid header never panic: they are accepted or refused.
-        #[test]
-        fn arbitrary_data_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200), split in 0usize..200) {
-            let (metas, _) = encode_state(&state(&[5, 7, 13]));
-            let mut a = ModelAssembler::new(metas, WireLimits::default()).unwrap();
-            let split = split.min(data.len());
-            let ok = a.push(&data[..split]).and_then(|_| a.push(&data[split..]));
-            if ok.is_ok() { let _ = a.finish(); }
-        }
-    }
-}
+mod tests;

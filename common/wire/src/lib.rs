@@ -1,7 +1,13 @@
 //! fedcsg-wire: everything that crosses the network, and nothing that trains.
 //!
 //! - [`proto`]: the generated fedcsg.v1 types and gRPC stubs (from `proto/`), the protocol version.
-//! - [`codec`]: model state as a header of tensor specs plus 1 MiB data chunks, and its checks.
+//! - [`codec`]: model state as a header of tensor specs plus 1 MiB data chunks; the receiving
+//!   side ([`ModelAssembler`]) and its checks.
+//! - [`encode`]: the sending side, in a [`Compression`]: f32, f16, bf16 or int8, optionally top-k.
+//! - [`encoding`]: the value encodings, their byte layouts and error bounds.
+//! - [`rounding`]: the seeded stochastic rounding of int8.
+//! - [`sparse`]: top-k selection and the index section of sparse tensors.
+//! - [`delta`]: updates as deltas from the round's global model, and which tensors stay plain.
 //! - [`convert`]: the one place where wire (proto) types become domain types and back.
 //! - [`limits`]: message, tensor and transfer size limits both ends enforce.
 //! - [`tls`]: TLS material for the coordinator and its clients.
@@ -12,12 +18,21 @@
 
 pub mod codec;
 pub mod convert;
+pub mod delta;
+pub mod encode;
+pub mod encoding;
 pub mod limits;
 pub mod proto;
+pub mod rounding;
+pub mod sparse;
 pub mod tls;
 
-pub use codec::{ModelAssembler, TensorMeta, encode_state};
+pub use codec::{Accepted, ModelAssembler, TensorMeta};
+pub use delta::UpdateKind;
+pub use encode::{Compression, EncodedState, encode_state, encode_state_with, encode_tensors};
+pub use encoding::TensorEncoding;
 pub use limits::WireLimits;
+pub use sparse::TopK;
 
 use thiserror::Error;
 
@@ -44,8 +59,21 @@ pub enum WireError {
         expected: u32,
         got: u32,
     },
-    #[error("tensor {name:?}: encoding {encoding} is not supported (only f32)")]
-    UnsupportedEncoding { name: String, encoding: String },
+    #[error(
+        "tensor {name:?}: encoding {encoding} is not supported by this transfer (it accepts {accepted})"
+    )]
+    UnsupportedEncoding {
+        name: String,
+        encoding: String,
+        accepted: String,
+    },
+    /// Encoded bytes that no honest sender produces: a bad scale, a non-finite value, an index
+    /// out of range or out of order.
+    #[error("tensor {name:?}: {why}")]
+    BadTensorData { name: String, why: String },
+    /// A value the sender's encoding cannot represent (NaN or infinite in a lossy encoding).
+    #[error("tensor {name:?} cannot be encoded: {why}")]
+    NotEncodable { name: String, why: String },
     #[error("{0}")]
     Protocol(String),
 }

@@ -4,7 +4,9 @@
 #![allow(clippy::all, missing_docs)]
 
 /// Version of the worker protocol; a worker with another version is refused at Join.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: updates may be deltas (`UpdateHeader.kind`) and tensors compressed (f16, bf16, int8, top-k);
+/// a version-1 worker could neither decode a compressed global model nor send what a job asks.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 pub mod v1 {
     tonic::include_proto!("fedcsg.v1");

@@ -3,7 +3,9 @@
 
 use clap::Args;
 use fedcsg_ml::data::DataSource;
+use fedcsg_wire::convert::encoding_to_proto;
 use fedcsg_wire::proto::v1 as pb;
+use fedcsg_wire::{TensorEncoding, TopK};
 
 #[derive(Args, Clone)]
 pub struct JobArgs {
@@ -50,12 +52,30 @@ pub struct JobArgs {
     /// Also evaluate each round's model on the workers' own test partitions.
     #[arg(long)]
     pub federated_eval: bool,
+    /// Encoding of the workers' updates (deltas from the global model): f32 | f16 | bf16 | int8
+    /// (int8: one scale per 256 values, stochastic rounding).
+    #[arg(long, default_value = "f32")]
+    pub upload_encoding: TensorEncoding,
+    /// Encoding of the global model sent to the workers: f32 | f16 | bf16 | int8. Evaluation and
+    /// export always use the exact f32 model.
+    #[arg(long, default_value = "f32")]
+    pub download_encoding: TensorEncoding,
+    /// Top-k sparsification of updates: the fraction of each tensor's values sent, in (0, 1]
+    /// (0 = dense).
+    #[arg(long, default_value_t = 0.0)]
+    pub topk: f64,
+    /// Turn off the workers' error feedback (on by default when uploads are lossy).
+    #[arg(long)]
+    pub no_error_feedback: bool,
 }
 
 impl JobArgs {
     /// The job spec named `name`, with `default_min_workers` when `--min-workers` is not given.
     pub fn spec(&self, name: &str, default_min_workers: u32) -> anyhow::Result<pb::JobSpec> {
         let source: DataSource = self.data.parse()?;
+        if self.topk != 0.0 {
+            TopK::new(self.topk).map_err(|e| anyhow::anyhow!("--topk: {e}"))?;
+        }
         let (channels, _, _) = source.image_shape();
         Ok(pb::JobSpec {
             name: name.to_string(),
@@ -81,7 +101,31 @@ impl JobArgs {
             seed: self.seed,
             bn_stats: self.bn_stats.clone(),
             federated_evaluation: self.federated_eval,
+            upload_encoding: encoding_to_proto(self.upload_encoding) as i32,
+            download_encoding: encoding_to_proto(self.download_encoding) as i32,
+            upload_topk: self.topk,
+            disable_error_feedback: self.no_error_feedback,
         })
+    }
+
+    /// How the job compresses, for the lines the commands print.
+    pub fn exchange_description(&self) -> String {
+        let topk = if self.topk == 0.0 {
+            String::new()
+        } else {
+            format!(" top-{}", self.topk)
+        };
+        let feedback = if self.no_error_feedback
+            || self.upload_encoding == TensorEncoding::F32 && self.topk == 0.0
+        {
+            ""
+        } else {
+            " + error feedback"
+        };
+        format!(
+            "uploads {} deltas{topk}{feedback}, downloads {}",
+            self.upload_encoding, self.download_encoding
+        )
     }
 }
 
@@ -172,5 +216,61 @@ mod tests {
             .spec("x", 1)
             .unwrap_err();
         assert!(format!("{err:#}").contains("imagenet"), "{err:#}");
+    }
+
+    /// The compression flags reach the job spec; the defaults are the exact f32 exchange.
+    #[test]
+    fn compression_flags_reach_the_spec() {
+        let spec = submit_job_args(&[]).spec("j", 1).unwrap();
+        assert_eq!(
+            (
+                spec.upload_encoding,
+                spec.download_encoding,
+                spec.upload_topk
+            ),
+            (pb::Encoding::F32 as i32, pb::Encoding::F32 as i32, 0.0)
+        );
+        assert!(!spec.disable_error_feedback);
+        let args = submit_job_args(&[
+            "--upload-encoding",
+            "int8",
+            "--download-encoding",
+            "f16",
+            "--topk",
+            "0.1",
+            "--no-error-feedback",
+        ]);
+        let spec = args.spec("j", 1).unwrap();
+        assert_eq!(
+            (
+                spec.upload_encoding,
+                spec.download_encoding,
+                spec.upload_topk
+            ),
+            (
+                pb::Encoding::Int8Scaled as i32,
+                pb::Encoding::F16 as i32,
+                0.1
+            )
+        );
+        assert!(spec.disable_error_feedback);
+        assert_eq!(
+            args.exchange_description(),
+            "uploads int8 deltas top-0.1, downloads f16"
+        );
+    }
+
+    /// A misspelt encoding or an impossible fraction is refused with the choices or the range.
+    #[test]
+    fn bad_compression_flags_are_refused() {
+        let e = JobFlags::try_parse_from(["fedcsg", "--upload-encoding", "fp8"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("f32, f16, bf16 or int8"), "{e}");
+        let e = submit_job_args(&["--topk", "1.5"])
+            .spec("j", 1)
+            .unwrap_err();
+        assert!(e.to_string().contains("--topk"), "{e}");
     }
 }

@@ -169,7 +169,7 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     .await?
     .into_inner();
     println!(
-        "job {}: {} csg={} on {} workers, {} rounds; exchanges {} values per update ({} bytes as f32), a full-filter exchange {} ({} bytes)",
+        "job {}: {} csg={} on {} workers, {} rounds; exchanges {} values per update ({} bytes as f32), a full-filter exchange {} ({} bytes); {}",
         job.job_id,
         args.job.model,
         args.job.csg,
@@ -178,7 +178,8 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         job.exchanged_values,
         job.exchanged_values * 4,
         job.full_filter_exchanged_values,
-        job.full_filter_exchanged_values * 4
+        job.full_filter_exchanged_values * 4,
+        args.job.exchange_description()
     );
     let started = Instant::now();
     let mut stream = {
@@ -234,9 +235,13 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     Ok(())
 }
 
-/// A round's line of `fedcsg local`: [`round_line`] plus what a full-filter exchange of the same
-/// architecture would have uploaded per worker (scaled by the exchanged-values ratio).
+/// A round's line of `fedcsg local`: [`round_line`], which compares the bytes with a full-filter
+/// f32 exchange when the coordinator counted one; from an older coordinator, an estimate of the
+/// full-filter upload per worker (the mean upload scaled by the exchanged-values ratio).
 pub fn local_round_line(e: &pb::RoundEvent, job: &pb::Job) -> String {
+    if e.workers.iter().any(|w| w.full_filter_f32_bytes > 0) {
+        return round_line(e);
+    }
     let full_equiv = (e.workers.iter().map(|w| w.bytes_up).sum::<u64>() as f64
         / e.workers.len().max(1) as f64)
         * job.full_filter_exchanged_values as f64
@@ -266,6 +271,10 @@ pub fn summary_json(
         "data": args.job.data,
         "workers": args.workers,
         "rounds_requested": args.job.rounds,
+        "upload_encoding": args.job.upload_encoding.to_string(),
+        "download_encoding": args.job.download_encoding.to_string(),
+        "upload_topk": (args.job.topk > 0.0).then_some(args.job.topk),
+        "error_feedback": !args.job.no_error_feedback,
         "exchanged_values": job.exchanged_values,
         "full_filter_exchanged_values": job.full_filter_exchanged_values,
         "total_seconds": total_seconds,
@@ -282,9 +291,12 @@ pub fn summary_json(
             "seconds": e.seconds,
             "bytes_up": e.bytes_up,
             "bytes_down": e.bytes_down,
+            "full_filter_f32_bytes_up": e.full_filter_f32_bytes_up,
+            "full_filter_f32_bytes_down": e.full_filter_f32_bytes_down,
             "workers": e.workers.iter().map(|w| serde_json::json!({
                 "worker_id": w.worker_id, "num_samples": w.num_samples, "train_loss": w.train_loss,
                 "bytes_up": w.bytes_up, "bytes_down": w.bytes_down, "train_seconds": w.train_seconds,
+                "full_filter_f32_bytes": w.full_filter_f32_bytes,
             })).collect::<Vec<_>>(),
             "model_sha256": e.model_sha256,
         })).collect::<Vec<_>>(),
@@ -328,6 +340,7 @@ mod tests {
                     worker_id: format!("w{i}"),
                     num_samples: 100,
                     bytes_up: *b,
+                    bytes_down: 4_000 / bytes_up.len() as u64,
                     ..Default::default()
                 })
                 .collect(),
@@ -377,17 +390,27 @@ mod tests {
         assert!(a.job.federated_eval);
     }
 
-    /// The per-round line adds the full-filter upload per worker: the mean upload scaled by
-    /// full / exchanged values (here 2.5x of a 1,200-byte mean).
+    /// The per-round line compares with full filters in f32: exactly when the coordinator counted
+    /// it, else estimated from the mean upload scaled by full / exchanged values (here 2.5x of a
+    /// 1,200-byte mean).
     #[test]
     fn round_line_adds_the_full_filter_upload() {
         let line = local_round_line(&round(3, 0.8123, &[1_000, 1_400]), &job());
         assert!(line.starts_with("round   3: accuracy  81.23%"), "{line}");
         assert!(
-            line.contains("2/2 workers  up 1200 B/worker  down 4000 B"),
+            line.contains("2/2 workers  up 1200 B/worker  down 2000 B/worker"),
             "{line}"
         );
         assert!(line.ends_with("(full filters: ~3000 B/worker)"), "{line}");
+        let mut counted = round(3, 0.8123, &[1_000, 1_400]);
+        for w in &mut counted.workers {
+            w.full_filter_f32_bytes = 10_000;
+        }
+        let line = local_round_line(&counted, &job());
+        assert!(
+            line.contains("(full filters in f32: 10000 B each way; this round 0.160x)"),
+            "{line}"
+        );
     }
 
     /// The summary JSON names the job and run, and writes unmeasured figures as null, not -1.
@@ -418,5 +441,11 @@ mod tests {
         assert_eq!(r[1]["bytes_up"], 70);
         assert_eq!(r[1]["workers"][1]["bytes_up"], 40);
         assert_eq!(r[1]["workers"][1]["worker_id"], "w1");
+        assert_eq!(json["upload_encoding"], "f32");
+        assert_eq!(json["download_encoding"], "f32");
+        assert!(json["upload_topk"].is_null());
+        assert_eq!(json["error_feedback"], true);
+        assert_eq!(r[1]["full_filter_f32_bytes_up"], 0);
+        assert_eq!(r[1]["workers"][1]["full_filter_f32_bytes"], 0);
     }
 }

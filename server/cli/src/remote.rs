@@ -192,14 +192,22 @@ pub fn round_line(e: &pb::RoundEvent) -> String {
     } else {
         "n/a".into()
     };
-    let up = if e.workers.is_empty() {
-        0
+    let per_worker = |bytes: fn(&pb::WorkerRoundStats) -> u64| {
+        e.workers.iter().map(bytes).sum::<u64>() / (e.workers.len().max(1) as u64)
+    };
+    let (up, down) = (per_worker(|w| w.bytes_up), per_worker(|w| w.bytes_down));
+    let full = e.workers.first().map_or(0, |w| w.full_filter_f32_bytes);
+    let versus = if full > 0 {
+        format!(
+            " (full filters in f32: {full} B each way; this round {:.3}x)",
+            (up + down) as f64 / (2 * full) as f64
+        )
     } else {
-        e.workers.iter().map(|w| w.bytes_up).sum::<u64>() / e.workers.len() as u64
+        String::new()
     };
     format!(
-        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {} B/worker  down {} B  {:.1} s",
-        e.round, e.train_loss, e.participants, e.sampled, up, e.bytes_down, e.seconds
+        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s",
+        e.round, e.train_loss, e.participants, e.sampled, e.seconds
     )
 }
 
@@ -333,7 +341,7 @@ mod tests {
     }
 
     /// A round line: accuracy as a percentage (n/a when the coordinator has no test set), the
-    /// mean upload per worker, the download, the time.
+    /// mean upload and download per worker, the full-filter f32 comparison when counted, the time.
     #[test]
     fn round_line_format() {
         let mut e = pb::RoundEvent {
@@ -348,6 +356,7 @@ mod tests {
                 .iter()
                 .map(|b| pb::WorkerRoundStats {
                     bytes_up: *b,
+                    bytes_down: 300,
                     ..Default::default()
                 })
                 .collect(),
@@ -355,7 +364,17 @@ mod tests {
         };
         assert_eq!(
             round_line(&e),
-            "round  12: accuracy  90.00%  train loss 0.2500  3/4 workers  up 200 B/worker  down 900 B  1.5 s"
+            "round  12: accuracy  90.00%  train loss 0.2500  3/4 workers  up 200 B/worker  down 300 B/worker  1.5 s"
+        );
+        for w in &mut e.workers {
+            w.full_filter_f32_bytes = 1_000;
+        }
+        assert!(
+            round_line(&e).ends_with(
+                "down 300 B/worker (full filters in f32: 1000 B each way; this round 0.250x)  1.5 s"
+            ),
+            "{}",
+            round_line(&e)
         );
         e.test_accuracy = -1.0;
         e.workers.clear();

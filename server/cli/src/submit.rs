@@ -61,13 +61,14 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
                 .context("CreateJob")?
                 .into_inner();
             println!(
-                "job {} created: {} csg={}, {} rounds, {} values per update ({} for full filters)",
+                "job {} created: {} csg={}, {} rounds, {} values per update ({} for full filters); {}",
                 job.job_id,
                 args.job.model,
                 args.job.csg,
                 args.job.rounds,
                 job.exchanged_values,
-                job.full_filter_exchanged_values
+                job.full_filter_exchanged_values,
+                args.job.exchange_description()
             );
             job
         }

@@ -147,6 +147,7 @@ pub(super) fn open_federated_evaluation(st: &mut State, id: &JobId, round: u64) 
         accepted: BTreeMap::new(),
         sum: WeightedMean::new(&StateDict::default()),
         bytes_down: Default::default(),
+        downloads: 0,
         evaluations: BTreeMap::new(),
     });
     for w in &free {

@@ -57,6 +57,7 @@ impl Coordinator {
             records: Vec::new(),
             active: None,
             retries: 0,
+            download: Default::default(),
         };
         let view = view_of(&entry);
         info!(job_id = %id, model = %entry.spec.model, rounds = entry.spec.rounds, "job created");
@@ -165,6 +166,7 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
         records: p.records,
         active: None,
         retries: 0,
+        download: Default::default(),
     })
 }
 

@@ -3,10 +3,12 @@
 //! gRPC services in [`crate::service`] convert and call these methods.
 //!
 //! This file holds the types and the [`Coordinator`] itself; its methods live by concern in
-//! `workers` (join, sessions, heartbeats, tasks), `uploads` (model downloads and update
-//! uploads), `jobs` (the operator's job calls), `evaluation` (federated evaluation reports) and
-//! `rounds` (the round state machine); `seeds` derives every seed the coordinator hands out.
+//! `workers` (join, sessions, heartbeats, tasks), `downloads` (the global model, encoded once
+//! per round), `uploads` (update uploads: validation, decoding, deltas), `jobs` (the operator's
+//! job calls), `evaluation` (federated evaluation reports) and `rounds` (the round state
+//! machine); `seeds` derives every seed the coordinator hands out.
 
+mod downloads;
 mod evaluation;
 mod jobs;
 mod rounds;
@@ -15,6 +17,9 @@ pub mod state;
 mod uploads;
 mod workers;
 
+pub use downloads::{DownloadSource, EncodedModel};
+pub use uploads::PendingUpload;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ use fedcsg_core::secret::Secret;
 pub use fedcsg_core::secret::constant_time_eq;
 use fedcsg_ml::data::{Dataset, Normalization};
 use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
-use fedcsg_wire::{TensorMeta, WireLimits};
+use fedcsg_wire::{Compression, TensorMeta, UpdateKind, WireLimits};
 use tokio::sync::{Notify, broadcast};
 use tracing::info;
 
@@ -96,6 +101,9 @@ pub struct TrainTask {
     pub seed: u64,
     pub bn_stats: BnStatsPolicy,
     pub deadline_seconds: u64,
+    /// How to send the update (always a delta), and whether to feed back what it dropped.
+    pub upload: Compression,
+    pub error_feedback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +135,7 @@ pub struct UpdateHeader {
     pub num_samples: u64,
     pub train_loss: f64,
     pub train_seconds: f64,
+    pub kind: UpdateKind,
     pub tensors: Vec<TensorMeta>,
 }
 

@@ -142,6 +142,7 @@ impl Coordinator {
         let Some(job) = st.jobs.get_mut(&closing.job) else {
             return;
         };
+        let full_f32 = job.full_filter_f32_bytes();
         let Some(active) = job
             .active
             .as_mut()
@@ -165,6 +166,8 @@ impl Coordinator {
             federated_accuracy: None,
             bytes_down: active.bytes_down.values().sum(),
             bytes_up: accepted.iter().map(|s| s.bytes_up).sum(),
+            full_filter_f32_bytes_up: accepted.len() as u64 * full_f32,
+            full_filter_f32_bytes_down: active.downloads * full_f32,
             seconds: active.started.elapsed().as_secs_f64(),
             model_sha256: match &file {
                 Some(Ok((_, sha))) => sha.clone(),
@@ -203,6 +206,7 @@ impl Coordinator {
         );
         job.global_sha256 = record.model_sha256.clone();
         job.global = Arc::new(closing.global);
+        job.download = Default::default();
         let participants = record.participants.clone();
         job.records.push(record);
         let (id, round, federated) = (job.id.clone(), active.round, job.spec.federated_evaluation);
@@ -285,6 +289,7 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
         accepted: BTreeMap::new(),
         sum: WeightedMean::new(&template),
         bytes_down: Default::default(),
+        downloads: 0,
         evaluations: BTreeMap::new(),
     });
     for w in &sampled {

@@ -1,5 +1,5 @@
-//! The seeds the coordinator derives from a job's seed: which workers a round samples, and the
-//! seed each sampled worker trains with. Each draws from its own named stream through
+//! The seeds the coordinator derives from a job's seed: which workers a round samples, the
+//! seed each sampled worker trains with, and the stochastic rounding of int8 downloads. Each draws from its own named stream through
 //! [`derive_seed`], so no two of them (and no seed of the worker's own data pipeline) can
 //! coincide the way `seed ^ round ^ ...` mixes do.
 
@@ -11,6 +11,8 @@ use crate::ids::WorkerId;
 const ROUND_SAMPLING_STREAM: u64 = 0x5341_4d50_4c49_4e47;
 /// The stream of the seeds workers train with: "LOCALTRN".
 const LOCAL_TRAINING_STREAM: u64 = 0x4c4f_4341_4c54_524e;
+/// The stream of the download encoding's stochastic rounding: "DOWNLOAD".
+const DOWNLOAD_STREAM: u64 = 0x444f_574e_4c4f_4144;
 
 /// Seeds the choice of the workers sampled into `round`; a retried round (`retries` so far in
 /// the job) draws anew.
@@ -26,6 +28,12 @@ pub(super) fn local_training_seed(job_seed: u64, round: u64, worker: &WorkerId) 
     derive_seed(per_round, fnv(worker.as_str()))
 }
 
+/// Seeds the int8 rounding of the global model after `rounds_committed` rounds: one encoding per
+/// version, the same bytes for every worker.
+pub(super) fn download_rounding_seed(job_seed: u64, rounds_committed: u64) -> u64 {
+    derive_seed(derive_seed(job_seed, DOWNLOAD_STREAM), rounds_committed)
+}
+
 /// FNV-1a, to turn a worker id into a stream id.
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -37,8 +45,8 @@ fn fnv(s: &str) -> u64 {
 mod tests {
     use super::*;
 
-    /// Every (round, worker) pair and every (round, retry) pair gets its own seed, the same one
-    /// each time it is asked for, and the two streams never hand out the same seed.
+    /// Every (round, worker) pair, every (round, retry) pair and every model version gets its
+    /// own seed, the same one each time it is asked for, and the streams never share a seed.
     #[test]
     fn seeds_differ_per_round_worker_and_retry_and_repeat() {
         let (a, b) = (WorkerId::new("w-1"), WorkerId::new("w-2"));
@@ -53,6 +61,10 @@ mod tests {
             }
         }
         assert!(training.is_disjoint(&sampling));
+        let downloads: std::collections::HashSet<u64> =
+            (0..50).map(|r| download_rounding_seed(7, r)).collect();
+        assert_eq!(downloads.len(), 50);
+        assert!(downloads.is_disjoint(&training) && downloads.is_disjoint(&sampling));
         assert_eq!(local_training_seed(7, 3, &a), local_training_seed(7, 3, &a));
         assert_ne!(local_training_seed(7, 3, &a), local_training_seed(8, 3, &a));
         assert_ne!(round_sampling_seed(7, 3, 0), round_sampling_seed(8, 3, 0));

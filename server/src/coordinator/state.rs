@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use fedcsg_core::tensor::StateDict;
 
+use super::downloads::DownloadCell;
 use crate::aggregate::WeightedMean;
 use crate::ids::{JobId, RoundToken, WorkerId};
 use crate::job::{JobSpec, JobState, RoundRecord, WorkerRoundStats};
@@ -69,6 +70,8 @@ pub struct ActiveRound {
     pub accepted: BTreeMap<WorkerId, AcceptedUpdate>,
     pub sum: WeightedMean,
     pub bytes_down: HashMap<WorkerId, u64>,
+    /// Downloads counted in `bytes_down` (retries included).
+    pub downloads: u64,
     /// Federated evaluation reports: (samples, correct).
     pub evaluations: BTreeMap<WorkerId, (u64, u64)>,
 }
@@ -90,6 +93,9 @@ pub struct JobEntry {
     pub active: Option<ActiveRound>,
     /// Rounds retried because the quorum was not met by the deadline.
     pub retries: u64,
+    /// The current global model in the job's download encoding, once a download asked for it;
+    /// replaced by a fresh cell whenever the global model changes.
+    pub download: DownloadCell,
 }
 
 impl JobEntry {
@@ -100,6 +106,11 @@ impl JobEntry {
 
     pub fn rounds_completed(&self) -> u64 {
         self.records.len() as u64
+    }
+
+    /// One plain-f32 transfer of the full-filter model's exchanged tensors.
+    pub fn full_filter_f32_bytes(&self) -> u64 {
+        4 * self.full_filter_exchanged_values
     }
 }
 

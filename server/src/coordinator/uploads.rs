@@ -1,73 +1,52 @@
-//! The model transfers of a training round: the global model a worker downloads for its task,
-//! and the update it uploads, checked against the round it claims before and after its data
-//! arrives, then folded into the round's weighted sum.
+//! The update a worker uploads: checked against the round it claims before and after its data
+//! arrives, decoded (any encoding the job accepts) and rebuilt from a delta off the async
+//! runtime, then folded into the round's weighted sum. A refused update changes nothing.
 
 use fedcsg_core::tensor::StateDict;
-use fedcsg_wire::ModelAssembler;
+use fedcsg_wire::delta::{apply_delta, stays_plain};
+use fedcsg_wire::{ModelAssembler, UpdateKind};
 use tracing::info;
 
 use super::state::{AcceptedUpdate, Phase, State};
 use super::{Coordinator, UpdateHeader};
 use crate::error::{Result, ServerError};
-use crate::ids::{JobId, WorkerId};
 use crate::job::WorkerRoundStats;
 
+/// An upload whose header was accepted: the assembler its data goes to, and what turns the
+/// decoded tensors into trained values.
+#[derive(Debug)]
+pub struct PendingUpload {
+    pub assembler: ModelAssembler,
+    /// The round's exact global model (exchanged tensors), for a delta.
+    base: Option<StateDict>,
+}
+
+impl PendingUpload {
+    /// Checks the length and checksums, decodes, and adds a delta to the round's global model.
+    /// CPU-bound: run it off the async runtime.
+    pub fn finish(self) -> Result<StateDict> {
+        let decoded = self.assembler.finish()?;
+        match self.base {
+            None => Ok(decoded),
+            Some(base) => apply_delta(&base, &decoded).map_err(ServerError::invalid),
+        }
+    }
+}
+
 impl Coordinator {
-    /// The exchanged part of the global model for the worker's current task.
-    pub fn model_for_download(
-        &self,
-        worker: &WorkerId,
-        job: &JobId,
-        token: &str,
-    ) -> Result<(u64, StateDict, String)> {
-        let st = self.lock();
-        let entry = st
-            .workers
-            .get(worker)
-            .ok_or_else(|| ServerError::UnknownWorker {
-                worker: worker.clone(),
-            })?;
-        let j = st
-            .jobs
-            .get(job)
-            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
-        match &entry.assignment {
-            Some(a) if &a.job == job && a.token.as_str() == token => {}
-            _ => {
-                return Err(ServerError::precondition(format!(
-                    "round token {token:?} is not a task of worker {worker} in job {job} (round closed or never issued): ask for a new task"
-                )));
-            }
-        }
-        crate::fault::hit("download", j.rounds_completed() + 1);
-        Ok((
-            j.rounds_completed(),
-            j.exchanged_global(),
-            j.global_sha256.clone(),
-        ))
-    }
-
-    pub fn record_download(&self, job: &JobId, token: &str, worker: &WorkerId, bytes: u64) {
-        let mut st = self.lock();
-        if let Some(active) = st
-            .jobs
-            .get_mut(job)
-            .and_then(|j| j.active.as_mut())
-            .filter(|a| a.token.as_str() == token)
-        {
-            *active.bytes_down.entry(worker.clone()).or_default() += bytes;
-        }
-    }
-
-    /// Validates an upload header against the round it claims and returns the assembler for its
-    /// data. Nothing changes until [`Coordinator::finish_upload`].
-    pub fn begin_upload(&self, h: &UpdateHeader) -> Result<ModelAssembler> {
+    /// Validates an upload header against the round it claims and the job's exchange settings,
+    /// and returns what receives its data. Nothing changes until [`Coordinator::finish_upload`].
+    pub fn begin_upload(&self, h: &UpdateHeader) -> Result<PendingUpload> {
         let st = self.lock();
         self.check_upload_target(&st, h)?;
-        // The wire limits first (count, names, rank, elements, encodings, lengths): the most
-        // basic fault is the one reported.
-        let assembler = ModelAssembler::new(h.tensors.clone(), self.settings.wire_limits)?;
         let job = &st.jobs[&h.job];
+        // The wire limits first (count, names, rank, elements, encodings the job accepts,
+        // lengths): the most basic fault is the one reported.
+        let assembler = ModelAssembler::accepting(
+            h.tensors.clone(),
+            self.settings.wire_limits,
+            job.spec.exchange.accepted(h.kind),
+        )?;
         let template = job.exchanged_global();
         let declared: Vec<&str> = h.tensors.iter().map(|m| m.name.as_str()).collect();
         let missing: Vec<&str> = template
@@ -103,8 +82,17 @@ impl Coordinator {
                     m.name, m.shape, t.shape
                 )));
             }
+            if m.kept_values.is_some() && stays_plain(&m.name) {
+                return Err(ServerError::invalid(format!(
+                    "tensor {:?} is a batch-norm running statistic: it travels plain and dense, never sparse",
+                    m.name
+                )));
+            }
         }
-        Ok(assembler)
+        Ok(PendingUpload {
+            assembler,
+            base: (h.kind == UpdateKind::Delta).then_some(template),
+        })
     }
 
     fn check_upload_target(&self, st: &State, h: &UpdateHeader) -> Result<()> {
@@ -181,6 +169,7 @@ impl Coordinator {
         // The round may have closed while the data was arriving.
         self.check_upload_target(&st, h)?;
         let job = st.jobs.get_mut(&h.job).expect("checked");
+        let full_f32 = job.full_filter_f32_bytes();
         let active = job.active.as_mut().expect("checked");
         crate::fault::hit("upload", active.round);
         if let Some(prev) = active.accepted.get(&h.worker) {
@@ -203,6 +192,7 @@ impl Coordinator {
             bytes_up,
             bytes_down: active.bytes_down.get(&h.worker).copied().unwrap_or(0),
             train_seconds: h.train_seconds,
+            full_filter_f32_bytes: full_f32,
         };
         active
             .accepted

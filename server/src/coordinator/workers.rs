@@ -196,6 +196,8 @@ impl Coordinator {
                 seed: local_training_seed(job.spec.seed, a.round, worker),
                 bn_stats: job.spec.bn_stats,
                 deadline_seconds,
+                upload: job.spec.exchange.upload_compression(),
+                error_feedback: job.spec.exchange.error_feedback,
             }),
             TaskKind::Evaluate => Task::Evaluate {
                 job: job.id.clone(),

@@ -1,12 +1,15 @@
 //! Conversions between the coordinator's domain types and fedcsg.v1 messages.
 
 use fedcsg_ml::model::BnStatsPolicy;
-use fedcsg_wire::convert::{model_spec_from_proto, model_spec_to_proto};
+use fedcsg_wire::convert::{
+    encoding_setting_from_proto, encoding_to_proto, model_spec_from_proto, model_spec_to_proto,
+    topk_setting_from_proto,
+};
 use fedcsg_wire::proto::v1 as pb;
 
 use crate::coordinator::{JobView, Task};
 use crate::error::ServerError;
-use crate::job::{JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
+use crate::job::{Exchange, JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
 
 pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerError> {
     let bad = |why: String| ServerError::InvalidArgument { why };
@@ -23,6 +26,16 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
             .map_err(|e| bad(format!("spec.bn_stats: {e}")))?
     };
     super::validate::text(&s.name, "spec.name", super::validate::MAX_NAME_LEN)?;
+    let exchange = Exchange {
+        upload: encoding_setting_from_proto(s.upload_encoding, "spec.upload_encoding")
+            .map_err(bad)?,
+        download: encoding_setting_from_proto(s.download_encoding, "spec.download_encoding")
+            .map_err(bad)?,
+        upload_topk: topk_setting_from_proto(s.upload_topk, "spec.upload_topk")
+            .map_err(bad)?
+            .map(|k| k.fraction()),
+        error_feedback: !s.disable_error_feedback,
+    };
     let spec = JobSpec {
         name: s.name,
         model,
@@ -45,6 +58,7 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
         seed: s.seed,
         bn_stats,
         federated_evaluation: s.federated_evaluation,
+        exchange,
     };
     spec.validate().map_err(bad)?;
     Ok(spec)
@@ -74,6 +88,10 @@ pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
         seed: s.seed,
         bn_stats: s.bn_stats.to_string(),
         federated_evaluation: s.federated_evaluation,
+        upload_encoding: encoding_to_proto(s.exchange.upload) as i32,
+        download_encoding: encoding_to_proto(s.exchange.download) as i32,
+        upload_topk: s.exchange.upload_topk.unwrap_or(0.0),
+        disable_error_feedback: !s.exchange.error_feedback,
     }
 }
 
@@ -99,6 +117,8 @@ pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundE
         federated_accuracy: r.federated_accuracy.unwrap_or(-1.0),
         bytes_down: r.bytes_down,
         bytes_up: r.bytes_up,
+        full_filter_f32_bytes_up: r.full_filter_f32_bytes_up,
+        full_filter_f32_bytes_down: r.full_filter_f32_bytes_down,
         seconds: r.seconds,
         participant_ids: r.participants.clone(),
         job_state: job_state_to_proto(state) as i32,
@@ -113,6 +133,7 @@ pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundE
                 bytes_up: w.bytes_up,
                 bytes_down: w.bytes_down,
                 train_seconds: w.train_seconds,
+                full_filter_f32_bytes: w.full_filter_f32_bytes,
             })
             .collect(),
     }
@@ -147,6 +168,9 @@ pub fn task_to_proto(t: Task) -> pb::GetTaskResponse {
             seed: t.seed,
             bn_stats: t.bn_stats.to_string(),
             deadline_seconds: t.deadline_seconds.min(u32::MAX as u64) as u32,
+            upload_encoding: encoding_to_proto(t.upload.encoding) as i32,
+            upload_topk: t.upload.topk.map_or(0.0, |k| k.fraction()),
+            error_feedback: t.error_feedback,
         }),
         Task::Evaluate {
             job,

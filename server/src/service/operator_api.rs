@@ -201,6 +201,7 @@ impl OperatorService for OperatorApi {
             tensors: metas.iter().map(meta_to_proto).collect(),
             model_sha256: sha,
         };
-        Ok(Response::new(model_stream(header, chunks).0))
+        let chunks: Vec<bytes::Bytes> = chunks.into_iter().map(Into::into).collect();
+        Ok(Response::new(model_stream(header, &chunks).0))
     }
 }

@@ -4,8 +4,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use fedcsg_wire::convert::{meta_to_proto, metas_from_proto};
-use fedcsg_wire::encode_state;
+use bytes::Bytes;
+use fedcsg_wire::convert::{meta_to_proto, metas_from_proto, update_kind_from_proto};
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::worker_service_server::WorkerService;
 use prost::Message;
@@ -43,14 +43,15 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
 
-/// Streams `state` as a header and data chunks; returns the stream and its encoded size.
-pub fn model_stream(header: pb::ModelHeader, chunks: Vec<Vec<u8>>) -> (ChunkStream, u64) {
+/// Streams a model as a header and data chunks; returns the stream and its encoded size. The
+/// chunks are shared, not copied.
+pub fn model_stream(header: pb::ModelHeader, chunks: &[Bytes]) -> (ChunkStream, u64) {
     let mut messages = Vec::with_capacity(chunks.len() + 1);
     messages.push(pb::ModelChunk {
         part: Some(pb::model_chunk::Part::Header(header)),
     });
-    messages.extend(chunks.into_iter().map(|c| pb::ModelChunk {
-        part: Some(pb::model_chunk::Part::Data(c)),
+    messages.extend(chunks.iter().map(|c| pb::ModelChunk {
+        part: Some(pb::model_chunk::Part::Data(c.clone())),
     }));
     let bytes: u64 = messages.iter().map(|m| m.encoded_len() as u64).sum();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -129,16 +130,16 @@ impl WorkerService for WorkerApi {
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
         let token = required(&r.round_token, "round_token")?;
-        let (round, state, sha) = self.coordinator.model_for_download(&id, &job, token)?;
-        let (metas, chunks) = encode_state(&state);
+        let source = self.coordinator.model_for_download(&id, &job, token)?;
+        let encoded = source.encoded().await?;
         let header = pb::ModelHeader {
             job_id: job.to_string(),
-            round,
+            round: source.round,
             round_token: token.to_string(),
-            tensors: metas.iter().map(meta_to_proto).collect(),
-            model_sha256: sha,
+            tensors: encoded.metas.iter().map(meta_to_proto).collect(),
+            model_sha256: source.model_sha256,
         };
-        let (stream, bytes) = model_stream(header, chunks);
+        let (stream, bytes) = model_stream(header, &encoded.chunks);
         self.coordinator.record_download(&job, token, &id, bytes);
         Ok(Response::new(stream))
     }
@@ -168,12 +169,13 @@ impl WorkerService for WorkerApi {
             num_samples: h.num_samples,
             train_loss: validate::non_negative(h.train_loss, "header.train_loss")?,
             train_seconds: validate::non_negative(h.train_seconds, "header.train_seconds")?,
+            kind: update_kind_from_proto(h.kind).map_err(ServerError::from)?,
             tensors: metas_from_proto(&h.tensors, &limits).map_err(ServerError::from)?,
         };
         let span =
             info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
         async move {
-            let mut assembler = self.coordinator.begin_upload(&header)?;
+            let mut pending = self.coordinator.begin_upload(&header)?;
             while let Some(msg) = stream.next().await {
                 let msg = msg?;
                 bytes_up += msg.encoded_len() as u64;
@@ -183,7 +185,7 @@ impl WorkerService for WorkerApi {
                         return Err(ServerError::invalid("empty data chunk").into());
                     }
                     Some(pb::update_chunk::Part::Data(d)) => {
-                        assembler.push(&d).map_err(ServerError::from)?
+                        pending.assembler.push(&d).map_err(ServerError::from)?
                     }
                     _ => {
                         return Err(
@@ -192,7 +194,10 @@ impl WorkerService for WorkerApi {
                     }
                 }
             }
-            let update = assembler.finish().map_err(ServerError::from)?;
+            // Checksums, decoding and the delta's addition are CPU work: off the runtime.
+            let update = tokio::task::spawn_blocking(move || pending.finish())
+                .await
+                .map_err(ServerError::from)??;
             let duplicate = self
                 .coordinator
                 .finish_upload(&header, update, bytes_up)

@@ -109,6 +109,7 @@ pub fn header_of(
         train_loss: 1.0,
         train_seconds: 1.0,
         tensors: metas.iter().map(meta_to_proto).collect(),
+        kind: pb::UpdateKind::Weights as i32,
     };
     (header, chunks)
 }

@@ -14,7 +14,7 @@ use fedcsg_server::config::CoordinatorArgs;
 use fedcsg_wire::convert::metas_from_proto;
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_wire::{ModelAssembler, WireLimits};
+use fedcsg_wire::{Accepted, ModelAssembler, WireLimits};
 use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
@@ -47,14 +47,15 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     r
 }
 
-/// The model a header-then-data chunk stream carries.
+/// The model a header-then-data chunk stream carries (in any dense encoding).
 pub async fn assemble(mut s: Streaming<pb::ModelChunk>) -> StateDict {
     let Some(pb::model_chunk::Part::Header(h)) = s.message().await.unwrap().unwrap().part else {
         panic!("no header")
     };
-    let mut a = ModelAssembler::new(
+    let mut a = ModelAssembler::accepting(
         metas_from_proto(&h.tensors, &WireLimits::default()).unwrap(),
         WireLimits::default(),
+        Accepted::ANY_DENSE,
     )
     .unwrap();
     while let Some(m) = s.message().await.unwrap() {
@@ -115,5 +116,7 @@ pub fn job_spec(name: &str, shape: JobShape) -> pb::JobSpec {
         seed: shape.seed,
         bn_stats: "averaged".into(),
         federated_evaluation: false,
+        // Exact f32 both ways unless a test asks for compression.
+        ..Default::default()
     }
 }

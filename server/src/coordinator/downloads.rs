@@ -1,0 +1,127 @@
+//! The global model a worker downloads for its task, in the job's download encoding. Each
+//! version of the global model is encoded once, on the blocking pool, by the first download that
+//! needs it; every other download of that version (late joiners included) streams the very same
+//! bytes. The coordinator's own evaluation and the exported model never go through here: they
+//! use the exact f32 model.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fedcsg_core::tensor::StateDict;
+use fedcsg_wire::{Compression, TensorMeta, encode_state_with};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use super::Coordinator;
+use super::seeds::download_rounding_seed;
+use crate::error::{Result, ServerError};
+use crate::ids::{JobId, WorkerId};
+
+/// One version of a job's global model, encoded for download.
+#[derive(Debug)]
+pub struct EncodedModel {
+    pub metas: Vec<TensorMeta>,
+    /// Reference-counted: every stream sends these without copying them.
+    pub chunks: Vec<Bytes>,
+}
+
+/// Where a job keeps the encoding of its current global model (a fresh cell per version).
+pub type DownloadCell = Arc<OnceCell<Arc<EncodedModel>>>;
+
+/// What a download streams: the global model version, its checksum, and its encoding.
+pub struct DownloadSource {
+    /// Rounds committed when this version became the global model.
+    pub round: u64,
+    pub model_sha256: String,
+    cell: DownloadCell,
+    global: Arc<StateDict>,
+    names: Vec<String>,
+    compression: Compression,
+    seed: u64,
+}
+
+impl DownloadSource {
+    /// The encoded model: built by the first caller for this version (off the async runtime),
+    /// shared with every other.
+    pub async fn encoded(&self) -> Result<Arc<EncodedModel>> {
+        let encoded = self
+            .cell
+            .get_or_try_init(|| {
+                let (global, compression, seed) =
+                    (Arc::clone(&self.global), self.compression, self.seed);
+                let names = self.names.clone();
+                let round = self.round;
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        let e = encode_state_with(&global.restricted_to(&names), compression, seed)?;
+                        if e.saturated > 0 {
+                            warn!(round, values = e.saturated, encoding = %compression, "global model values beyond the download encoding's range were saturated");
+                        }
+                        info!(round, encoding = %compression, data_bytes = e.data_bytes(), "global model encoded for download");
+                        Ok::<_, ServerError>(Arc::new(EncodedModel {
+                            metas: e.metas,
+                            chunks: e.chunks.into_iter().map(Bytes::from).collect(),
+                        }))
+                    })
+                    .await?
+                }
+            })
+            .await?;
+        Ok(Arc::clone(encoded))
+    }
+}
+
+impl Coordinator {
+    /// The exchanged part of the global model for the worker's current task.
+    pub fn model_for_download(
+        &self,
+        worker: &WorkerId,
+        job: &JobId,
+        token: &str,
+    ) -> Result<DownloadSource> {
+        let st = self.lock();
+        let entry = st
+            .workers
+            .get(worker)
+            .ok_or_else(|| ServerError::UnknownWorker {
+                worker: worker.clone(),
+            })?;
+        let j = st
+            .jobs
+            .get(job)
+            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
+        match &entry.assignment {
+            Some(a) if &a.job == job && a.token.as_str() == token => {}
+            _ => {
+                return Err(ServerError::precondition(format!(
+                    "round token {token:?} is not a task of worker {worker} in job {job} (round closed or never issued): ask for a new task"
+                )));
+            }
+        }
+        crate::fault::hit("download", j.rounds_completed() + 1);
+        Ok(DownloadSource {
+            round: j.rounds_completed(),
+            model_sha256: j.global_sha256.clone(),
+            cell: Arc::clone(&j.download),
+            global: Arc::clone(&j.global),
+            names: j.exchanged_names.clone(),
+            compression: Compression::dense(j.spec.exchange.download),
+            seed: download_rounding_seed(j.spec.seed, j.rounds_completed()),
+        })
+    }
+
+    /// Counts a download of `bytes` (header and data messages) towards the worker's round.
+    pub fn record_download(&self, job: &JobId, token: &str, worker: &WorkerId, bytes: u64) {
+        let mut st = self.lock();
+        if let Some(active) = st
+            .jobs
+            .get_mut(job)
+            .and_then(|j| j.active.as_mut())
+            .filter(|a| a.token.as_str() == token)
+        {
+            *active.bytes_down.entry(worker.clone()).or_default() += bytes;
+            active.downloads += 1;
+        }
+    }
+}
