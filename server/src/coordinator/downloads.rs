@@ -125,3 +125,62 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fedcsg_core::tensor::NamedTensor;
+    use fedcsg_wire::TensorEncoding;
+
+    use super::*;
+
+    fn source(cell: &DownloadCell, global: &Arc<StateDict>) -> DownloadSource {
+        DownloadSource {
+            round: 3,
+            model_sha256: String::new(),
+            cell: Arc::clone(cell),
+            global: Arc::clone(global),
+            names: vec!["a.weight".into()],
+            compression: Compression::dense(TensorEncoding::Int8Scaled),
+            seed: 11,
+        }
+    }
+
+    /// Downloads of one model version share one encoding (the same allocation, not an equal
+    /// copy), restricted to the exchanged tensors; a new version (a fresh cell) is encoded anew.
+    #[tokio::test]
+    async fn one_encoding_per_version_is_shared() {
+        let global = Arc::new(
+            StateDict::new(vec![
+                NamedTensor {
+                    name: "a.weight".into(),
+                    shape: vec![1000],
+                    values: (0..1000).map(|i| i as f32 / 1000.0).collect(),
+                },
+                NamedTensor {
+                    name: "b.running_var".into(),
+                    shape: vec![4],
+                    values: vec![1.0; 4],
+                },
+            ])
+            .unwrap(),
+        );
+        let cell = DownloadCell::default();
+        let (first, second) = tokio::join!(
+            async { source(&cell, &global).encoded().await.unwrap() },
+            async { source(&cell, &global).encoded().await.unwrap() }
+        );
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.metas.len(), 1, "only the exchanged tensors");
+        assert_eq!(first.metas[0].encoding, TensorEncoding::Int8Scaled);
+        assert_eq!(first.metas[0].byte_length, 1000 + 4 * 4);
+        let next = source(&DownloadCell::default(), &global)
+            .encoded()
+            .await
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &next));
+        assert_eq!(
+            first.chunks, next.chunks,
+            "the same version encodes the same bytes"
+        );
+    }
+}
