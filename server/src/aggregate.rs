@@ -74,6 +74,20 @@ impl WeightedMean {
         self.total_weight
     }
 
+    /// The weighted mean per tensor in f64 (template order), or `None` when no weight has been
+    /// added.
+    pub fn mean_values(&self) -> Option<Vec<Vec<f64>>> {
+        if self.total_weight <= 0.0 {
+            return None;
+        }
+        Some(
+            self.sums
+                .iter()
+                .map(|sum| sum.iter().map(|s| s / self.total_weight).collect())
+                .collect(),
+        )
+    }
+
     /// The weighted mean, or `None` when no weight has been added.
     pub fn mean(&self) -> Option<StateDict> {
         if self.total_weight <= 0.0 {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use fedcsg_core::secret::Secret;
 use fedcsg_wire::tls::ServerTls;
 
+use crate::coordinator::CoordinatorSettings;
 use crate::error::ServerError;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -60,6 +61,10 @@ pub struct CoordinatorArgs {
     /// in memory only and lost on restart.
     #[arg(long, env = "FEDCSG_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The most samples a worker may declare at join (default 1,000,000,000); a declared count
+    /// bounds the weight of the worker's updates.
+    #[arg(long, env = "FEDCSG_MAX_WORKER_SAMPLES")]
+    pub max_worker_samples: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -78,6 +83,7 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     insecure: Option<bool>,
     state_dir: Option<PathBuf>,
+    max_worker_samples: Option<u64>,
 }
 
 /// The validated configuration.
@@ -97,6 +103,8 @@ pub struct CoordinatorConfig {
     pub insecure: bool,
     /// Durable state directory; `None` keeps state in memory only.
     pub state_dir: Option<PathBuf>,
+    /// The most samples a worker may declare at join.
+    pub max_worker_samples: u64,
 }
 
 impl CoordinatorArgs {
@@ -209,6 +217,15 @@ impl CoordinatorArgs {
             tls,
             insecure,
             state_dir: self.state_dir.or(file.state_dir),
+            max_worker_samples: match self.max_worker_samples.or(file.max_worker_samples) {
+                Some(0) => {
+                    return Err(ServerError::Config {
+                        why: "max_worker_samples must be positive".into(),
+                    });
+                }
+                Some(n) => n,
+                None => CoordinatorSettings::DEFAULT_MAX_WORKER_SAMPLES,
+            },
         })
     }
 }

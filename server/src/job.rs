@@ -5,28 +5,7 @@ use fedcsg_wire::delta::UpdateKind;
 use fedcsg_wire::{Accepted, Compression, TensorEncoding, TopK};
 use serde::{Deserialize, Serialize};
 
-/// Aggregation strategies. FedAvg folds updates into a running weighted sum, so coordinator
-/// memory stays O(model size) whatever the number of workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Strategy {
-    FedAvg,
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "" | "fedavg" => Ok(Strategy::FedAvg),
-            other => Err(format!("unknown strategy {other:?}: use fedavg")),
-        }
-    }
-}
-
-impl std::fmt::Display for Strategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("fedavg")
-    }
-}
+pub use crate::strategy::{Clipping, Strategy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LocalTraining {
@@ -91,6 +70,12 @@ pub struct JobSpec {
     pub federated_evaluation: bool,
     #[serde(default)]
     pub exchange: Exchange,
+    /// Server-side clipping of each update's L2 norm; `None` = off.
+    #[serde(default)]
+    pub clipping: Option<Clipping>,
+    /// The most of a round's FedAvg weight one update may hold, in (0, 1]; `None` = no cap.
+    #[serde(default)]
+    pub max_weight_share: Option<f64>,
 }
 
 impl JobSpec {
@@ -157,6 +142,15 @@ impl JobSpec {
         if self.name.len() > 128 {
             return Err("spec.name must be at most 128 bytes".into());
         }
+        self.strategy.validate_for(self.min_workers)?;
+        if let Some(c) = &self.clipping {
+            c.validate()?;
+        }
+        if let Some(s) = self.max_weight_share
+            && !(s.is_finite() && s > 0.0 && s <= 1.0)
+        {
+            return Err(format!("spec.max_weight_share must be in (0, 1], got {s}"));
+        }
         self.exchange.validate()
     }
 }
@@ -215,6 +209,29 @@ pub struct RoundRecord {
     pub seconds: f64,
     pub model_sha256: String,
     pub workers: Vec<WorkerRoundStats>,
+    /// The L2 bound this round's updates were clipped to (`None` without clipping).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+    /// How many of the participants' updates were clipped.
+    #[serde(default)]
+    pub clipped_updates: u64,
+    /// Coordinator seconds spent aggregating: folding updates as they arrived plus the close
+    /// step of the strategy.
+    #[serde(default)]
+    pub aggregation_seconds: f64,
+    /// The participants whose updates Krum averaged (`None` for other strategies).
+    #[serde(default)]
+    pub selected: Option<Vec<String>>,
+}
+
+impl RoundRecord {
+    /// The clipping bound of the round after this one, under `clipping`.
+    pub fn next_clip_norm(&self, clipping: &Clipping) -> f64 {
+        let current = self.clip_norm.unwrap_or_else(|| clipping.initial_norm());
+        let count = self.participants.len();
+        let unclipped = count.saturating_sub(self.clipped_updates as usize);
+        clipping.next_norm(current, unclipped, count)
+    }
 }
 
 #[cfg(test)]
@@ -275,11 +292,15 @@ mod tests {
             bn_stats: BnStatsPolicy::default(),
             federated_evaluation: false,
             exchange: int8_topk(),
+            clipping: None,
+            max_weight_share: None,
         };
         let mut stored = serde_json::to_value(&spec).unwrap();
         let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(back, spec);
-        stored.as_object_mut().unwrap().remove("exchange");
+        for field in ["exchange", "clipping", "max_weight_share"] {
+            stored.as_object_mut().unwrap().remove(field);
+        }
         let old: JobSpec = serde_json::from_value(stored).unwrap();
         assert_eq!(old.exchange, Exchange::default());
         assert!(old.exchange.upload_compression().is_exact());

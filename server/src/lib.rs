@@ -2,7 +2,9 @@
 //!
 //! - [`config`]: configuration from a TOML file, FEDCSG_* variables and flags, validated once.
 //! - [`coordinator`]: workers, jobs and the round state machine (domain logic, no protobuf).
-//! - [`aggregate`]: FedAvg's streaming weighted mean.
+//! - [`aggregate`]: the streaming weighted mean of updates.
+//! - [`strategy`]: aggregation strategies (FedAvg, server optimisers, robust aggregators),
+//!   update clipping and weighting.
 //! - [`job`]: job specs, states and round records.
 //! - [`ids`]: identifier newtypes.
 //! - [`service`]: the gRPC edge (worker and operator services, conversions).
@@ -24,6 +26,7 @@ pub mod job;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod strategy;
 pub mod telemetry;
 
 pub use server::run;

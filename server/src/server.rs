@@ -42,6 +42,7 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         heartbeat_interval: config.heartbeat_interval,
         heartbeat_timeout: config.heartbeat_timeout,
         enrollment_token: config.enrollment_token.clone(),
+        max_worker_samples: config.max_worker_samples,
         ..CoordinatorSettings::default()
     };
     let store = match &config.state_dir {

@@ -49,6 +49,8 @@ pub struct TrainAssignment {
     /// Time left until the round's deadline when the task was handed out.
     pub deadline: Duration,
     pub upload: UploadPlan,
+    /// FedProx's μ for the local loss (0 = plain local training).
+    pub proximal_mu: f64,
 }
 
 impl TrainAssignment {
@@ -61,6 +63,7 @@ impl TrainAssignment {
             schedule: LrSchedule::Constant,
             augmentation,
             seed: self.seed,
+            proximal_mu: self.proximal_mu,
         }
     }
 }
@@ -181,6 +184,7 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
         bn_stats,
         deadline: Duration::from_secs(u64::from(t.deadline_seconds)),
         upload,
+        proximal_mu: t.proximal_mu,
     };
     assignment
         .settings(Augmentation::none())
@@ -225,6 +229,7 @@ mod tests {
             upload_encoding: pb::Encoding::Int8Scaled as i32,
             upload_topk: 0.25,
             error_feedback: true,
+            proximal_mu: 0.01,
         }
     }
 
@@ -255,6 +260,8 @@ mod tests {
         assert_eq!(a.optimizer, OptimizerConfig::sgd(0.05, 0.9, 5e-4));
         assert_eq!(a.bn_stats, BnStatsPolicy::Local);
         assert_eq!(a.deadline, Duration::from_secs(60));
+        assert_eq!(a.proximal_mu, 0.01);
+        assert_eq!(a.settings(Augmentation::none()).proximal_mu, 0.01);
         assert_eq!(
             a.upload,
             UploadPlan {
@@ -312,6 +319,13 @@ mod tests {
                     ..train_task()
                 },
                 "train.upload_topk",
+            ),
+            (
+                pb::TrainTask {
+                    proximal_mu: f64::NAN,
+                    ..train_task()
+                },
+                "proximal mu",
             ),
             (
                 pb::TrainTask {

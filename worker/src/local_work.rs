@@ -225,7 +225,52 @@ mod tests {
             bn_stats,
             deadline: Duration::from_secs(60),
             upload: Default::default(),
+            proximal_mu: 0.0,
         }
+    }
+
+    /// The L2 distance of the trained tensors of `update` from `global`.
+    fn distance(update: &StateDict, global: &StateDict) -> f64 {
+        update
+            .tensors()
+            .iter()
+            .filter(|t| !t.name.contains("running_"))
+            .flat_map(|t| {
+                let g = global.get(&t.name).unwrap();
+                t.values
+                    .iter()
+                    .zip(&g.values)
+                    .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            })
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// FedProx: the task's μ reaches the training step, and a large μ keeps the round's model
+    /// closer to the global model than plain local training from the same seed.
+    #[test]
+    fn the_proximal_term_keeps_the_update_near_the_global_model() {
+        let data = data();
+        let global = Model::new(&spec(), 2, ConvBackend::Fast)
+            .unwrap()
+            .state()
+            .unwrap();
+        let moved = |mu: f64| {
+            let model = Model::new(&spec(), 1, ConvBackend::Fast).unwrap();
+            let task = TrainAssignment {
+                proximal_mu: mu,
+                epochs: 2,
+                ..task(BnStatsPolicy::Averaged)
+            };
+            let out = train_round(&model, &data, &task, &global, &|| false).unwrap();
+            distance(&out.update, &global)
+        };
+        let (free, held) = (moved(0.0), moved(5.0));
+        assert!(free > 0.0);
+        assert!(
+            held < 0.8 * free,
+            "mu = 5 moved {held}, mu = 0 moved {free}"
+        );
     }
 
     /// A round trains on the seeded subset, changes the weights, and returns exactly the

@@ -267,6 +267,7 @@ fn train_task(round_token: &str, epochs: u32, max_samples: u64, upload: TensorEn
         upload_encoding: fedcsg_wire::convert::encoding_to_proto(upload) as i32,
         upload_topk: 0.0,
         error_feedback: true,
+        proximal_mu: 0.0,
     })))
 }
 

@@ -122,6 +122,8 @@ pub struct Optimizer {
     schedule: LrSchedule,
     base_lr: f64,
     step: usize,
+    /// FedProx's term: μ and μ·w₀ per variable, w₀ the values when the term was added.
+    proximal: Option<(f64, Vec<Tensor>)>,
 }
 
 impl Optimizer {
@@ -160,7 +162,29 @@ impl Optimizer {
             schedule,
             base_lr: config.lr(),
             step: 0,
+            proximal: None,
         })
+    }
+
+    /// Adds FedProx's proximal term `μ/2·‖w − w₀‖²` to the loss the optimiser minimises, with
+    /// w₀ the variables' current values (the round's global model, for a worker that has just
+    /// loaded it): each step's gradient gains `μ·(w − w₀)`, folded into the weight-decay term
+    /// as `(wd + μ)·w − μ·w₀` so it costs one extra tensor op per variable. SGD only; μ = 0
+    /// changes nothing.
+    pub fn with_proximal_term(mut self, mu: f64) -> Result<Self> {
+        if mu == 0.0 {
+            return Ok(self);
+        }
+        if !matches!(self.inner, Inner::Sgd { .. }) {
+            candle_core::bail!("the proximal term (FedProx) needs SGD");
+        }
+        let anchors = self
+            .vars
+            .iter()
+            .map(|v| v.as_tensor().detach().affine(mu, 0.0))
+            .collect::<Result<Vec<_>>>()?;
+        self.proximal = Some((mu, anchors));
+        Ok(self)
     }
 
     /// The learning rate the next step will use.
@@ -182,15 +206,20 @@ impl Optimizer {
                 buffers,
             } => {
                 *lr = lr_now;
-                for (var, buf) in self.vars.iter().zip(buffers.iter_mut()) {
+                let mu = self.proximal.as_ref().map_or(0.0, |(mu, _)| *mu);
+                for (i, (var, buf)) in self.vars.iter().zip(buffers.iter_mut()).enumerate() {
                     let Some(grad) = grads.get(var.as_tensor()) else {
                         continue;
                     };
                     // Detached: otherwise every buffer would record the op that made it and keep
                     // the previous step's buffer (and so the whole history) alive.
                     let mut g = grad.detach();
-                    if *weight_decay != 0.0 {
-                        g = (g + (var.as_tensor().detach() * *weight_decay)?)?;
+                    let decay = *weight_decay + mu;
+                    if decay != 0.0 {
+                        g = (g + (var.as_tensor().detach() * decay)?)?;
+                    }
+                    if let Some((_, anchors)) = &self.proximal {
+                        g = (g - &anchors[i])?;
                     }
                     if *momentum != 0.0 {
                         let next = match buf.take() {
@@ -218,6 +247,38 @@ impl Optimizer {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// FedProx's term pulls toward the values at the time it was added: on f(p) = p (grad 1),
+    /// with p₀ = 1 and p moved to 3 by hand, one step with μ = 0.5, lr = 0.1 (no momentum, no
+    /// decay) gives p = 3 − 0.1·(1 + 0.5·(3 − 1)) = 2.8; with μ = 0, p = 3 − 0.1 = 2.9. AdamW
+    /// refuses the term.
+    #[test]
+    fn proximal_term_pulls_toward_the_anchor() {
+        for (mu, want) in [(0.5, 2.8f32), (0.0, 2.9)] {
+            let p = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+            let mut opt = Optimizer::new(
+                vec![p.clone()],
+                OptimizerConfig::sgd(0.1, 0.0, 0.0),
+                LrSchedule::Constant,
+            )
+            .unwrap()
+            .with_proximal_term(mu)
+            .unwrap();
+            p.set(&Tensor::new(&[3.0f32], &Device::Cpu).unwrap())
+                .unwrap();
+            let loss = p.as_tensor().sum_all().unwrap();
+            opt.step(&loss.backward().unwrap()).unwrap();
+            let got = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+            assert!((got - want).abs() < 1e-6, "mu {mu}: {got} vs {want}");
+        }
+        let adam = Optimizer::new(
+            vec![Var::new(&[1.0f32], &Device::Cpu).unwrap()],
+            OptimizerConfig::adamw(0.1, 0.0),
+            LrSchedule::Constant,
+        )
+        .unwrap();
+        assert!(adam.with_proximal_term(0.1).is_err());
+    }
 
     /// Three SGD steps on f(p) = sum(p^2)/2 (grad = p) match PyTorch's formula worked by hand:
     /// p=1, lr=0.1, momentum=0.9, wd=0.1: g=1.1, buf=1.1, p=0.89; g=0.979, buf=1.969, p=0.6931;

@@ -52,6 +52,8 @@ pub struct TrainSettings {
     pub schedule: LrSchedule,
     pub augmentation: Augmentation,
     pub seed: u64,
+    /// FedProx's μ: the local loss gains `μ/2·‖w − w_start‖²` (0 = off; SGD only).
+    pub proximal_mu: f64,
 }
 
 impl TrainSettings {
@@ -65,6 +67,15 @@ impl TrainSettings {
                 "batch size must be 1..=8192, got {}",
                 self.batch_size
             ));
+        }
+        if !(self.proximal_mu.is_finite() && (0.0..=10.0).contains(&self.proximal_mu)) {
+            return bad(format!(
+                "proximal mu must be in [0, 10], got {}",
+                self.proximal_mu
+            ));
+        }
+        if self.proximal_mu != 0.0 && !matches!(self.optimizer, OptimizerConfig::Sgd { .. }) {
+            return bad("the proximal term (FedProx) needs SGD".into());
         }
         self.optimizer
             .validate()
@@ -175,7 +186,8 @@ impl Trainer {
     pub fn new(model: &Model, settings: &TrainSettings) -> Result<Self, TrainError> {
         settings.validate()?;
         let vars = model.trainable_vars().into_iter().map(|(_, v)| v).collect();
-        let optimizer = Optimizer::new(vars, settings.optimizer, settings.schedule)?;
+        let optimizer = Optimizer::new(vars, settings.optimizer, settings.schedule)?
+            .with_proximal_term(settings.proximal_mu)?;
         let aug_rng = StdRng::seed_from_u64(derive_seed(settings.seed, 0xa06));
         Ok(Self {
             settings: *settings,

@@ -27,6 +27,7 @@ fn loss_falls_in_every_mode() {
             schedule: LrSchedule::Constant,
             augmentation: Augmentation::none(),
             seed: 1,
+            proximal_mu: 0.0,
         };
         let mut losses = Vec::new();
         train::train(
@@ -63,6 +64,7 @@ fn materialised_export_predicts_like_the_csg_model() {
         schedule: LrSchedule::Constant,
         augmentation: Augmentation::none(),
         seed: 2,
+        proximal_mu: 0.0,
     };
     train::train(
         &model,
@@ -126,6 +128,7 @@ fn fast_path_follows_the_reference_loss_curve() {
         schedule: LrSchedule::Constant,
         augmentation: Augmentation::none(),
         seed: 4,
+        proximal_mu: 0.0,
     };
     let mut curves = Vec::new();
     for backend in [ConvBackend::Fast, ConvBackend::Reference] {

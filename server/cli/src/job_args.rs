@@ -67,6 +67,51 @@ pub struct JobArgs {
     /// Turn off the workers' error feedback (on by default when uploads are lossy).
     #[arg(long)]
     pub no_error_feedback: bool,
+    /// Aggregation strategy: fedavg | fedavgm | fedadam | fedyogi | fedadagrad | fedprox |
+    /// median | trimmed-mean | krum (README: "Aggregation strategies").
+    #[arg(long, default_value = "fedavg")]
+    pub strategy: String,
+    /// Server learning rate η (fedavgm, fedadam, fedyogi, fedadagrad); default per strategy.
+    #[arg(long)]
+    pub server_lr: Option<f64>,
+    /// Server momentum β (fedavgm; default 0.9).
+    #[arg(long)]
+    pub server_momentum: Option<f64>,
+    /// First-moment decay β1 (fedadam, fedyogi: 0.9; fedadagrad: 0).
+    #[arg(long)]
+    pub beta1: Option<f64>,
+    /// Second-moment decay β2 (fedadam, fedyogi; default 0.99).
+    #[arg(long)]
+    pub beta2: Option<f64>,
+    /// Adaptivity τ (fedadam, fedyogi, fedadagrad; default 1e-3).
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Proximal coefficient μ (fedprox; default 0.01).
+    #[arg(long)]
+    pub proximal_mu: Option<f64>,
+    /// Fraction trimmed from each end (trimmed-mean; default 0.2).
+    #[arg(long)]
+    pub trim_fraction: Option<f64>,
+    /// Hostile participants tolerated, f (krum; default 1; rounds need 2f + 3 participants).
+    #[arg(long)]
+    pub krum_f: Option<u32>,
+    /// Updates averaged after scoring, m (krum; default 1 = Krum, more = Multi-Krum).
+    #[arg(long)]
+    pub krum_m: Option<u32>,
+    /// Clip each update's delta to this L2 norm on the coordinator (the initial bound with
+    /// --clip-quantile).
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Adaptive clipping: the bound follows this quantile of the updates' norms (needs
+    /// --clip-norm as the starting bound).
+    #[arg(long, requires = "clip_norm")]
+    pub clip_quantile: Option<f64>,
+    /// Adaptive clipping's learning rate (default 0.2).
+    #[arg(long, requires = "clip_quantile")]
+    pub clip_lr: Option<f64>,
+    /// The most of a round's FedAvg weight one update may hold, in (0, 1].
+    #[arg(long)]
+    pub max_weight_share: Option<f64>,
 }
 
 impl JobArgs {
@@ -93,7 +138,7 @@ impl JobArgs {
                 weight_decay: self.weight_decay,
                 max_samples_per_round: self.max_samples,
             }),
-            strategy: "fedavg".into(),
+            strategy: self.strategy.clone(),
             rounds: self.rounds,
             fraction: self.fraction,
             min_workers: self.min_workers.unwrap_or(default_min_workers),
@@ -105,6 +150,23 @@ impl JobArgs {
             download_encoding: encoding_to_proto(self.download_encoding) as i32,
             upload_topk: self.topk,
             disable_error_feedback: self.no_error_feedback,
+            strategy_params: Some(pb::StrategyParams {
+                server_learning_rate: self.server_lr,
+                server_momentum: self.server_momentum,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                tau: self.tau,
+                proximal_mu: self.proximal_mu,
+                trim_fraction: self.trim_fraction,
+                krum_byzantine: self.krum_f,
+                krum_selected: self.krum_m,
+            }),
+            clipping: self.clip_norm.map(|norm| pb::UpdateClipping {
+                norm,
+                target_quantile: self.clip_quantile,
+                learning_rate: self.clip_lr,
+            }),
+            max_weight_share: self.max_weight_share,
         })
     }
 
@@ -258,6 +320,48 @@ mod tests {
             args.exchange_description(),
             "uploads int8 deltas top-0.1, downloads f16"
         );
+    }
+
+    /// The strategy flags reach the spec; unset parameters stay unset (the coordinator applies
+    /// the strategy's defaults), clipping only with a bound.
+    #[test]
+    fn strategy_flags_reach_the_spec() {
+        let spec = submit_job_args(&[]).spec("j", 1).unwrap();
+        assert_eq!(spec.strategy_params, Some(pb::StrategyParams::default()));
+        assert_eq!((spec.clipping, spec.max_weight_share), (None, None));
+        let spec = submit_job_args(&[
+            "--strategy",
+            "fedadam",
+            "--server-lr",
+            "0.03",
+            "--tau",
+            "0.01",
+            "--clip-norm",
+            "2.5",
+            "--clip-quantile",
+            "0.5",
+            "--max-weight-share",
+            "0.4",
+        ])
+        .spec("j", 1)
+        .unwrap();
+        assert_eq!(spec.strategy, "fedadam");
+        let p = spec.strategy_params.unwrap();
+        assert_eq!(
+            (p.server_learning_rate, p.tau, p.beta1),
+            (Some(0.03), Some(0.01), None)
+        );
+        let c = spec.clipping.unwrap();
+        assert_eq!(
+            (c.norm, c.target_quantile, c.learning_rate),
+            (2.5, Some(0.5), None)
+        );
+        assert_eq!(spec.max_weight_share, Some(0.4));
+        let e = JobFlags::try_parse_from(["fedcsg", "--clip-quantile", "0.5"])
+            .err()
+            .expect("a quantile without a bound is refused")
+            .to_string();
+        assert!(e.contains("--clip-norm"), "{e}");
     }
 
     /// A misspelt encoding or an impossible fraction is refused with the choices or the range.

@@ -139,6 +139,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             augmentation
         },
         seed: args.seed,
+        proximal_mu: 0.0,
     };
     let mut trainer = Trainer::new(&model, &settings)?;
     for epoch in 0..args.epochs {

@@ -14,9 +14,9 @@ use tracing::{error, warn};
 use super::Coordinator;
 use super::rounds::free_workers;
 use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
-use crate::aggregate::WeightedMean;
 use crate::error::{Result, ServerError};
 use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
+use crate::strategy::RoundAggregation;
 
 /// Coordinator-side evaluation: (accuracy, mean loss).
 pub(super) type Evaluation = Option<(f64, f64)>;
@@ -145,7 +145,13 @@ pub(super) fn open_federated_evaluation(st: &mut State, id: &JobId, round: u64) 
         deadline: Instant::now() + deadline,
         sampled: free.clone(),
         accepted: BTreeMap::new(),
-        sum: WeightedMean::new(&StateDict::default()),
+        aggregation: RoundAggregation::Streaming(crate::aggregate::WeightedMean::new(
+            &StateDict::default(),
+        )),
+        clip_norm: None,
+        clipped: 0,
+        weight_caps: Default::default(),
+        fold_seconds: 0.0,
         bytes_down: Default::default(),
         downloads: 0,
         evaluations: BTreeMap::new(),

@@ -14,6 +14,7 @@ use crate::error::{Result, ServerError};
 use crate::ids::JobId;
 use crate::job::{JobSpec, JobState};
 use crate::store::PersistedJob;
+use crate::strategy::ServerState;
 
 impl Coordinator {
     /// Creates a job: builds its initial global model from the spec and seed (CPU work: call
@@ -26,6 +27,7 @@ impl Coordinator {
         let full = Model::new(&spec.model.full_filter(), spec.seed, ConvBackend::Reference)?
             .inventory(spec.bn_stats);
         let global = model.state()?;
+        let spec_clip_norm = spec.clipping.map(|c| c.initial_norm());
         let id = match &self.store {
             Some(store) => {
                 let id = JobId::new(format!("job-{}", store.next_id("job")?));
@@ -57,6 +59,8 @@ impl Coordinator {
             records: Vec::new(),
             active: None,
             retries: 0,
+            strategy_state: Default::default(),
+            clip_norm: spec_clip_norm,
             download: Default::default(),
         };
         let view = view_of(&entry);
@@ -145,6 +149,21 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
             job: p.id.clone(),
             source,
         })?;
+    let strategy_state = match p.strategy_state {
+        Some(state) => ServerState::from_state_dict(state).map_err(|why| {
+            crate::store::StoreError::Corrupt {
+                what: format!("strategy state of {}", p.id),
+                why,
+            }
+        })?,
+        None => ServerState::default(),
+    };
+    // The clipping bound is a function of the committed rounds: replay it.
+    let clip_norm = p.spec.clipping.map(|c| {
+        p.records
+            .last()
+            .map_or_else(|| c.initial_norm(), |r| r.next_clip_norm(&c))
+    });
     Ok(JobEntry {
         id: JobId::new(p.id),
         global_sha256: p
@@ -166,6 +185,8 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
         records: p.records,
         active: None,
         retries: 0,
+        strategy_state: Arc::new(strategy_state),
+        clip_norm,
         download: Default::default(),
     })
 }

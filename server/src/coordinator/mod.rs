@@ -47,6 +47,14 @@ pub struct CoordinatorSettings {
     pub tick: Duration,
     pub eval_batch: usize,
     pub wire_limits: WireLimits,
+    /// The most samples a worker may declare at join.
+    pub max_worker_samples: u64,
+}
+
+impl CoordinatorSettings {
+    /// A billion samples: far beyond any one worker's data set, far below the counts that
+    /// would swamp a round's weight or overflow a sum.
+    pub const DEFAULT_MAX_WORKER_SAMPLES: u64 = 1_000_000_000;
 }
 
 impl Default for CoordinatorSettings {
@@ -58,6 +66,7 @@ impl Default for CoordinatorSettings {
             tick: Duration::from_millis(200),
             eval_batch: 128,
             wire_limits: WireLimits::default(),
+            max_worker_samples: Self::DEFAULT_MAX_WORKER_SAMPLES,
         }
     }
 }
@@ -104,6 +113,8 @@ pub struct TrainTask {
     /// How to send the update (always a delta), and whether to feed back what it dropped.
     pub upload: Compression,
     pub error_feedback: bool,
+    /// FedProx's μ (0 = no proximal term).
+    pub proximal_mu: f64,
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 //! The round state machine (DESIGN §2.3), driven by a periodic tick and by wake-ups: start a
 //! round when enough workers are free, close it when every sampled worker reported or at the
-//! deadline with a quorum (otherwise retry it), evaluate the new global model off the async
-//! runtime, commit it, and optionally run a federated evaluation.
+//! deadline with a quorum (otherwise retry it), aggregate with the job's strategy and evaluate
+//! the new global model off the async runtime and outside the state lock, commit it, and
+//! optionally run a federated evaluation.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,17 +19,38 @@ use super::evaluation::{Evaluation, open_federated_evaluation};
 use super::seeds::round_sampling_seed;
 use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
 use super::{Coordinator, JobEvent};
-use crate::aggregate::WeightedMean;
 use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
 use crate::job::{JobState, RoundRecord};
+use crate::store::RoundFiles;
+use crate::strategy::{
+    MAX_ROBUST_PARTICIPANTS, RoundAggregation, ServerState, Strategy, weighting,
+};
 
-/// A round whose new global model must be evaluated and committed.
+/// A round whose updates must be aggregated, and the new global model evaluated and committed.
 struct Closing {
     job: JobId,
     round: u64,
     token: RoundToken,
     model: fedcsg_ml::model::ModelSpec,
+    strategy: Strategy,
+    /// The round's global model (every variable).
+    global: Arc<StateDict>,
+    exchanged_names: Vec<String>,
+    aggregation: RoundAggregation,
+    /// The strategy's state before this round.
+    state: Arc<ServerState>,
+    fold_seconds: f64,
+}
+
+/// What closing a round produced, ready to commit.
+struct Closed {
     global: StateDict,
+    state: ServerState,
+    selected: Option<Vec<String>>,
+    aggregation_seconds: f64,
+    evaluation: Evaluation,
+    /// The durable files, when the coordinator has a store.
+    files: Option<RoundFiles>,
 }
 
 impl Coordinator {
@@ -47,41 +69,75 @@ impl Coordinator {
                     let span = info_span!("round_close", job_id = %closing.job);
                     let _enter = span.enter();
                     drop(_enter);
+                    let (job, round, token) =
+                        (closing.job.clone(), closing.round, closing.token.clone());
                     let work_self = Arc::clone(&this);
-                    let spec = closing.model;
-                    let global = closing.global.clone();
-                    let (job, round) = (closing.job.clone(), closing.round);
-                    // Evaluation and the model file write are CPU and disk work: off the runtime.
-                    let work = tokio::task::spawn_blocking(move || {
-                        let evaluation = work_self.evaluate_global(&spec, &global);
-                        let file = work_self
-                            .store
-                            .as_ref()
-                            .map(|store| store.write_model(job.as_str(), round, &global));
-                        (evaluation, file)
-                    })
-                    .await;
-                    let (evaluation, file) = match work {
-                        Ok(w) => w,
-                        Err(e) => {
-                            error!(error = %e, "round closing task failed");
-                            (
-                                None,
-                                Some(Err(crate::store::StoreError::Io {
-                                    path: "model".into(),
-                                    why: e.to_string(),
-                                })),
-                            )
-                        }
-                    };
-                    crate::fault::hit("after-model-write", closing.round);
-                    let round = closing.round;
-                    this.commit(closing, evaluation, file);
+                    // Aggregation, evaluation and the file writes are CPU and disk work: off the
+                    // runtime, and outside the state lock.
+                    let closed =
+                        tokio::task::spawn_blocking(move || work_self.close_round(closing))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("the round closing task failed: {e}")));
+                    crate::fault::hit("after-model-write", round);
+                    this.commit(&job, round, &token, closed);
                     crate::fault::hit("after-commit", round);
                     this.wake.notify_one();
                 });
             }
         }
+    }
+
+    /// Aggregates a closing round with its strategy, evaluates the new global model and writes
+    /// its files. Nothing in memory changes here; [`Coordinator::commit`] applies the result.
+    fn close_round(&self, c: Closing) -> Result<Closed, String> {
+        let started = Instant::now();
+        let names: Vec<&str> = c.exchanged_names.iter().map(String::as_str).collect();
+        let exchanged = c.global.restricted_to(&names);
+        let mut state = (*c.state).clone();
+        let outcome = c
+            .aggregation
+            .close(&c.strategy, &exchanged, &mut state)?
+            .ok_or("no accepted update carried any weight")?;
+        crate::fault::hit("aggregate", c.round);
+        let aggregation_seconds = c.fold_seconds + started.elapsed().as_secs_f64();
+        let global = c.global.merged_with(&outcome.global);
+        if let Some((name, i)) = global
+            .tensors()
+            .iter()
+            .find_map(|t| t.first_non_finite().map(|i| (t.name.clone(), i)))
+        {
+            return Err(format!(
+                "{} produced a non-finite value in {name:?} at index {i} (clip updates to bound them): the round is not committed",
+                c.strategy
+            ));
+        }
+        let evaluation = self.evaluate_global(&c.model, &global);
+        let files = match &self.store {
+            Some(store) => {
+                let model = store
+                    .write_model(c.job.as_str(), c.round, &global)
+                    .map_err(|e| e.to_string())?;
+                let strategy = if state.is_empty() {
+                    None
+                } else {
+                    Some(
+                        store
+                            .write_strategy_state(c.job.as_str(), c.round, &state.to_state_dict())
+                            .map_err(|e| e.to_string())?,
+                    )
+                };
+                Some(RoundFiles { model, strategy })
+            }
+            None => None,
+        };
+        Ok(Closed {
+            global,
+            state,
+            selected: outcome.selected,
+            aggregation_seconds,
+            evaluation,
+            files,
+        })
     }
 
     /// One pass of the state machine; returns rounds ready to be evaluated and committed.
@@ -130,25 +186,29 @@ impl Coordinator {
         out
     }
 
-    /// Makes the evaluated round durable in memory, then starts federated evaluation or ends
-    /// the round.
-    fn commit(
-        &self,
-        closing: Closing,
-        evaluation: Evaluation,
-        file: Option<Result<(String, String), crate::store::StoreError>>,
-    ) {
+    /// Makes the closed round durable and current, then starts federated evaluation or ends the
+    /// round. A round that could not be closed (or committed) is retried from the start.
+    fn commit(&self, id: &JobId, round: u64, token: &RoundToken, closed: Result<Closed, String>) {
         let mut st = self.lock();
-        let Some(job) = st.jobs.get_mut(&closing.job) else {
+        let Some(job) = st.jobs.get_mut(id) else {
             return;
         };
         let full_f32 = job.full_filter_f32_bytes();
         let Some(active) = job
             .active
             .as_mut()
-            .filter(|a| a.token == closing.token && a.phase == Phase::Closing)
+            .filter(|a| &a.token == token && a.phase == Phase::Closing)
         else {
             return; // cancelled meanwhile
+        };
+        let closed = match closed {
+            Ok(c) => c,
+            Err(why) => {
+                error!(job_id = %id, round, error = %why, "cannot close the round: it will be retried");
+                job.active = None;
+                job.message = format!("round {round} could not be closed: {why}");
+                return;
+            }
         };
         let accepted: Vec<_> = active.accepted.values().map(|u| u.stats.clone()).collect();
         let weight: f64 = accepted.iter().map(|s| s.num_samples as f64).sum();
@@ -161,21 +221,25 @@ impl Coordinator {
                 .map(|s| s.train_loss * s.num_samples as f64)
                 .sum::<f64>()
                 / weight.max(1.0),
-            test_accuracy: evaluation.map(|e| e.0),
-            test_loss: evaluation.map(|e| e.1),
+            test_accuracy: closed.evaluation.map(|e| e.0),
+            test_loss: closed.evaluation.map(|e| e.1),
             federated_accuracy: None,
             bytes_down: active.bytes_down.values().sum(),
             bytes_up: accepted.iter().map(|s| s.bytes_up).sum(),
             full_filter_f32_bytes_up: accepted.len() as u64 * full_f32,
             full_filter_f32_bytes_down: active.downloads * full_f32,
             seconds: active.started.elapsed().as_secs_f64(),
-            model_sha256: match &file {
-                Some(Ok((_, sha))) => sha.clone(),
-                _ => closing.global.fingerprint(),
+            model_sha256: match &closed.files {
+                Some(files) => files.model.1.clone(),
+                None => closed.global.fingerprint(),
             },
             workers: accepted,
+            clip_norm: active.clip_norm,
+            clipped_updates: active.clipped as u64,
+            aggregation_seconds: closed.aggregation_seconds,
+            selected: closed.selected,
         };
-        if let (Some(store), Some(file)) = (&self.store, file) {
+        if let (Some(store), Some(files)) = (&self.store, &closed.files) {
             let last = job.records.len() as u64 + 1 >= job.spec.rounds;
             let (state, message) = if last {
                 (
@@ -188,9 +252,7 @@ impl Coordinator {
                     format!("round {} committed", record.round),
                 )
             };
-            let committed = file.and_then(|(path, sha)| {
-                store.commit_round(job.id.as_str(), &record, &path, &sha, state, &message)
-            });
+            let committed = store.commit_round(job.id.as_str(), &record, files, state, &message);
             if let Err(e) = committed {
                 // The round is not durable: do not pretend it happened. Retry it later.
                 error!(job_id = %job.id, round = record.round, error = %e, "cannot commit the round: it will be retried");
@@ -202,10 +264,13 @@ impl Coordinator {
         info!(
             job_id = %job.id, round = record.round, participants = record.participants.len(),
             train_loss = record.train_loss, test_accuracy = ?record.test_accuracy, seconds = record.seconds,
+            aggregation_seconds = record.aggregation_seconds, clipped = record.clipped_updates,
             "round committed"
         );
         job.global_sha256 = record.model_sha256.clone();
-        job.global = Arc::new(closing.global);
+        job.global = Arc::new(closed.global);
+        job.strategy_state = Arc::new(closed.state);
+        job.clip_norm = job.spec.clipping.map(|c| record.next_clip_norm(&c));
         job.download = Default::default();
         let participants = record.participants.clone();
         job.records.push(record);
@@ -265,9 +330,13 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
         );
         return;
     }
-    let wanted = ((job.spec.fraction * free.len() as f64).ceil() as usize)
+    let mut wanted = ((job.spec.fraction * free.len() as f64).ceil() as usize)
         .max(job.spec.min_workers)
         .min(free.len());
+    if job.spec.strategy.needs_every_update() {
+        // Validated at create: min_workers <= the cap.
+        wanted = wanted.min(MAX_ROBUST_PARTICIPANTS);
+    }
     let round = job.records.len() as u64 + 1;
     let mut rng = StdRng::seed_from_u64(round_sampling_seed(job.spec.seed, round, job.retries));
     let mut sampled: Vec<WorkerId> = free.choose_multiple(&mut rng, wanted).cloned().collect();
@@ -275,6 +344,7 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
     let token = RoundToken::new(random_hex());
     let template = job.exchanged_global();
     let deadline = Duration::from_secs(job.spec.round_deadline_seconds);
+    let weight_caps = weight_caps(st, &job.spec, &sampled);
     info!(job_id = %id, round, sampled = ?sampled, "round started");
     let job = st.jobs.get_mut(id).expect("exists");
     job.state = JobState::Running;
@@ -287,7 +357,11 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
         deadline: now + deadline,
         sampled: sampled.clone(),
         accepted: BTreeMap::new(),
-        sum: WeightedMean::new(&template),
+        aggregation: RoundAggregation::new(&job.spec.strategy, &template),
+        clip_norm: job.clip_norm,
+        clipped: 0,
+        weight_caps,
+        fold_seconds: 0.0,
         bytes_down: Default::default(),
         downloads: 0,
         evaluations: BTreeMap::new(),
@@ -302,6 +376,30 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
             });
         }
     }
+}
+
+/// Each sampled worker's weight cap under the job's `max_weight_share`, from the other sampled
+/// workers' expected weights (their join declarations bounded by what the job asks for).
+fn weight_caps(
+    st: &State,
+    spec: &crate::job::JobSpec,
+    sampled: &[WorkerId],
+) -> std::collections::HashMap<WorkerId, f64> {
+    let Some(share) = spec.max_weight_share else {
+        return Default::default();
+    };
+    let asked =
+        (spec.training.max_samples_per_round > 0).then_some(spec.training.max_samples_per_round);
+    let expected: Vec<u64> = sampled
+        .iter()
+        .map(|w| weighting::expected(st.workers.get(w).map_or(0, |e| e.num_samples), asked))
+        .collect();
+    let total: u64 = expected.iter().fold(0u64, |a, &e| a.saturating_add(e));
+    sampled
+        .iter()
+        .zip(&expected)
+        .filter_map(|(w, &e)| weighting::share_cap(share, total - e).map(|c| (w.clone(), c)))
+        .collect()
 }
 
 /// Closes a training round that is complete or past its deadline with a quorum; retries one
@@ -321,14 +419,22 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let token = active.token.clone();
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_mut().expect("training");
-        let mean = active.sum.mean()?;
-        crate::fault::hit("aggregate", active.round);
+        if !active.aggregation.is_ready() {
+            return None;
+        }
         if !all_in {
             warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), sampled = active.sampled.len(), "round closing with the quorum");
         }
         active.phase = Phase::Closing;
-        let global = job.global.merged_with(&mean);
+        // The accumulator moves to the closing task; an empty one of the same kind stays.
+        let empty = RoundAggregation::new(&job.spec.strategy, &StateDict::default());
+        let aggregation = std::mem::replace(&mut active.aggregation, empty);
+        let fold_seconds = active.fold_seconds;
         let model = job.spec.model;
+        let strategy = job.spec.strategy;
+        let global = Arc::clone(&job.global);
+        let exchanged_names = job.exchanged_names.clone();
+        let state = Arc::clone(&job.strategy_state);
         job.message = format!("round {} closing", active.round);
         for w in st.workers.values_mut() {
             if w.assignment.as_ref().is_some_and(|a| a.token == token) {
@@ -341,7 +447,12 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
             round,
             token,
             model,
+            strategy,
             global,
+            exchanged_names,
+            aggregation,
+            state,
+            fold_seconds,
         });
     }
     if past_deadline {

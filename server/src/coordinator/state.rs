@@ -7,9 +7,9 @@ use std::time::Instant;
 use fedcsg_core::tensor::StateDict;
 
 use super::downloads::DownloadCell;
-use crate::aggregate::WeightedMean;
 use crate::ids::{JobId, RoundToken, WorkerId};
 use crate::job::{JobSpec, JobState, RoundRecord, WorkerRoundStats};
+use crate::strategy::{RoundAggregation, ServerState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskKind {
@@ -42,7 +42,7 @@ pub struct WorkerEntry {
     pub busy: bool,
 }
 
-/// An accepted update, kept as its figures (the values are already folded into the sum).
+/// An accepted update, kept as its figures (the values are already in the round's aggregation).
 #[derive(Debug, Clone)]
 pub struct AcceptedUpdate {
     pub fingerprint: String,
@@ -51,7 +51,7 @@ pub struct AcceptedUpdate {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Workers train; updates are folded into the sum.
+    /// Workers train; updates go into the round's aggregation.
     Training,
     /// The new global model is being evaluated before it is committed.
     Closing,
@@ -68,7 +68,18 @@ pub struct ActiveRound {
     pub deadline: Instant,
     pub sampled: Vec<WorkerId>,
     pub accepted: BTreeMap<WorkerId, AcceptedUpdate>,
-    pub sum: WeightedMean,
+    /// The accepted updates, as the job's strategy aggregates them; taken when the round
+    /// closes.
+    pub aggregation: RoundAggregation,
+    /// The L2 bound each update of this round is clipped to (`None` without clipping).
+    pub clip_norm: Option<f64>,
+    /// Accepted updates that were clipped.
+    pub clipped: usize,
+    /// Per sampled worker, the largest FedAvg weight its update may have (the job's
+    /// `max_weight_share`); absent = no cap.
+    pub weight_caps: HashMap<WorkerId, f64>,
+    /// Seconds spent folding updates into `aggregation`.
+    pub fold_seconds: f64,
     pub bytes_down: HashMap<WorkerId, u64>,
     /// Downloads counted in `bytes_down` (retries included).
     pub downloads: u64,
@@ -93,6 +104,10 @@ pub struct JobEntry {
     pub active: Option<ActiveRound>,
     /// Rounds retried because the quorum was not met by the deadline.
     pub retries: u64,
+    /// The strategy's server-side state after the last committed round (momentum, moments).
+    pub strategy_state: Arc<ServerState>,
+    /// The clipping bound of the next round (`None` without clipping).
+    pub clip_norm: Option<f64>,
     /// The current global model in the job's download encoding, once a download asked for it;
     /// replaced by a fresh cell whenever the global model changes.
     pub download: DownloadCell,

@@ -1,8 +1,11 @@
 //! The update a worker uploads: checked against the round it claims before and after its data
-//! arrives, decoded (any encoding the job accepts) and rebuilt from a delta off the async
-//! runtime, then folded into the round's weighted sum. A refused update changes nothing.
+//! arrives; decoded (any encoding the job accepts), turned into its delta from the round's
+//! global model, checked and clipped off the async runtime; then given its bounded weight and
+//! added to the round's aggregation. A refused update changes nothing.
 
-use fedcsg_core::tensor::StateDict;
+use std::time::Instant;
+
+use fedcsg_core::tensor::{NamedTensor, StateDict};
 use fedcsg_wire::delta::{apply_delta, stays_plain};
 use fedcsg_wire::{ModelAssembler, UpdateKind};
 use tracing::info;
@@ -11,26 +14,101 @@ use super::state::{AcceptedUpdate, Phase, State};
 use super::{Coordinator, UpdateHeader};
 use crate::error::{Result, ServerError};
 use crate::job::WorkerRoundStats;
+use crate::strategy::clipping;
+use crate::strategy::weighting::WeightBounds;
 
 /// An upload whose header was accepted: the assembler its data goes to, and what turns the
-/// decoded tensors into trained values.
+/// decoded tensors into the delta a strategy aggregates.
 #[derive(Debug)]
 pub struct PendingUpload {
     pub assembler: ModelAssembler,
-    /// The round's exact global model (exchanged tensors), for a delta.
-    base: Option<StateDict>,
+    /// The round's exact global model (exchanged tensors).
+    base: StateDict,
+    kind: UpdateKind,
+    /// The round's clipping bound, if the job clips.
+    clip_norm: Option<f64>,
+}
+
+/// A decoded, checked update: its delta from the round's global model (every exchanged tensor,
+/// running statistics included), clipped when the job clips.
+#[derive(Debug)]
+pub struct ReceivedUpdate {
+    pub delta: StateDict,
+    pub clipped: bool,
 }
 
 impl PendingUpload {
-    /// Checks the length and checksums, decodes, and adds a delta to the round's global model.
-    /// CPU-bound: run it off the async runtime.
-    pub fn finish(self) -> Result<StateDict> {
+    /// Checks the length and checksums, decodes, rebuilds the trained values, checks them
+    /// (finite; running variances not negative), and clips the delta. CPU-bound: run it off the
+    /// async runtime.
+    pub fn finish(self) -> Result<ReceivedUpdate> {
         let decoded = self.assembler.finish()?;
-        match self.base {
-            None => Ok(decoded),
-            Some(base) => apply_delta(&base, &decoded).map_err(ServerError::invalid),
+        let values = match self.kind {
+            UpdateKind::Delta => apply_delta(&self.base, &decoded).map_err(ServerError::invalid)?,
+            UpdateKind::Weights => decoded.clone(),
+        };
+        check_values(&values)?;
+        let mut delta = Vec::with_capacity(values.len());
+        for (v, b) in values.tensors().iter().zip(self.base.tensors()) {
+            let exact = (self.kind == UpdateKind::Delta && !stays_plain(&v.name))
+                .then(|| decoded.get(&v.name))
+                .flatten();
+            let values = match exact {
+                // The worker's own delta, not (base + delta) − base.
+                Some(d) => d.values.clone(),
+                None => v.values.iter().zip(&b.values).map(|(v, b)| v - b).collect(),
+            };
+            delta.push(NamedTensor {
+                name: v.name.clone(),
+                shape: v.shape.clone(),
+                values,
+            });
         }
+        if let Some((name, i)) = delta
+            .iter()
+            .find_map(|t| t.first_non_finite().map(|i| (t.name.clone(), i)))
+        {
+            return Err(ServerError::invalid(format!(
+                "tensor {name:?} moves by a non-finite amount at index {i} (out of f32 range)"
+            )));
+        }
+        let clipped = self
+            .clip_norm
+            .is_some_and(|bound| clipping::clip(&mut delta, bound, |n| !stays_plain(n)).1);
+        Ok(ReceivedUpdate {
+            delta: StateDict::new(delta).map_err(ServerError::invalid)?,
+            clipped,
+        })
     }
+}
+
+/// Trained values an update may hold: finite, and running variances not negative.
+fn check_values(values: &StateDict) -> Result<()> {
+    if let Some((name, i)) = values
+        .tensors()
+        .iter()
+        .find_map(|t| t.first_non_finite().map(|i| (t.name.clone(), i)))
+    {
+        return Err(ServerError::invalid(format!(
+            "tensor {name:?} has a non-finite value at index {i}"
+        )));
+    }
+    if let Some((name, i)) = values
+        .tensors()
+        .iter()
+        .filter(|t| t.name.ends_with("running_var"))
+        .find_map(|t| {
+            t.values
+                .iter()
+                .position(|v| *v < 0.0)
+                .map(|i| (t.name.clone(), i))
+        })
+    {
+        return Err(ServerError::invalid(format!(
+            "tensor {name:?} is a variance but has a negative value at index {i}"
+        )));
+    }
+    Ok(())
 }
 
 impl Coordinator {
@@ -91,7 +169,9 @@ impl Coordinator {
         }
         Ok(PendingUpload {
             assembler,
-            base: (h.kind == UpdateKind::Delta).then_some(template),
+            base: template,
+            kind: h.kind,
+            clip_norm: job.active.as_ref().and_then(|a| a.clip_norm),
         })
     }
 
@@ -147,29 +227,23 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Folds a fully received and decoded update into the round's sum. Returns whether it was
-    /// a duplicate of an update already accepted (an idempotent retry).
+    /// Adds a fully received and checked update to the round's aggregation, with its bounded
+    /// weight. Returns whether it was a duplicate of an update already accepted (an idempotent
+    /// retry).
     pub fn finish_upload(
         &self,
         h: &UpdateHeader,
-        update: StateDict,
+        update: ReceivedUpdate,
         bytes_up: u64,
     ) -> Result<bool> {
-        if let Some((name, i)) = update
-            .tensors()
-            .iter()
-            .find_map(|t| t.first_non_finite().map(|i| (t.name.clone(), i)))
-        {
-            return Err(ServerError::invalid(format!(
-                "tensor {name:?} has a non-finite value at index {i}"
-            )));
-        }
-        let fingerprint = update.fingerprint();
+        let fingerprint = update.delta.fingerprint();
         let mut st = self.lock();
         // The round may have closed while the data was arriving.
         self.check_upload_target(&st, h)?;
+        let joined = st.workers.get(&h.worker).map_or(0, |w| w.num_samples);
         let job = st.jobs.get_mut(&h.job).expect("checked");
         let full_f32 = job.full_filter_f32_bytes();
+        let asked = job.spec.training.max_samples_per_round;
         let active = job.active.as_mut().expect("checked");
         crate::fault::hit("upload", active.round);
         if let Some(prev) = active.accepted.get(&h.worker) {
@@ -181,10 +255,19 @@ impl Coordinator {
                 h.worker, active.round
             )));
         }
+        let bounds = WeightBounds {
+            asked: (asked > 0).then_some(asked),
+            joined,
+            cap: active.weight_caps.get(&h.worker).copied(),
+        };
+        let weight = bounds.weight(h.num_samples);
+        let started = Instant::now();
         active
-            .sum
-            .add(&update, h.num_samples as f64)
+            .aggregation
+            .add(h.worker.as_str(), update.delta, weight)
             .map_err(ServerError::invalid)?;
+        active.fold_seconds += started.elapsed().as_secs_f64();
+        active.clipped += usize::from(update.clipped);
         let stats = WorkerRoundStats {
             worker_id: h.worker.to_string(),
             num_samples: h.num_samples,
@@ -197,7 +280,7 @@ impl Coordinator {
         active
             .accepted
             .insert(h.worker.clone(), AcceptedUpdate { fingerprint, stats });
-        info!(job_id = %h.job, round = h.round, worker_id = %h.worker, samples = h.num_samples, bytes_up, "update accepted");
+        info!(job_id = %h.job, round = h.round, worker_id = %h.worker, samples = h.num_samples, weight, clipped = update.clipped, bytes_up, "update accepted");
         if let Some(w) = st.workers.get_mut(&h.worker) {
             w.assignment = None;
         }

@@ -42,6 +42,12 @@ impl Coordinator {
                 "num_samples must be positive: a worker without data cannot train",
             ));
         }
+        if info.num_samples > self.settings.max_worker_samples {
+            return Err(ServerError::invalid(format!(
+                "num_samples {} exceeds the {} a worker may declare (the coordinator's --max-worker-samples)",
+                info.num_samples, self.settings.max_worker_samples
+            )));
+        }
         if info.in_channels == 0
             || info.in_channels > 64
             || info.num_classes < 2
@@ -198,6 +204,7 @@ impl Coordinator {
                 deadline_seconds,
                 upload: job.spec.exchange.upload_compression(),
                 error_feedback: job.spec.exchange.error_feedback,
+                proximal_mu: job.spec.strategy.proximal_mu(),
             }),
             TaskKind::Evaluate => Task::Evaluate {
                 job: job.id.clone(),

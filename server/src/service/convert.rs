@@ -9,7 +9,8 @@ use fedcsg_wire::proto::v1 as pb;
 
 use crate::coordinator::{JobView, Task};
 use crate::error::ServerError;
-use crate::job::{Exchange, JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
+use crate::job::{Clipping, Exchange, JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
+use crate::strategy::{StrategyParams, clipping};
 
 pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerError> {
     let bad = |why: String| ServerError::InvalidArgument { why };
@@ -47,9 +48,7 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
             weight_decay: t.weight_decay,
             max_samples_per_round: t.max_samples_per_round,
         },
-        strategy: s
-            .strategy
-            .parse::<Strategy>()
+        strategy: Strategy::from_parts(&s.strategy, &strategy_params_from_proto(s.strategy_params))
             .map_err(|e| bad(format!("spec.strategy: {e}")))?,
         rounds: s.rounds as u64,
         fraction: s.fraction,
@@ -59,9 +58,73 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
         bn_stats,
         federated_evaluation: s.federated_evaluation,
         exchange,
+        clipping: s.clipping.map(clipping_from_proto),
+        max_weight_share: s.max_weight_share,
     };
     spec.validate().map_err(bad)?;
     Ok(spec)
+}
+
+fn strategy_params_from_proto(p: Option<pb::StrategyParams>) -> StrategyParams {
+    let p = p.unwrap_or_default();
+    StrategyParams {
+        server_learning_rate: p.server_learning_rate,
+        server_momentum: p.server_momentum,
+        beta1: p.beta1,
+        beta2: p.beta2,
+        tau: p.tau,
+        proximal_mu: p.proximal_mu,
+        trim_fraction: p.trim_fraction,
+        krum_byzantine: p.krum_byzantine,
+        krum_selected: p.krum_selected,
+    }
+}
+
+fn strategy_params_to_proto(p: StrategyParams) -> pb::StrategyParams {
+    pb::StrategyParams {
+        server_learning_rate: p.server_learning_rate,
+        server_momentum: p.server_momentum,
+        beta1: p.beta1,
+        beta2: p.beta2,
+        tau: p.tau,
+        proximal_mu: p.proximal_mu,
+        trim_fraction: p.trim_fraction,
+        krum_byzantine: p.krum_byzantine,
+        krum_selected: p.krum_selected,
+    }
+}
+
+/// A bound with a target quantile is adaptive; validated with the spec.
+fn clipping_from_proto(c: pb::UpdateClipping) -> Clipping {
+    match c.target_quantile {
+        None => Clipping::Fixed { norm: c.norm },
+        Some(q) => Clipping::Adaptive {
+            initial_norm: c.norm,
+            target_quantile: q,
+            learning_rate: c
+                .learning_rate
+                .unwrap_or(clipping::Clipping::DEFAULT_LEARNING_RATE),
+        },
+    }
+}
+
+fn clipping_to_proto(c: Clipping) -> pb::UpdateClipping {
+    match c {
+        Clipping::Fixed { norm } => pb::UpdateClipping {
+            norm,
+            target_quantile: None,
+            learning_rate: None,
+        },
+        Clipping::Adaptive {
+            initial_norm,
+            target_quantile,
+            learning_rate,
+        } => pb::UpdateClipping {
+            norm: initial_norm,
+            target_quantile: Some(target_quantile),
+            learning_rate: Some(learning_rate),
+        },
+    }
 }
 
 fn training_to_proto(t: &LocalTraining) -> pb::TrainingConfig {
@@ -92,6 +155,9 @@ pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
         download_encoding: encoding_to_proto(s.exchange.download) as i32,
         upload_topk: s.exchange.upload_topk.unwrap_or(0.0),
         disable_error_feedback: !s.exchange.error_feedback,
+        strategy_params: Some(strategy_params_to_proto(s.strategy.params())),
+        clipping: s.clipping.map(clipping_to_proto),
+        max_weight_share: s.max_weight_share,
     }
 }
 
@@ -136,6 +202,10 @@ pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundE
                 full_filter_f32_bytes: w.full_filter_f32_bytes,
             })
             .collect(),
+        clip_norm: r.clip_norm.unwrap_or(0.0),
+        clipped_updates: r.clipped_updates as u32,
+        aggregation_seconds: r.aggregation_seconds,
+        selected_ids: r.selected.clone().unwrap_or_default(),
     }
 }
 
@@ -171,6 +241,7 @@ pub fn task_to_proto(t: Task) -> pb::GetTaskResponse {
             upload_encoding: encoding_to_proto(t.upload.encoding) as i32,
             upload_topk: t.upload.topk.map_or(0.0, |k| k.fraction()),
             error_feedback: t.error_feedback,
+            proximal_mu: t.proximal_mu,
         }),
         Task::Evaluate {
             job,

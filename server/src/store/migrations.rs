@@ -30,6 +30,9 @@ const MIGRATIONS: &[&str] = &[
         num_samples INTEGER NOT NULL,
         joined_unix REAL NOT NULL
      );",
+    // 2: a round's strategy state file (server momentum, moments), committed with its model.
+    "ALTER TABLE rounds ADD COLUMN strategy_file TEXT;
+     ALTER TABLE rounds ADD COLUMN strategy_sha256 TEXT;",
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

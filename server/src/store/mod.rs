@@ -36,6 +36,16 @@ pub struct PersistedJob {
     /// The global model of the last committed round (or the initial model).
     pub global: StateDict,
     pub global_file_sha256: String,
+    /// The strategy's state after the last committed round, when it keeps one.
+    pub strategy_state: Option<StateDict>,
+}
+
+/// The files a round commits, each as (path relative to the state directory, SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundFiles {
+    pub model: (String, String),
+    /// The strategy's state after the round (absent for stateless strategies).
+    pub strategy: Option<(String, String)>,
 }
 
 pub struct Store {
@@ -136,6 +146,19 @@ impl Store {
         Ok((rel, sha))
     }
 
+    /// Writes a round's strategy state file (atomically); returns (relative path, SHA-256).
+    /// Like the model file, nothing refers to it until [`Store::commit_round`] commits.
+    pub fn write_strategy_state(
+        &self,
+        job: &str,
+        round: u64,
+        state: &StateDict,
+    ) -> Result<(String, String), StoreError> {
+        let rel = format!("models/{job}/round-{round:06}.strategy.safetensors");
+        let sha = model_file::write_atomic(&self.dir.join(&rel), state)?;
+        Ok((rel, sha))
+    }
+
     /// Records a new job with its initial model (written first, as round 0).
     pub fn insert_job(
         &self,
@@ -155,14 +178,13 @@ impl Store {
         Ok(())
     }
 
-    /// Commits a round: its record (naming the model file and its SHA-256) and the job's
-    /// state, in one transaction.
+    /// Commits a round: its record (naming the model file, the strategy state file and their
+    /// SHA-256s) and the job's state, in one transaction.
     pub fn commit_round(
         &self,
         job: &str,
         record: &RoundRecord,
-        model_file: &str,
-        file_sha256: &str,
+        files: &RoundFiles,
         state: JobState,
         message: &str,
     ) -> Result<(), StoreError> {
@@ -172,9 +194,11 @@ impl Store {
         })?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let (model_file, file_sha256) = &files.model;
+        let (strategy_file, strategy_sha256) = files.strategy.clone().unzip();
         tx.execute(
-            "INSERT INTO rounds(job_id, round, record_json, model_file, file_sha256, committed_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![job, record.round as i64, json, model_file, file_sha256, now_unix()],
+            "INSERT INTO rounds(job_id, round, record_json, model_file, file_sha256, committed_unix, strategy_file, strategy_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![job, record.round as i64, json, model_file, file_sha256, now_unix(), strategy_file, strategy_sha256],
         )?;
         tx.execute(
             "UPDATE jobs SET state = ?2, message = ?3 WHERE id = ?1",
@@ -241,12 +265,22 @@ impl Store {
                     what: format!("spec of {id}"),
                     why: e.to_string(),
                 })?;
-            let mut stmt = conn.prepare("SELECT round, record_json, model_file, file_sha256 FROM rounds WHERE job_id = ?1 ORDER BY round")?;
-            let rounds: Vec<(i64, String, String, String)> = stmt
-                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            let mut stmt = conn.prepare("SELECT round, record_json, model_file, file_sha256, strategy_file, strategy_sha256 FROM rounds WHERE job_id = ?1 ORDER BY round")?;
+            type Row = (i64, String, String, String, Option<String>, Option<String>);
+            let rounds: Vec<Row> = stmt
+                .query_map([&id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
                 .collect::<Result<_, _>>()?;
             let mut records = Vec::new();
-            for (i, (round, json, _, _)) in rounds.iter().enumerate() {
+            for (i, (round, json, ..)) in rounds.iter().enumerate() {
                 if *round != i as i64 + 1 {
                     return Err(StoreError::Corrupt {
                         what: format!("rounds of {id}"),
@@ -260,9 +294,15 @@ impl Store {
             }
             let (file, sha) = rounds
                 .last()
-                .map(|(_, _, f, s)| (f.clone(), s.clone()))
+                .map(|(_, _, f, s, ..)| (f.clone(), s.clone()))
                 .unwrap_or((initial_model, initial_sha));
             let global = model_file::read_verified(&self.dir.join(&file), &sha)?;
+            let strategy_state = match rounds.last() {
+                Some((_, _, _, _, Some(f), Some(s))) => {
+                    Some(model_file::read_verified(&self.dir.join(f), s)?)
+                }
+                _ => None,
+            };
             out.push(PersistedJob {
                 id,
                 spec,
@@ -271,6 +311,7 @@ impl Store {
                 records,
                 global,
                 global_file_sha256: sha,
+                strategy_state,
             });
         }
         Ok(out)
