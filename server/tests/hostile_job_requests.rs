@@ -70,8 +70,8 @@ async fn malformed_job_specs_are_refused_and_create_nothing() {
         ),
         (
             "unknown strategy",
-            with(&|s| s.strategy = "fedprox".into()),
-            "spec.strategy",
+            with(&|s| s.strategy = "fedsgd".into()),
+            "unknown strategy",
         ),
         (
             "unknown bn_stats",
@@ -178,6 +178,99 @@ async fn malformed_job_specs_are_refused_and_create_nothing() {
             "NaN top-k fraction",
             with(&|s| s.upload_topk = f64::NAN),
             "spec.upload_topk",
+        ),
+        (
+            "a parameter the strategy does not have",
+            with(&|s| {
+                s.strategy_params = Some(pb::StrategyParams {
+                    beta1: Some(0.9),
+                    ..Default::default()
+                })
+            }),
+            "beta1 does not apply to fedavg",
+        ),
+        (
+            "zero adaptivity",
+            with(&|s| {
+                s.strategy = "fedadam".into();
+                s.strategy_params = Some(pb::StrategyParams {
+                    tau: Some(0.0),
+                    ..Default::default()
+                });
+            }),
+            "strategy_params.tau",
+        ),
+        (
+            "NaN server learning rate",
+            with(&|s| {
+                s.strategy = "fedavgm".into();
+                s.strategy_params = Some(pb::StrategyParams {
+                    server_learning_rate: Some(f64::NAN),
+                    ..Default::default()
+                });
+            }),
+            "strategy_params.server_learning_rate",
+        ),
+        (
+            "trimming half",
+            with(&|s| {
+                s.strategy = "trimmed-mean".into();
+                s.strategy_params = Some(pb::StrategyParams {
+                    trim_fraction: Some(0.5),
+                    ..Default::default()
+                });
+            }),
+            "strategy_params.trim_fraction",
+        ),
+        (
+            "krum without enough participants",
+            with(&|s| s.strategy = "krum".into()),
+            "min_workers >= 5",
+        ),
+        (
+            "a robust strategy over its participant cap",
+            with(&|s| {
+                s.strategy = "median".into();
+                s.min_workers = 65;
+            }),
+            "exceeds the 64 participants",
+        ),
+        (
+            "negative proximal mu",
+            with(&|s| {
+                s.strategy = "fedprox".into();
+                s.strategy_params = Some(pb::StrategyParams {
+                    proximal_mu: Some(-1.0),
+                    ..Default::default()
+                });
+            }),
+            "strategy_params.proximal_mu",
+        ),
+        (
+            "zero clipping bound",
+            with(&|s| {
+                s.clipping = Some(pb::UpdateClipping {
+                    norm: 0.0,
+                    ..Default::default()
+                })
+            }),
+            "spec.clipping.norm",
+        ),
+        (
+            "adaptive clipping quantile of 1",
+            with(&|s| {
+                s.clipping = Some(pb::UpdateClipping {
+                    norm: 1.0,
+                    target_quantile: Some(1.0),
+                    learning_rate: None,
+                })
+            }),
+            "spec.clipping.target_quantile",
+        ),
+        (
+            "weight share above 1",
+            with(&|s| s.max_weight_share = Some(1.5)),
+            "spec.max_weight_share",
         ),
     ];
     for (case, s, needle) in bad_specs {

@@ -281,6 +281,19 @@ async fn hostile_updates_are_refused_and_change_nothing() {
             Code::InvalidArgument,
             "non-finite",
         ),
+        (
+            "negative running variance",
+            edit(&good, |t| {
+                let var = t
+                    .iter_mut()
+                    .find(|t| t.name.ends_with("running_var"))
+                    .unwrap();
+                var.values[0] = -1.0;
+            }),
+            target,
+            Code::InvalidArgument,
+            "negative value",
+        ),
     ];
     for (case, state, u, code, needle) in cases {
         let err = upload(&mut w, &tok, &u, &state).await.expect_err(case);

@@ -89,6 +89,15 @@ async fn malformed_joins_are_refused_and_register_nothing() {
             "num_samples",
         ),
         (
+            "an absurd sample count",
+            pb::JoinRequest {
+                num_samples: u64::MAX,
+                ..join_request("x")
+            },
+            ia,
+            "--max-worker-samples",
+        ),
+        (
             "no input channels",
             pb::JoinRequest {
                 in_channels: 0,
