@@ -15,7 +15,7 @@
 # (`apt-get install dataset-fashion-mnist`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/work/wt-enc-results}
+OUT=${OUT:-bench/results/compression}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 SEEDS=${SEEDS:-0}
 CSG=${CSG:-none 12-72 seeded:12-72}

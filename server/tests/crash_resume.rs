@@ -3,6 +3,9 @@
 //! SIGKILL at random moments) and restarted on the same state directory each time. The job
 //! completes; no committed round is lost or repeated; the final model file's SHA-256 equals the
 //! one its round record holds; the two workers are never restarted and reconnect by themselves.
+//! The job runs FedAdam, so every round also commits the optimiser's moments, and every
+//! committed round's state file matches its SHA-256 (the moments a restart resumes from; that
+//! resuming them is exact is `strategy_resume.rs`).
 
 mod support;
 
@@ -171,16 +174,19 @@ async fn coordinator_killed_eight_times_loses_no_round() {
                 .unwrap(),
         );
     }
-    let spec = support::job_spec(
-        "crash",
-        support::JobShape {
-            rounds: ROUNDS,
-            min_workers: 2,
-            deadline_seconds: 60,
-            max_samples: 64,
-            seed: 11,
-        },
-    );
+    let spec = pb::JobSpec {
+        strategy: "fedadam".into(),
+        ..support::job_spec(
+            "crash",
+            support::JobShape {
+                rounds: ROUNDS,
+                min_workers: 2,
+                deadline_seconds: 60,
+                max_samples: 64,
+                seed: 11,
+            },
+        )
+    };
     let job = op
         .create_job(pb::CreateJobRequest { spec: Some(spec) })
         .await
@@ -301,6 +307,26 @@ async fn coordinator_killed_eight_times_loses_no_round() {
         sha,
         "final model file does not match its record"
     );
+    // Every committed round names its FedAdam state file, and each file is what was committed.
+    let conn = rusqlite::Connection::open(dir.join("state/state.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT round, strategy_file, strategy_sha256 FROM rounds WHERE job_id = 'job-1'")
+        .unwrap();
+    let states: Vec<(i64, Option<String>, Option<String>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(states.len(), ROUNDS as usize);
+    for (round, file, sha) in states {
+        let (file, sha) = (file.expect("a state file"), sha.expect("its sha256"));
+        let bytes = std::fs::read(dir.join("state").join(&file)).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            sha,
+            "round {round}'s state file"
+        );
+    }
     let record: serde_json::Value = serde_json::from_str(record_json).unwrap();
     assert_eq!(record["model_sha256"].as_str(), Some(sha.as_str()));
     assert_eq!(done.rounds.last().unwrap().model_sha256, *sha);

@@ -275,31 +275,47 @@ pub fn summary_json(
         "download_encoding": args.job.download_encoding.to_string(),
         "upload_topk": (args.job.topk > 0.0).then_some(args.job.topk),
         "error_feedback": !args.job.no_error_feedback,
+        "strategy": job.spec.as_ref().map(|s| s.strategy.clone()),
+        "seed": args.job.seed,
         "exchanged_values": job.exchanged_values,
         "full_filter_exchanged_values": job.full_filter_exchanged_values,
         "total_seconds": total_seconds,
         "coordinator_peak_rss_kib": coordinator_rss,
         "worker_peak_rss_kib": worker_rss,
-        "rounds": rounds.iter().map(|e| serde_json::json!({
-            "round": e.round,
-            "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),
-            "test_loss": (e.test_loss >= 0.0).then_some(e.test_loss),
-            "federated_accuracy": (e.federated_accuracy >= 0.0).then_some(e.federated_accuracy),
-            "train_loss": e.train_loss,
-            "participants": e.participants,
-            "sampled": e.sampled,
-            "seconds": e.seconds,
-            "bytes_up": e.bytes_up,
-            "bytes_down": e.bytes_down,
-            "full_filter_f32_bytes_up": e.full_filter_f32_bytes_up,
-            "full_filter_f32_bytes_down": e.full_filter_f32_bytes_down,
-            "workers": e.workers.iter().map(|w| serde_json::json!({
-                "worker_id": w.worker_id, "num_samples": w.num_samples, "train_loss": w.train_loss,
-                "bytes_up": w.bytes_up, "bytes_down": w.bytes_down, "train_seconds": w.train_seconds,
-                "full_filter_f32_bytes": w.full_filter_f32_bytes,
-            })).collect::<Vec<_>>(),
-            "model_sha256": e.model_sha256,
-        })).collect::<Vec<_>>(),
+        "rounds": rounds.iter().map(round_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One round of the summary JSON.
+fn round_json(e: &pb::RoundEvent) -> serde_json::Value {
+    serde_json::json!({
+        "round": e.round,
+        "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),
+        "test_loss": (e.test_loss >= 0.0).then_some(e.test_loss),
+        "federated_accuracy": (e.federated_accuracy >= 0.0).then_some(e.federated_accuracy),
+        "train_loss": e.train_loss,
+        "participants": e.participants,
+        "sampled": e.sampled,
+        "seconds": e.seconds,
+        "bytes_up": e.bytes_up,
+        "bytes_down": e.bytes_down,
+        "full_filter_f32_bytes_up": e.full_filter_f32_bytes_up,
+        "full_filter_f32_bytes_down": e.full_filter_f32_bytes_down,
+        "aggregation_seconds": e.aggregation_seconds,
+        "clip_norm": (e.clip_norm > 0.0).then_some(e.clip_norm),
+        "clipped_updates": e.clipped_updates,
+        "selected": (!e.selected_ids.is_empty()).then(|| e.selected_ids.clone()),
+        "workers": e.workers.iter().map(worker_json).collect::<Vec<_>>(),
+        "model_sha256": e.model_sha256,
+    })
+}
+
+/// One worker's figures of a round in the summary JSON.
+fn worker_json(w: &pb::WorkerRoundStats) -> serde_json::Value {
+    serde_json::json!({
+        "worker_id": w.worker_id, "num_samples": w.num_samples, "train_loss": w.train_loss,
+        "bytes_up": w.bytes_up, "bytes_down": w.bytes_down, "train_seconds": w.train_seconds,
+        "full_filter_f32_bytes": w.full_filter_f32_bytes,
     })
 }
 
@@ -447,5 +463,9 @@ mod tests {
         assert_eq!(json["error_feedback"], true);
         assert_eq!(r[1]["full_filter_f32_bytes_up"], 0);
         assert_eq!(r[1]["workers"][1]["full_filter_f32_bytes"], 0);
+        // Without clipping or Krum, those figures are null rather than zero-valued claims.
+        assert!(r[0]["clip_norm"].is_null() && r[0]["selected"].is_null());
+        assert_eq!(r[0]["clipped_updates"], 0);
+        assert_eq!(r[0]["aggregation_seconds"], 0.0);
     }
 }

@@ -205,9 +205,14 @@ pub fn round_line(e: &pb::RoundEvent) -> String {
     } else {
         String::new()
     };
+    let clipped = if e.clip_norm > 0.0 {
+        format!("  clipped {} at {:.4}", e.clipped_updates, e.clip_norm)
+    } else {
+        String::new()
+    };
     format!(
-        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s",
-        e.round, e.train_loss, e.participants, e.sampled, e.seconds
+        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s (aggregation {:.3} s){clipped}",
+        e.round, e.train_loss, e.participants, e.sampled, e.seconds, e.aggregation_seconds
     )
 }
 
@@ -364,14 +369,14 @@ mod tests {
         };
         assert_eq!(
             round_line(&e),
-            "round  12: accuracy  90.00%  train loss 0.2500  3/4 workers  up 200 B/worker  down 300 B/worker  1.5 s"
+            "round  12: accuracy  90.00%  train loss 0.2500  3/4 workers  up 200 B/worker  down 300 B/worker  1.5 s (aggregation 0.000 s)"
         );
         for w in &mut e.workers {
             w.full_filter_f32_bytes = 1_000;
         }
         assert!(
             round_line(&e).ends_with(
-                "down 300 B/worker (full filters in f32: 1000 B each way; this round 0.250x)  1.5 s"
+                "down 300 B/worker (full filters in f32: 1000 B each way; this round 0.250x)  1.5 s (aggregation 0.000 s)"
             ),
             "{}",
             round_line(&e)
@@ -384,5 +389,13 @@ mod tests {
             round_line(&e)
         );
         assert!(round_line(&e).contains("up 0 B/worker"));
+        e.clip_norm = 2.5;
+        e.clipped_updates = 1;
+        e.aggregation_seconds = 0.0123;
+        assert!(
+            round_line(&e).ends_with("(aggregation 0.012 s)  clipped 1 at 2.5000"),
+            "{}",
+            round_line(&e)
+        );
     }
 }
