@@ -139,6 +139,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             &worker_args,
             &log_dir.join(format!("worker-{i}.log")),
         )?);
+        // One at a time: worker ids follow the partitions, and with them each worker's local
+        // training seeds, so a run is reproducible for a seed (and runs that differ in one
+        // setting differ only by it).
+        wait_for_joined(&url, i + 1, &mut children, &log_dir).await?;
     }
     let result = tokio::select! {
         r = drive_job(&args, &url, &children) => r,
@@ -151,6 +155,48 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         let _ = c.wait().await;
     }
     result
+}
+
+/// Waits until `n` workers have joined the coordinator at `url`; fails if a process exits.
+async fn wait_for_joined(
+    url: &str,
+    n: usize,
+    children: &mut [Child],
+    log_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut op = Operator::connect(&Remote {
+        coordinator: url.to_string(),
+        ..Remote::default()
+    })
+    .await?;
+    let started = Instant::now();
+    loop {
+        let req = op.request(pb::ListWorkersRequest {});
+        let joined = op
+            .client()
+            .list_workers(req)
+            .await?
+            .into_inner()
+            .workers
+            .len();
+        if joined >= n {
+            return Ok(());
+        }
+        for c in children.iter_mut() {
+            if let Some(status) = c.try_wait()? {
+                anyhow::bail!(
+                    "a process exited with {status} while workers were joining; see the logs in {}",
+                    log_dir.display()
+                );
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "worker {n} did not join within 300 s; see {}",
+            log_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::Result<()> {
