@@ -34,6 +34,9 @@ if [[ -z "${RUST_CMD:-}" ]]; then
     fi
 fi
 "$PYTHON" -c "import torch" || { echo "compare.sh: $PYTHON cannot import torch (see bench/README.md)" >&2; exit 1; }
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores; avx512f: $(grep -qw avx512f /proc/cpuinfo && echo yes || echo no)"
+echo "candle: $RUST_CMD (FEDCSG_ISA=${FEDCSG_ISA:-unset: the widest the CPU has})"
+"$PYTHON" -c "import torch; print(f'pytorch: {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}, args: ${TORCH_ARGS:-none}')"
 
 # The number after "train images/s" (or the JSON field train_images_per_s) in a command's output.
 train_rate() {

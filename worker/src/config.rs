@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_RETRY_SECONDS: f64 = 30.0;
 /// How long one attempt to open the TCP connection to the coordinator may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_NAME_LEN: usize = 128;
+/// Most training threads a worker takes (far more than any machine it would share).
+const MAX_THREADS: usize = 1024;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -85,6 +87,11 @@ pub struct WorkerArgs {
     )]
     pub conv: ConvBackend,
 
+    /// Threads for local training (the kernels' pool); default: every core. Workers sharing a
+    /// machine should split its cores between them (`fedcsg local` does).
+    #[arg(long, env = "FEDCSG_THREADS")]
+    pub threads: Option<usize>,
+
     #[command(flatten)]
     pub tls: ClientTlsArgs,
 }
@@ -119,6 +126,8 @@ pub struct WorkerConfig {
     pub max_retry: Duration,
     pub connect_timeout: Duration,
     pub conv: ConvBackend,
+    /// Threads of the training kernels' pool; `None`: one per core.
+    pub threads: Option<usize>,
 }
 
 impl WorkerConfig {
@@ -170,6 +179,14 @@ impl WorkerConfig {
                 format!("{max} is not in (0, 3600]"),
             ));
         }
+        if let Some(threads) = args.threads {
+            if !(1..=MAX_THREADS).contains(&threads) {
+                return Err(config_err(
+                    "--threads",
+                    format!("{threads} is not in 1..={MAX_THREADS}"),
+                ));
+            }
+        }
         Ok(Self {
             coordinator,
             tls,
@@ -184,6 +201,7 @@ impl WorkerConfig {
             max_retry: Duration::from_secs_f64(max),
             connect_timeout: CONNECT_TIMEOUT,
             conv: args.conv,
+            threads: args.threads,
         })
     }
 
@@ -355,6 +373,16 @@ mod tests {
     }
 
     /// A partition id must name one of the partitions.
+    #[test]
+    fn training_threads_default_to_every_core_and_are_checked() {
+        assert_eq!(config(&[]).unwrap().threads, None);
+        assert_eq!(config(&["--threads", "3"]).unwrap().threads, Some(3));
+        for bad in ["0", "1025"] {
+            let e = err(&["--threads", bad]);
+            assert!(e.contains("--threads") && e.contains("1..=1024"), "{e}");
+        }
+    }
+
     #[test]
     fn partition_id_out_of_range_is_refused() {
         let e = err(&["--num-partitions", "3", "--partition-id", "3"]);

@@ -14,6 +14,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
     fedcsg_ml::ops::tune_process_for_training();
+    // A FEDCSG_ISA this CPU cannot run is refused before any work starts.
+    fedcsg_ml::ops::isa_from_env()?;
     let args = WorkerArgs::parse();
     // Values clap cannot check itself are reported like clap's own errors (usage, exit code 2).
     let config = WorkerConfig::from_args(args).unwrap_or_else(|e| {
@@ -22,6 +24,9 @@ fn main() -> anyhow::Result<()> {
             .exit()
     });
     init_tracing(config.log_format);
+    if let Some(threads) = config.threads {
+        fedcsg_ml::ops::set_kernel_threads(threads)?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(fedcsg_worker::run(config, shutdown_signal()));
     runtime.shutdown_timeout(EXIT_GRACE);

@@ -54,8 +54,10 @@ fn main() -> Result<()> {
     let fast_only = std::env::args().any(|a| a == "--fast-only");
     let dev = Device::Cpu;
     println!(
-        "batch {batch}, {} rayon threads, median of {reps} runs, ms per call",
-        rayon::current_num_threads()
+        "batch {batch}, {} rayon threads, kernels {} ({}), median of {reps} runs, ms per call",
+        rayon::current_num_threads(),
+        ops::VectorIsa::selected_name(),
+        ops::ISA_ENV
     );
     println!(
         "{:<18} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}",

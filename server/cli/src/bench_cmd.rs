@@ -102,11 +102,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "cores".into())
     );
     let rss = peak_rss_kib().unwrap_or(0);
+    let isa = fedcsg_ml::ops::VectorIsa::selected_name();
     println!(
-        "{:<10} csg={:<14} conv={:<9} batch={} threads={}: train {:8.1} images/s (fwd {:.1} ms, bwd {:.1} ms, step {:.1} ms median of {})  eval {:8.1} images/s  peak RSS {:.0} MiB",
+        "{:<10} csg={:<14} conv={:<9} isa={} batch={} threads={}: train {:8.1} images/s (fwd {:.1} ms, bwd {:.1} ms, step {:.1} ms median of {})  eval {:8.1} images/s  peak RSS {:.0} MiB",
         spec.arch.to_string(),
         spec.csg.to_string(),
         args.conv,
+        isa,
         args.batch,
         threads,
         train_ips,
@@ -121,7 +123,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "bench": "train_step", "impl": "candle", "model": spec.arch.to_string(), "csg": spec.csg.to_string(),
-            "conv": args.conv, "batch": args.batch, "steps": args.steps, "threads": threads,
+            "conv": args.conv, "isa": isa.as_str(), "batch": args.batch, "steps": args.steps, "threads": threads,
             "train_images_per_second": train_ips, "eval_images_per_second": eval_ips,
             "forward_ms": 1e3 * median(fwd), "backward_ms": 1e3 * median(bwd),
             "peak_rss_kib": rss,

@@ -32,6 +32,16 @@ pub struct LocalArgs {
     /// Directory for process logs (default: a temporary directory).
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Training threads per worker (default: this machine's cores divided among the workers,
+    /// at least 1, so that workers do not fight over the cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Training threads for each of `workers` workers sharing `cores` cores: an equal share, at
+/// least one.
+pub fn threads_per_worker(cores: usize, workers: usize) -> usize {
+    (cores / workers.max(1)).max(1)
 }
 
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -73,6 +83,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.workers >= 1 && args.workers <= 64,
         "--workers must be 1..=64"
     );
+    anyhow::ensure!(
+        args.threads.is_none_or(|t| (1..=1024).contains(&t)),
+        "--threads must be 1..=1024"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args
+        .threads
+        .unwrap_or_else(|| threads_per_worker(cores, args.workers));
     let coordinator_bin = sibling_binary("fedcsg-coordinator")?;
     let worker_bin = sibling_binary("fedcsg-worker")?;
     let log_dir = match &args.log_dir {
@@ -116,7 +134,12 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let url = format!("http://{addr}");
-    println!("coordinator at {url}; logs in {}", log_dir.display());
+    println!(
+        "coordinator at {url}; {} workers with {threads} training thread(s) each on {cores} \
+         core(s); logs in {}",
+        args.workers,
+        log_dir.display()
+    );
     for i in 0..args.workers {
         let worker_args = vec![
             "--coordinator".into(),
@@ -133,6 +156,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             i.to_string(),
             "--seed".into(),
             args.job.seed.to_string(),
+            "--threads".into(),
+            threads.to_string(),
         ];
         children.push(spawn(
             &worker_bin,
@@ -417,6 +442,19 @@ mod tests {
             full_filter_exchanged_values: 2_500,
             ..Default::default()
         }
+    }
+
+    /// Workers split the cores: 4 workers on 2 cores train with 1 thread each (not 4 x 2), 2 on
+    /// 16 with 8; `--threads` overrides the share.
+    #[test]
+    fn workers_share_the_cores() {
+        assert_eq!(threads_per_worker(2, 4), 1);
+        assert_eq!(threads_per_worker(16, 2), 8);
+        assert_eq!(threads_per_worker(16, 3), 5);
+        assert_eq!(threads_per_worker(1, 1), 1);
+        assert_eq!(threads_per_worker(8, 0), 8);
+        assert_eq!(parse(&[]).threads, None);
+        assert_eq!(parse(&["--threads", "2"]).threads, Some(2));
     }
 
     /// `fedcsg local` runs 4 workers, IID, every test image, unless told otherwise; the job flags

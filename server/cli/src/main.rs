@@ -8,5 +8,7 @@ use fedcsg_cli::Cli;
 
 fn main() -> anyhow::Result<()> {
     fedcsg_ml::ops::tune_process_for_training();
+    // A FEDCSG_ISA this CPU cannot run is refused before any work starts.
+    fedcsg_ml::ops::isa_from_env()?;
     fedcsg_cli::run(Cli::parse())
 }

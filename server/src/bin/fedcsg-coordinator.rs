@@ -23,6 +23,8 @@ struct Cli {
 fn main() -> anyhow::Result<()> {
     // Coordinator-side evaluation runs candle: set up its threads before any thread exists.
     fedcsg_ml::ops::tune_process_for_training();
+    // A FEDCSG_ISA this CPU cannot run is refused before any work starts.
+    fedcsg_ml::ops::isa_from_env()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

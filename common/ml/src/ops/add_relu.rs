@@ -6,6 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Error, Layout, Result, Shape, Tensor};
 
+use super::cpu_features::vectorized;
 use super::output_buffer::{OutSlots, OutputBuffer};
 use super::parallel::for_each_part;
 
@@ -47,15 +48,17 @@ fn zip_map(lhs: &[f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<
     for_each_part(
         out.slots().chunks(CHUNK).collect(),
         |i, chunk: &mut OutSlots<'_>| {
-            let start = i * CHUNK;
-            for ((mut o, &l), &r) in chunk
-                .reborrow()
-                .iter()
-                .zip(&lhs[start..])
-                .zip(&rhs[start..])
-            {
-                o.write(f(l, r));
-            }
+            vectorized(|| {
+                let start = i * CHUNK;
+                for ((mut o, &l), &r) in chunk
+                    .reborrow()
+                    .iter()
+                    .zip(&lhs[start..])
+                    .zip(&rhs[start..])
+                {
+                    o.write(f(l, r));
+                }
+            })
         },
     );
     // SAFETY: the chunks cover `out`, and each chunk is zipped with equally long stretches of

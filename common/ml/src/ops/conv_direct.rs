@@ -12,20 +12,22 @@
 //! channel axes swapped; the weight gradient reduces `dy * shifted x` over the pixels.
 
 use super::conv_geometry::ConvGeometry;
-use super::cpu_features::Avx2Fma;
+use super::cpu_features::VectorIsa;
 use super::image_tasks::{map_images, place_rows, sum_over_images, take_rows, tap_scratch_len};
 use super::output_buffer::OutSlots;
 use super::sizes;
 use super::tap_kernels::{MAX_TAPS, TapLayout, same_conv, same_conv_weight_grad};
 
-/// Whether this geometry and CPU take the direct kernels: the CPU's proof if they do.
-pub fn applies(g: &ConvGeometry) -> Option<Avx2Fma> {
+/// Whether this geometry takes the direct kernels, and on which ISA (the one the process
+/// selected: `VectorIsa::selected`); `None` for im2col + gemm.
+pub fn applies(g: &ConvGeometry) -> Option<VectorIsa> {
+    fits(g).then(VectorIsa::selected).flatten()
+}
+
+/// Whether the geometry is a stride-1 "same" convolution the direct kernels take.
+fn fits(g: &ConvGeometry) -> bool {
     let same = g.stride == 1 && g.kh == g.kw && g.kh % 2 == 1 && 2 * g.padding + 1 == g.kh;
-    if same && g.kh > 1 && g.kh * g.kh <= MAX_TAPS {
-        Avx2Fma::detect()
-    } else {
-        None
-    }
+    same && g.kh > 1 && g.kh * g.kh <= MAX_TAPS
 }
 
 /// Whether the direct weight gradient beats im2col + gemm. It sums each image's pixels into
@@ -106,12 +108,12 @@ fn place_shifted_copies(
 }
 
 /// `y[n] = conv(x[n], w)`.
-pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn forward(cpu: VectorIsa, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     same_conv_images(cpu, g, x, g.c_in, w, g.c_out)
 }
 
 /// `dx[n] = conv(dy[n], w flipped, channels swapped)`.
-pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn input_grad(cpu: VectorIsa, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let taps = g.kh * g.kw;
     let mut flipped = vec![0f32; w.len()];
     for co in 0..g.c_out {
@@ -128,7 +130,7 @@ pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<
 /// The same conv of every image of `input` (`[batch, n_in, h, w]`) with `weights`
 /// (`[n_out, n_in, k, k]`), as `[batch, n_out, h, w]`.
 fn same_conv_images(
-    cpu: Avx2Fma,
+    cpu: VectorIsa,
     g: &ConvGeometry,
     input: &[f32],
     n_in: usize,
@@ -165,7 +167,7 @@ fn same_conv_images(
 }
 
 /// `dW = sum_n sum_q dy[n] x[n] shifted`.
-pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub fn weight_grad(cpu: VectorIsa, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (l, copy) = shifted_copies_layout(g);
     let pixels = g.h * g.w;
     let (image_in, image_out) = (g.c_in * pixels, g.c_out * pixels);
@@ -194,14 +196,32 @@ mod tests {
     //! counts not multiples of 24, 5x5 kernels (tap remainders), 1-pixel-wide images.
 
     use super::*;
+    use crate::ops::cpu_features::IsaName;
     use crate::ops::test_support::assert_matches_gemm;
+
+    #[test]
+    #[cfg_attr(
+        not(fedcsg_host_avx512),
+        ignore = "this CPU has no AVX-512F: the AVX-512 kernels cannot run here"
+    )]
+    fn avx512_direct_kernels_match_im2col_gemm() {
+        direct_kernels_match_im2col_gemm(IsaName::Avx512);
+    }
 
     #[test]
     #[cfg_attr(
         not(fedcsg_host_avx2),
         ignore = "this CPU has no AVX2+FMA: the AVX2 kernels cannot run here"
     )]
-    fn direct_kernels_match_im2col_gemm() {
+    fn avx2_direct_kernels_match_im2col_gemm() {
+        direct_kernels_match_im2col_gemm(IsaName::Avx2);
+    }
+
+    fn direct_kernels_match_im2col_gemm(isa: IsaName) {
+        let cpu = isa
+            .resolve()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("{isa} has kernels"));
         for (n, c_in, c_out, h, w, k) in [
             (2, 16, 16, 28, 28, 3),
             (1, 1, 16, 28, 28, 3),
@@ -210,11 +230,14 @@ mod tests {
             (2, 4, 9, 5, 1, 3),
             (1, 33, 4, 7, 7, 3),
             (2, 8, 5, 3, 3, 7),
+            (2, 64, 64, 7, 7, 3),
+            (2, 32, 32, 14, 14, 3),
+            (1, 6, 11, 4, 4, 3),
         ] {
             let p = (k - 1) / 2;
             let g = ConvGeometry::new(&[n, c_in, h, w], &[c_out, c_in, k, k], 1, p)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
-            let cpu = applies(&g).unwrap_or_else(|| panic!("{g:?} should take the direct path"));
+            assert!(fits(&g), "{g:?} should take the direct path");
             assert_matches_gemm(cpu, &g, [forward, input_grad, weight_grad]);
         }
     }
@@ -234,7 +257,7 @@ mod tests {
             (9, 1, 4),
         ] {
             assert!(
-                applies(&geometry(k, stride, padding)).is_none(),
+                !fits(&geometry(k, stride, padding)),
                 "k {k} stride {stride} pad {padding}"
             );
         }

@@ -14,19 +14,21 @@
 //! below and on the right, with 1, 2 or 4 of the nine taps.
 
 use super::conv_geometry::ConvGeometry;
-use super::cpu_features::Avx2Fma;
+use super::cpu_features::VectorIsa;
 use super::image_tasks::{map_images, place_rows, sum_over_images, take_rows, tap_scratch_len};
 use super::output_buffer::OutSlots;
 use super::sizes;
 use super::tap_kernels::{TapLayout, same_conv, same_conv_weight_grad};
 
-/// Whether this geometry and CPU take the phase-split direct kernels: the CPU's proof if they do.
-pub fn applies(g: &ConvGeometry) -> Option<Avx2Fma> {
-    if g.stride == 2 && g.kh == 3 && g.kw == 3 && g.padding == 1 {
-        Avx2Fma::detect()
-    } else {
-        None
-    }
+/// Whether this geometry takes the phase-split direct kernels, and on which ISA (the one the
+/// process selected: `VectorIsa::selected`); `None` for im2col + gemm.
+pub fn applies(g: &ConvGeometry) -> Option<VectorIsa> {
+    fits(g).then(VectorIsa::selected).flatten()
+}
+
+/// Whether the geometry is a stride-2 3x3 convolution with padding 1.
+fn fits(g: &ConvGeometry) -> bool {
+    g.stride == 2 && g.kh == 3 && g.kw == 3 && g.padding == 1
 }
 
 /// For kernel row (or column) `k` of the forward pass: the input phase it reads and its row
@@ -79,7 +81,7 @@ fn split_phases(g: &ConvGeometry, l: &TapLayout, phase_plane: usize, x: &[f32], 
 }
 
 /// `y[n] = conv(x[n], w)` with stride 2.
-pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn forward(cpu: VectorIsa, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (l, phase_plane) = phase_layout(g);
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
     let per_image = |n: usize, scratch: &mut [f32], out_n: OutSlots<'_>| {
@@ -108,7 +110,7 @@ pub fn forward(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32>
 }
 
 /// `dW = sum_n sum_q dy[n] x[n]`, each tap reading its phase at its offset.
-pub fn weight_grad(cpu: Avx2Fma, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub fn weight_grad(cpu: VectorIsa, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (l, phase_plane) = phase_layout(g);
     let (image_in, image_out) = (g.c_in * g.in_pixels(), g.c_out * g.out_pixels());
     let per_image = |n: usize, scratch: &mut [f32], dw: &mut [f32]| {
@@ -138,7 +140,7 @@ struct GradPhase {
 }
 
 /// `dx[n]` of the stride-2 conv, phase by phase.
-pub fn input_grad(cpu: Avx2Fma, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+pub fn input_grad(cpu: VectorIsa, g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     // dy planes of `(oh + 1) x (ow + 1)`: a zero row below and a zero column on the right.
     let wp = g.ow + 1;
     let phase_taps = |a: usize, b: usize| {
@@ -218,14 +220,32 @@ mod tests {
     //! channel counts that leave register-block remainders.
 
     use super::*;
+    use crate::ops::cpu_features::IsaName;
     use crate::ops::test_support::assert_matches_gemm;
+
+    #[test]
+    #[cfg_attr(
+        not(fedcsg_host_avx512),
+        ignore = "this CPU has no AVX-512F: the AVX-512 kernels cannot run here"
+    )]
+    fn avx512_phase_split_kernels_match_im2col_gemm() {
+        phase_split_kernels_match_im2col_gemm(IsaName::Avx512);
+    }
 
     #[test]
     #[cfg_attr(
         not(fedcsg_host_avx2),
         ignore = "this CPU has no AVX2+FMA: the AVX2 kernels cannot run here"
     )]
-    fn phase_split_kernels_match_im2col_gemm() {
+    fn avx2_phase_split_kernels_match_im2col_gemm() {
+        phase_split_kernels_match_im2col_gemm(IsaName::Avx2);
+    }
+
+    fn phase_split_kernels_match_im2col_gemm(isa: IsaName) {
+        let cpu = isa
+            .resolve()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("{isa} has kernels"));
         for (n, c_in, c_out, h, w) in [
             (2, 16, 32, 28, 28),
             (3, 32, 64, 14, 14),
@@ -236,8 +256,7 @@ mod tests {
         ] {
             let g = ConvGeometry::new(&[n, c_in, h, w], &[c_out, c_in, 3, 3], 2, 1)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
-            let cpu =
-                applies(&g).unwrap_or_else(|| panic!("{g:?} should take the phase-split path"));
+            assert!(fits(&g), "{g:?} should take the phase-split path");
             assert_matches_gemm(cpu, &g, [forward, input_grad, weight_grad]);
         }
     }
@@ -247,7 +266,7 @@ mod tests {
         for (k, stride, padding) in [(3, 1, 1), (3, 2, 0), (1, 2, 0), (5, 2, 2), (3, 3, 1)] {
             let g = ConvGeometry::new(&[1, 2, 8, 8], &[2, 2, k, k], stride, padding)
                 .unwrap_or_else(|e| panic!("test geometry: {e}"));
-            assert!(applies(&g).is_none(), "k {k} stride {stride} pad {padding}");
+            assert!(!fits(&g), "k {k} stride {stride} pad {padding}");
         }
     }
 }

@@ -37,9 +37,12 @@ mod image_tasks;
 mod output_buffer;
 mod parallel;
 mod process_tuning;
+mod sgd_step;
 mod sgemm;
 mod sizes;
 mod tap_kernels;
+mod tap_kernels_avx2;
+mod tap_kernels_avx512;
 #[cfg(test)]
 mod test_support;
 
@@ -49,7 +52,10 @@ pub use add_relu::add_relu;
 pub use batch_norm::{batch_norm, batch_norm_add_relu, batch_norm_relu, batch_norm_train};
 pub use conv_fast::{input_grad as conv2d_input_grad, weight_grad as conv2d_weight_grad};
 pub use conv_geometry::ConvShapeError;
+pub use cpu_features::{ISA_ENV, IsaError, IsaName, VectorIsa, isa_from_env};
+pub use parallel::set_kernel_threads;
 pub use process_tuning::{ProcessTuning, tune_process_for_training};
+pub use sgd_step::SgdStep;
 
 /// Which implementation a convolution uses.
 ///

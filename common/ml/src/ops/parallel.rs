@@ -22,6 +22,15 @@ pub fn threads() -> usize {
     }
 }
 
+/// Sizes the kernels' pool (rayon's global pool) to `n` threads. Call it before any training
+/// (the pool is built on first use and cannot be resized); it fails once the pool exists. With
+/// `CANDLE_NUM_THREADS` above 1 the kernels run on candle's pool instead (see above).
+pub fn set_kernel_threads(n: usize) -> Result<(), rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+}
+
 /// Calls `f(i)` for every `i < n`, in parallel, each index exactly once.
 pub fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
     let pool = barrier_pool();

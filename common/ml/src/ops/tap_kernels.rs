@@ -1,29 +1,23 @@
-//! The AVX2 + FMA kernels of the direct convolutions, over any [`TapLayout`]: output pixel `q` of
-//! channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`, so that every
-//! kernel tap is a contiguous vector load at a fixed offset. `conv_direct` (stride-1 same convs)
-//! and `conv_stride2` (phase-split stride-2 convs) build the layouts and the inputs.
+//! The direct convolutions' kernels, over any [`TapLayout`]: output pixel `q` of channel `co`
+//! sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`, so that every kernel tap is a
+//! contiguous vector load at a fixed offset. `conv_direct` (stride-1 same convs) and
+//! `conv_stride2` (phase-split stride-2 convs) build the layouts and the inputs.
 //!
-//! The two safe entry points, [`same_conv`] and [`same_conv_weight_grad`], take an [`Avx2Fma`]
-//! token (the CPU check cannot be skipped) and assert the buffer lengths, computed with overflow
-//! checks, that keep the raw-pointer loads and stores of the unsafe blocks in bounds.
+//! The two safe entry points, [`same_conv`] and [`same_conv_weight_grad`], take a [`VectorIsa`]
+//! (the CPU check cannot be skipped: it carries the token of `cpu_features`), assert the buffer
+//! lengths, computed with overflow checks, that keep the raw-pointer loads and stores of the
+//! unsafe blocks in bounds, and hand the register blocks to `tap_kernels_avx512` (16-float
+//! vectors, 32 registers, masked tails) or `tap_kernels_avx2` (8-float vectors, 16 registers).
 
-#[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::*;
-
-use super::cpu_features::Avx2Fma;
+use super::cpu_features::VectorIsa;
 use super::output_buffer::OutSlots;
 use super::sizes;
+use super::{tap_kernels_avx2 as avx2, tap_kernels_avx512 as avx512};
 
-/// Output channels per register block of the weight gradient.
-const CO_BLOCK: usize = 4;
-/// 8-float vectors of pixels per register block.
-const Q_VECS: usize = 2;
-const Q_BLOCK: usize = 8 * Q_VECS;
-/// Computed pixels per channel are a whole number of vectors: full blocks, then at most one
-/// single-vector block (a 7x7 image computes 56 pixels rather than 64).
+/// Computed pixels per channel are a whole number of 8-float vectors (a 7x7 image computes 56
+/// pixels rather than 49): the AVX2 kernels' width, and half the AVX-512 one, whose last vector
+/// of a row is then loaded and stored under a mask.
 const Q_ALIGN: usize = 8;
-/// Kernel taps per register block of the weight gradient.
-const TAP_BLOCK: usize = 3;
 
 /// Where the kernels read one image's input and which output pixels they compute: output pixel
 /// `q` (rows of `wp`) of channel `co` sums `weights[co][ci][t] * input[ci * plane + q + offsets[t]]`.
@@ -84,16 +78,16 @@ impl TapLayout {
         self.taps
     }
 
-    fn offsets(&self) -> &[usize] {
+    pub(super) fn offsets(&self) -> &[usize] {
         &self.offsets[..self.taps]
     }
 }
 
-/// Output channels in the next register block of `same_conv` when `left` remain: 6 x 2 vectors
-/// keep 12 accumulators in flight (FMA has 4 cycles of latency on two ports); blocks of 5 (10
-/// accumulators) make up the rest wherever 6s and 5s add up exactly (16 = 6 + 5 + 5, any count
-/// from 20 on), and 4 and 1 the remainders of small counts.
-fn output_block(left: usize) -> usize {
+/// Output channels in the next register block of `same_conv` when `left` remain: blocks of 6
+/// keep 6 x 2 accumulators in flight on AVX2 (FMA has 4 cycles of latency on two ports) and
+/// 6 x 4 on AVX-512; blocks of 5 make up the rest wherever 6s and 5s add up exactly (16 = 6 + 5 +
+/// 5, any count from 20 on), and 4 and 1 the remainders of small counts.
+pub(super) fn output_block(left: usize) -> usize {
     let sum_of_6s_and_5s = |n: usize| (0..=n / 5).any(|fives| (n - 5 * fives).is_multiple_of(6));
     if left >= 6 && sum_of_6s_and_5s(left - 6) {
         6
@@ -108,10 +102,10 @@ fn output_block(left: usize) -> usize {
 
 /// `out[co] = sum_ci sum_t weights[co][ci][t] * input[ci][q + offset[t]]` over padded-width
 /// pixels `q`: one image, `n_in` padded input planes, `weights` as `[n_out, n_in, taps]`, `out`
-/// as `[n_out, l.q]` (it writes all `n_out * l.q` of those slots). `cpu` proves the kernels can
+/// as `[n_out, l.q]` (it writes all `n_out * l.q` of those slots). `isa` proves the kernels can
 /// run here.
 pub(super) fn same_conv(
-    cpu: Avx2Fma,
+    isa: VectorIsa,
     l: &TapLayout,
     input: &[f32],
     n_in: usize,
@@ -132,127 +126,21 @@ pub(super) fn same_conv(
         "output too short"
     );
     let (x, w, y) = (input.as_ptr(), weights.as_ptr(), out.as_mut_ptr());
-    let mut co = 0;
-    while co < n_out {
-        // SAFETY: `cpu` proves that this CPU has AVX2 and FMA. The asserts above (whose sizes
-        // did not overflow) and `TapLayout::new` keep every access in bounds: block `co..co + CB`
-        // with `co + CB <= n_out` reads weights below `n_out * n_in * taps`, pixel reads stop at
-        // `(n_in - 1) * plane + l.q - 1 + max offset < n_in * plane`, stores at `n_out * l.q`.
-        // The stores put only computed floats into `out`.
-        co += unsafe {
-            match output_block(n_out - co) {
-                6 => same_conv_block::<6>(cpu, l, x, n_in, w, co, y),
-                5 => same_conv_block::<5>(cpu, l, x, n_in, w, co, y),
-                4 => same_conv_block::<4>(cpu, l, x, n_in, w, co, y),
-                _ => same_conv_block::<1>(cpu, l, x, n_in, w, co, y),
-            }
-        };
+    match isa {
+        // SAFETY: the token proves the CPU has the ISA; the asserts above (whose sizes did not
+        // overflow) and `TapLayout::new` are the rest of the contract: `x` holds `n_in * plane`
+        // floats, `w` `n_out * n_in * taps`, `y` has `n_out * q` writable slots.
+        VectorIsa::Avx512(cpu) => unsafe { avx512::same_conv(cpu, l, x, n_in, w, n_out, y) },
+        // SAFETY: as above.
+        VectorIsa::Avx2(cpu) => unsafe { avx2::same_conv(cpu, l, x, n_in, w, n_out, y) },
     }
-}
-
-/// Output channels `co..co + CB` of `same_conv` at every pixel; returns `CB`.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA (the `Avx2Fma` argument proves it; it is here so that the proof
-/// travels with the call). `x` points at `n_in * l.plane` readable floats, `w` at
-/// `(co + CB) * n_in * l.taps` and `y` at `(co + CB) * l.q` writable ones, with `l` built by
-/// `TapLayout::new` (so that `l.q - 1 + max offset < l.plane`, and `l.q` is a multiple of 8).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn same_conv_block<const CB: usize>(
-    _cpu: Avx2Fma,
-    l: &TapLayout,
-    x: *const f32,
-    n_in: usize,
-    w: *const f32,
-    co: usize,
-    y: *mut f32,
-) -> usize {
-    let mut q0 = 0;
-    while q0 + Q_BLOCK <= l.q {
-        // SAFETY: pixels `q0..q0 + Q_BLOCK` lie below `l.q`; the rest is this fn's contract.
-        unsafe { pixel_block::<CB, Q_VECS>(l, x, n_in, w, co, y, q0) };
-        q0 += Q_BLOCK;
-    }
-    // `l.q` is a whole number of vectors: one vector of pixels may be left.
-    if q0 < l.q {
-        // SAFETY: `l.q` is a multiple of 8, so pixels `q0..q0 + 8` lie below it.
-        unsafe { pixel_block::<CB, 1>(l, x, n_in, w, co, y, q0) };
-    }
-    CB
-}
-
-/// Output channels `co..co + CB` at pixels `q0..q0 + 8 * QV`, accumulated in `CB * QV`
-/// registers over every input channel and tap.
-///
-/// # Safety
-/// As for `same_conv_block`, with `q0 + 8 * QV <= l.q` (the CPU check is the caller's
-/// `#[target_feature]`).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn pixel_block<const CB: usize, const QV: usize>(
-    l: &TapLayout,
-    x: *const f32,
-    n_in: usize,
-    w: *const f32,
-    co: usize,
-    y: *mut f32,
-    q0: usize,
-) {
-    let taps = l.taps;
-    let mut acc = [[_mm256_setzero_ps(); QV]; CB];
-    for ci in 0..n_in {
-        // SAFETY: `ci * l.plane + q0 < n_in * l.plane`: inside the input (contract).
-        let xb = unsafe { x.add(ci * l.plane + q0) };
-        // SAFETY: `(co * n_in + ci) * taps` is below `(co + CB) * n_in * taps` (contract).
-        let wb = unsafe { w.add((co * n_in + ci) * taps) };
-        for (t, &off) in l.offsets().iter().enumerate() {
-            // SAFETY: `q0 + off + 8 * QV - 1 <= l.q - 1 + max offset < l.plane`: the reads
-            // below stay inside channel `ci`'s plane.
-            let xp = unsafe { xb.add(off) };
-            // SAFETY: as above, `xp + 8 * v + 7` is inside the plane for every `v < QV`.
-            let xv: [__m256; QV] =
-                std::array::from_fn(|v| unsafe { _mm256_loadu_ps(xp.add(8 * v)) });
-            for (c, acc_c) in acc.iter_mut().enumerate() {
-                // SAFETY: `((co + c) * n_in + ci) * taps + t` with `c < CB`, `t < taps` is below
-                // `(co + CB) * n_in * taps`.
-                let wv = unsafe { _mm256_broadcast_ss(&*wb.add(c * n_in * taps + t)) };
-                for v in 0..QV {
-                    acc_c[v] = _mm256_fmadd_ps(xv[v], wv, acc_c[v]);
-                }
-            }
-        }
-    }
-    for (c, acc_c) in acc.iter().enumerate() {
-        for (v, a) in acc_c.iter().enumerate() {
-            // SAFETY: `(co + c) * l.q + q0 + 8 * v + 7 < (co + CB) * l.q` as
-            // `q0 + 8 * QV <= l.q`; the store writes computed floats only.
-            unsafe { _mm256_storeu_ps(y.add((co + c) * l.q + q0 + 8 * v), *a) };
-        }
-    }
-}
-
-/// # Safety
-/// None needed: an `Avx2Fma` token cannot exist off x86_64, so this is never called.
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn same_conv_block<const CB: usize>(
-    _: Avx2Fma,
-    _: &TapLayout,
-    _: *const f32,
-    _: usize,
-    _: *const f32,
-    _: usize,
-    _: *mut f32,
-) -> usize {
-    unreachable!("an Avx2Fma token exists only on x86_64")
 }
 
 /// `dw[co][ci][t] += sum_q dy[co][q] * x[ci][q + offset[t]]` for one image: `dy` as
 /// `[n_out, l.q]` padded-width rows (zero outside the image), `x` as `n_in` padded planes.
-/// `cpu` proves the kernels can run here.
+/// `isa` proves the kernels can run here.
 pub(super) fn same_conv_weight_grad(
-    cpu: Avx2Fma,
+    isa: VectorIsa,
     l: &TapLayout,
     x: &[f32],
     n_in: usize,
@@ -272,114 +160,13 @@ pub(super) fn same_conv_weight_grad(
         dw.len() >= sizes::product("weight gradient", &[n_out, n_in, l.taps]),
         "weight gradient too short"
     );
-    let mut co = 0;
-    while co < n_out {
-        let cb = if n_out - co >= CO_BLOCK { CO_BLOCK } else { 1 };
-        for ci in 0..n_in {
-            let mut t = 0;
-            while t < l.taps {
-                let tb = if l.taps - t >= TAP_BLOCK {
-                    TAP_BLOCK
-                } else {
-                    1
-                };
-                // SAFETY: `cpu` proves AVX2 and FMA. With the asserts above (sizes that did
-                // not overflow), `co + cb <= n_out`, `ci < n_in` and `t + tb <= l.taps`, every
-                // read stays in bounds: `dy` reads stop at `(co + cb) * l.q`, `x` reads at
-                // `ci * l.plane + l.q - 1 + max offset < (ci + 1) * l.plane`.
-                unsafe {
-                    match (cb, tb) {
-                        (CO_BLOCK, TAP_BLOCK) => weight_grad_block::<CO_BLOCK, TAP_BLOCK>(
-                            cpu, l, x, n_in, dy, co, ci, t, dw,
-                        ),
-                        (CO_BLOCK, _) => {
-                            weight_grad_block::<CO_BLOCK, 1>(cpu, l, x, n_in, dy, co, ci, t, dw)
-                        }
-                        (_, TAP_BLOCK) => {
-                            weight_grad_block::<1, TAP_BLOCK>(cpu, l, x, n_in, dy, co, ci, t, dw)
-                        }
-                        _ => weight_grad_block::<1, 1>(cpu, l, x, n_in, dy, co, ci, t, dw),
-                    }
-                }
-                t += tb;
-            }
-        }
-        co += cb;
+    match isa {
+        // SAFETY: the token proves the CPU has the ISA; the asserts above and `TapLayout::new`
+        // are the rest of the contract.
+        VectorIsa::Avx512(cpu) => unsafe { avx512::weight_grad(cpu, l, x, n_in, dy, n_out, dw) },
+        // SAFETY: as above.
+        VectorIsa::Avx2(cpu) => unsafe { avx2::weight_grad(cpu, l, x, n_in, dy, n_out, dw) },
     }
-}
-
-/// Adds output channels `co..co + CB` x taps `t0..t0 + TB` of input channel `ci` into `dw`.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA (the `Avx2Fma` argument proves it). `l` comes from
-/// `TapLayout::new`, `ci < n_in`, `t0 + TB <= l.taps`, `x` holds at least `(ci + 1) * l.plane`
-/// floats and `dy` at least `(co + CB) * l.q` (the `dw` writes are bounds-checked).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-// Each argument is one coordinate of the block; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
-    _cpu: Avx2Fma,
-    l: &TapLayout,
-    x: &[f32],
-    n_in: usize,
-    dy: &[f32],
-    co: usize,
-    ci: usize,
-    t0: usize,
-    dw: &mut [f32],
-) {
-    let offsets = l.offsets();
-    let (xp, dyp) = (x.as_ptr(), dy.as_ptr());
-    let mut acc = [[_mm256_setzero_ps(); TB]; CB];
-    // SAFETY: `ci * l.plane` is inside `x` (contract).
-    let xb = unsafe { xp.add(ci * l.plane) };
-    for q in (0..l.q).step_by(8) {
-        // SAFETY: `q + 7 + offsets[t0 + t] <= l.q - 1 + max offset < l.plane`: inside channel
-        // `ci`'s plane for every `t < TB`.
-        let xv: [__m256; TB] =
-            std::array::from_fn(|t| unsafe { _mm256_loadu_ps(xb.add(q + offsets[t0 + t])) });
-        for (c, acc_c) in acc.iter_mut().enumerate() {
-            // SAFETY: `(co + c) * l.q + q + 7 < (co + CB) * l.q`: inside `dy` (contract).
-            let dv = unsafe { _mm256_loadu_ps(dyp.add((co + c) * l.q + q)) };
-            for t in 0..TB {
-                acc_c[t] = _mm256_fmadd_ps(dv, xv[t], acc_c[t]);
-            }
-        }
-    }
-    for (c, acc_c) in acc.iter().enumerate() {
-        for (t, a) in acc_c.iter().enumerate() {
-            dw[((co + c) * n_in + ci) * l.taps + t0 + t] += hsum(*a);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-    _mm_cvtss_f32(s)
-}
-
-/// # Safety
-/// None needed: an `Avx2Fma` token cannot exist off x86_64, so this is never called.
-#[cfg(not(target_arch = "x86_64"))]
-// The x86_64 version's signature.
-#[allow(clippy::too_many_arguments)]
-unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
-    _: Avx2Fma,
-    _: &TapLayout,
-    _: &[f32],
-    _: usize,
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &mut [f32],
-) {
-    unreachable!("an Avx2Fma token exists only on x86_64")
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::conv_geometry::ConvGeometry;
 use super::conv_kernels::{forward_gemm, input_grad_gemm, weight_grad_gemm};
-use super::cpu_features::Avx2Fma;
+use super::cpu_features::VectorIsa;
 
 /// Deterministic values in [-1, 1) (a multiplicative hash of the index).
 pub fn values(len: usize, seed: u32) -> Vec<f32> {
@@ -21,12 +21,12 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
-/// The three functions of an AVX2 convolution path: forward `(cpu, g, x, w)`, input gradient
+/// The three functions of a direct convolution path: forward `(cpu, g, x, w)`, input gradient
 /// `(cpu, g, dy, w)`, weight gradient `(cpu, g, x, dy)`.
-pub type ConvPath = [fn(Avx2Fma, &ConvGeometry, &[f32], &[f32]) -> Vec<f32>; 3];
+pub type ConvPath = [fn(VectorIsa, &ConvGeometry, &[f32], &[f32]) -> Vec<f32>; 3];
 
 /// Asserts that `path` computes what im2col + gemm computes for geometry `g` (relative 1e-5).
-pub fn assert_matches_gemm(cpu: Avx2Fma, g: &ConvGeometry, path: ConvPath) {
+pub fn assert_matches_gemm(cpu: VectorIsa, g: &ConvGeometry, path: ConvPath) {
     let x = values(g.batch * g.c_in * g.in_pixels(), 1);
     let w = values(g.c_out * g.c_in * g.kh * g.kw, 2);
     let dy = values(g.batch * g.c_out * g.out_pixels(), 3);
