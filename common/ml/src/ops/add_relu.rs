@@ -42,23 +42,26 @@ fn dense_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a 
 }
 
 /// `out[i] = f(lhs[i], rhs[i])` over equal-length slices, in parallel chunks.
-fn zip_map(lhs: &[f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+fn zip_map(lhs: &[f32], rhs: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Copy) -> Vec<f32> {
     assert_eq!(lhs.len(), rhs.len(), "zip_map operands differ in length");
     let mut out = OutputBuffer::new(lhs.len());
     for_each_part(
         out.slots().chunks(CHUNK).collect(),
         |i, chunk: &mut OutSlots<'_>| {
-            vectorized(|| {
-                let start = i * CHUNK;
-                for ((mut o, &l), &r) in chunk
-                    .reborrow()
-                    .iter()
-                    .zip(&lhs[start..])
-                    .zip(&rhs[start..])
-                {
-                    o.write(f(l, r));
-                }
-            })
+            vectorized(
+                #[inline(always)]
+                move || {
+                    let start = i * CHUNK;
+                    for ((mut o, &l), &r) in chunk
+                        .reborrow()
+                        .iter()
+                        .zip(&lhs[start..])
+                        .zip(&rhs[start..])
+                    {
+                        o.write(f(l, r));
+                    }
+                },
+            )
         },
     );
     // SAFETY: the chunks cover `out`, and each chunk is zipped with equally long stretches of

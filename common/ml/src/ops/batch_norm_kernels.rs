@@ -54,26 +54,56 @@ impl Planes {
 /// `(sum a, sum b)` of `(a, b) = f(x, g)` over two equally long slices, in eight independent
 /// f32 lanes each, so that the loop vectorises (a single running sum is a chain of dependent adds
 /// the compiler may not reorder). Planes are short (hundreds of values), so f32 partial sums lose
-/// nothing that matters; callers sum planes in f64.
+/// nothing that matters; callers sum planes in f64. Runs compiled for the selected ISA
+/// (`vectorized`); the lanes and so the sums are the same on every ISA.
 fn lane_sum2(xs: &[f32], gs: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
-    let (mut acc_a, mut acc_b) = ([0f32; 8], [0f32; 8]);
-    let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
-    let (mut tail_a, mut tail_b) = (0f32, 0f32);
-    for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
-        let (a, b) = f(x, g);
-        tail_a += a;
-        tail_b += b;
-    }
-    for (x8, g8) in xc.zip(gc) {
-        for i in 0..8 {
-            let (a, b) = f(x8[i], g8[i]);
-            acc_a[i] += a;
-            acc_b[i] += b;
-        }
-    }
-    (
-        acc_a.iter().sum::<f32>() + tail_a,
-        acc_b.iter().sum::<f32>() + tail_b,
+    vectorized(
+        #[inline(always)]
+        move || {
+            let (mut acc_a, mut acc_b) = ([0f32; 8], [0f32; 8]);
+            let (xc, gc) = (xs.chunks_exact(8), gs.chunks_exact(8));
+            let (mut tail_a, mut tail_b) = (0f32, 0f32);
+            for (&x, &g) in xc.remainder().iter().zip(gc.remainder()) {
+                let (a, b) = f(x, g);
+                tail_a += a;
+                tail_b += b;
+            }
+            for (x8, g8) in xc.zip(gc) {
+                for i in 0..8 {
+                    let (a, b) = f(x8[i], g8[i]);
+                    acc_a[i] += a;
+                    acc_b[i] += b;
+                }
+            }
+            (
+                acc_a.iter().sum::<f32>() + tail_a,
+                acc_b.iter().sum::<f32>() + tail_b,
+            )
+        },
+    )
+}
+
+/// `out[i] = f(x[i], r[i])` over one plane, compiled for the selected ISA (`vectorized`).
+fn map_plane2(out: OutSlots<'_>, xs: &[f32], rs: &[f32], f: impl Fn(f32, f32) -> f32) {
+    vectorized(
+        #[inline(always)]
+        move || {
+            for ((mut o, &x), &r) in out.iter().zip(xs).zip(rs) {
+                o.write(f(x, r));
+            }
+        },
+    )
+}
+
+/// `out[i] = f(x[i])` over one plane, compiled for the selected ISA (`vectorized`).
+fn map_plane(out: OutSlots<'_>, xs: &[f32], f: impl Fn(f32) -> f32) {
+    vectorized(
+        #[inline(always)]
+        move || {
+            for (mut o, &x) in out.iter().zip(xs) {
+                o.write(f(x));
+            }
+        },
     )
 }
 
@@ -85,13 +115,11 @@ pub fn affine(p: Planes, x: &[f32], scale: &[f32], shift: &[f32], relu: bool) ->
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
     let planes: Vec<OutSlots<'_>> = y.slots().chunks(p.hw.max(1)).collect();
     for_each_part(planes, |i, out| {
-        vectorized(|| {
-            let c = i % p.c;
-            let (s, t) = (scale[c], shift[c]);
-            for (mut o, &v) in out.reborrow().iter().zip(&x[i * p.hw..(i + 1) * p.hw]) {
-                o.write((v * s + t).max(floor));
-            }
-        })
+        let c = i % p.c;
+        let (s, t) = (scale[c], shift[c]);
+        map_plane(out.reborrow(), &x[i * p.hw..(i + 1) * p.hw], move |v| {
+            (v * s + t).max(floor)
+        });
     });
     // SAFETY: the planes cover `y`, and each is zipped with an equally long plane of `x`.
     unsafe { y.assume_written() }
@@ -120,45 +148,35 @@ pub fn forward(
         .zip(stats.iter_mut())
         .collect();
     for_each_part(parts, |c, (y_planes, stat)| {
-        vectorized(|| {
-            // One pass of shifted sums: with `k` a value of the channel itself, sum (x - k) and
-            // sum (x - k)^2 stay small next to the variance, so E[(x-k)^2] - E[x-k]^2 does not lose
-            // it to cancellation the way E[x^2] - E[x]^2 does for large-mean activations. Planes are
-            // summed in f32 lanes, planes together in f64.
-            let k = p.plane(x, 0, c).first().copied().unwrap_or(0.0);
-            let (sum, sq) = (0..p.n).fold((0f64, 0f64), |(s1, s2), n| {
-                let (a, b) = lane_sum2(p.plane(x, n, c), p.plane(x, n, c), |v, _| {
-                    let d = v - k;
-                    (d, d * d)
-                });
-                (s1 + f64::from(a), s2 + f64::from(b))
+        // One pass of shifted sums: with `k` a value of the channel itself, sum (x - k) and
+        // sum (x - k)^2 stay small next to the variance, so E[(x-k)^2] - E[x-k]^2 does not lose
+        // it to cancellation the way E[x^2] - E[x]^2 does for large-mean activations. Planes are
+        // summed in f32 lanes, planes together in f64.
+        let k = p.plane(x, 0, c).first().copied().unwrap_or(0.0);
+        let (sum, sq) = (0..p.n).fold((0f64, 0f64), |(s1, s2), n| {
+            let (a, b) = lane_sum2(p.plane(x, n, c), p.plane(x, n, c), move |v, _| {
+                let d = v - k;
+                (d, d * d)
             });
-            let shifted_mean = sum / count;
-            let mean = f64::from(k) + shifted_mean;
-            let var = (sq / count - shifted_mean * shifted_mean).max(0.0);
-            let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
-            let scale = (f64::from(gamma[c]) * inv_std) as f32;
-            let shift = (f64::from(beta[c]) - mean * f64::from(gamma[c]) * inv_std) as f32;
-            let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-            for (n, out) in y_planes.iter_mut().enumerate() {
-                let xs = p.plane(x, n, c);
-                match skip {
-                    None => {
-                        for (mut o, &v) in out.reborrow().iter().zip(xs) {
-                            o.write((v * scale + shift).max(floor));
-                        }
-                    }
-                    Some(skip) => {
-                        for ((mut o, &v), &r) in
-                            out.reborrow().iter().zip(xs).zip(p.plane(skip, n, c))
-                        {
-                            o.write((v * scale + shift + r).max(floor));
-                        }
-                    }
-                }
+            (s1 + f64::from(a), s2 + f64::from(b))
+        });
+        let shifted_mean = sum / count;
+        let mean = f64::from(k) + shifted_mean;
+        let var = (sq / count - shifted_mean * shifted_mean).max(0.0);
+        let inv_std = 1.0 / (var + f64::from(eps)).sqrt();
+        let scale = (f64::from(gamma[c]) * inv_std) as f32;
+        let shift = (f64::from(beta[c]) - mean * f64::from(gamma[c]) * inv_std) as f32;
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        for (n, out) in y_planes.iter_mut().enumerate() {
+            let xs = p.plane(x, n, c);
+            match skip {
+                None => map_plane(out.reborrow(), xs, move |v| (v * scale + shift).max(floor)),
+                Some(skip) => map_plane2(out.reborrow(), xs, p.plane(skip, n, c), move |v, r| {
+                    (v * scale + shift + r).max(floor)
+                }),
             }
-            **stat = (mean as f32, var as f32, inv_std as f32);
-        })
+        }
+        **stat = (mean as f32, var as f32, inv_std as f32);
     });
     let stats = ChannelStats {
         mean: stats.iter().map(|s| s.0).collect(),
@@ -195,41 +213,39 @@ pub fn backward(
         .zip(dgamma.iter().zip(dbeta.iter()))
         .collect();
     for_each_part(parts, |c, (dx_planes, (dg, db))| {
-        vectorized(|| {
-            let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
-            // The forward's affine map, to recompute which outputs the ReLU let through.
-            let (fwd_scale, fwd_shift) = (gamma[c] * inv_std, beta[c] - mean * gamma[c] * inv_std);
-            let pass = |xv: f32, g: f32| {
-                if !relu || xv * fwd_scale + fwd_shift > 0.0 {
-                    g
-                } else {
-                    0.0
-                }
-            };
-            let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
-            for n in 0..p.n {
-                let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
-                let (a, b) = lane_sum2(xs, dys, |xv, g| {
-                    let g = pass(xv, g);
-                    (g, g * (xv - mean))
-                });
-                sum_dy += f64::from(a);
-                sum_dy_xc += f64::from(b);
+        let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
+        // The forward's affine map, to recompute which outputs the ReLU let through.
+        let (fwd_scale, fwd_shift) = (gamma[c] * inv_std, beta[c] - mean * gamma[c] * inv_std);
+        let pass = move |xv: f32, g: f32| {
+            if !relu || xv * fwd_scale + fwd_shift > 0.0 {
+                g
+            } else {
+                0.0
             }
-            let dgamma_c = (sum_dy_xc * f64::from(inv_std)) as f32;
-            db.write(sum_dy as f32);
-            dg.write(dgamma_c);
-            let scale = gamma[c] * inv_std;
-            let mean_dy = sum_dy as f32 / m;
-            // xhat * dgamma / m = (x - mean) * inv_std * dgamma / m
-            let k = inv_std * dgamma_c / m;
-            for (n, out) in dx_planes.iter_mut().enumerate() {
-                let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
-                for ((mut o, &xv), &g) in out.reborrow().iter().zip(xs).zip(dys) {
-                    o.write(scale * (pass(xv, g) - mean_dy - (xv - mean) * k));
-                }
-            }
-        })
+        };
+        let (mut sum_dy, mut sum_dy_xc) = (0f64, 0f64);
+        for n in 0..p.n {
+            let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
+            let (a, b) = lane_sum2(xs, dys, move |xv, g| {
+                let g = pass(xv, g);
+                (g, g * (xv - mean))
+            });
+            sum_dy += f64::from(a);
+            sum_dy_xc += f64::from(b);
+        }
+        let dgamma_c = (sum_dy_xc * f64::from(inv_std)) as f32;
+        db.write(sum_dy as f32);
+        dg.write(dgamma_c);
+        let scale = gamma[c] * inv_std;
+        let mean_dy = sum_dy as f32 / m;
+        // xhat * dgamma / m = (x - mean) * inv_std * dgamma / m
+        let k = inv_std * dgamma_c / m;
+        for (n, out) in dx_planes.iter_mut().enumerate() {
+            let (xs, dys) = (p.plane(x, n, c), p.plane(dy, n, c));
+            map_plane2(out.reborrow(), xs, dys, move |xv, g| {
+                scale * (pass(xv, g) - mean_dy - (xv - mean) * k)
+            });
+        }
     });
     // SAFETY: `by_channel` hands out every plane of `dx` once, each zipped with equally long
     // planes of `x` and `dy`, and every channel writes its `dgamma` and `dbeta`.
