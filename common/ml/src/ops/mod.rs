@@ -2,24 +2,28 @@
 //! replace candle's reference ops without touching any model definition.
 //!
 //! `conv2d` with [`ConvBackend::Fast`] runs custom ops (forward and both gradients) for f32 on
-//! the CPU and candle's own op everywhere else. On CPUs with AVX2 and FMA, stride-1 "same"
-//! convolutions and stride-2 3x3 ones run direct kernels (`conv_direct`, `conv_stride2`) that
-//! read shifted copies of the input instead of an im2col matrix; everything else runs im2col +
+//! the CPU and candle's own op everywhere else. Stride-1 "same" convolutions and stride-2 3x3
+//! ones run direct kernels (`conv_direct`, `conv_stride2`) that read shifted copies of the input
+//! instead of an im2col matrix, on AVX-512 (`tap_kernels_avx512`) or AVX2 + FMA
+//! (`tap_kernels_avx2`), whichever [`VectorIsa::selected`] picks: the widest the CPU has, or
+//! what `FEDCSG_ISA=avx512|avx2|generic` asks for; everything else (and `generic`) runs im2col +
 //! gemm. [`batch_norm`] is a drop-in for `x.apply_t(&bn, train)` whose training pass is one
 //! fused op with a fused backward (and whose evaluation pass is one scale-and-shift);
 //! [`batch_norm_relu`], [`batch_norm_add_relu`] and [`add_relu`] fold in the ReLU and the
-//! residual sum that follow a batch norm, saving candle's separate passes.
+//! residual sum that follow a batch norm, saving candle's separate passes; their loops are
+//! compiled for the selected ISA too (`cpu_features::vectorized`). [`SgdStep`] is the
+//! optimiser's whole step per variable as one in-place pass.
 //!
 //! Threads: run training after [`tune_process_for_training`] (`CANDLE_NUM_THREADS=1`, malloc
 //! keeps freed buffers). candle 0.11's own elementwise pool spins its workers after each op;
 //! with it on, those spinners and the kernels' threads fight for the cores on a shared machine.
-//! With it off, the kernels here run on rayon's pool, sized by `RAYON_NUM_THREADS`. See
-//! `bench/README.md` for the measurements.
+//! With it off, the kernels here run on rayon's pool, sized by `RAYON_NUM_THREADS` (or
+//! [`set_kernel_threads`], the worker's `--threads`). See `bench/README.md` for the measurements.
 //!
 //! Unsafe code (this workspace has none elsewhere) keeps to a few contracts, each in one place:
 //! kernels fill fresh outputs only through the write-only `OutSlots` of an `OutputBuffer`,
 //! whose debug builds check that every slot was written; `#[target_feature]` code is reachable
-//! only with an `Avx2Fma` token from the run-time CPU check; sizes that bound raw-pointer
+//! only with an `Avx2Fma` or `Avx512` token from the run-time CPU check; sizes that bound raw-pointer
 //! accesses are computed with overflow checks (`sizes`); and the process-wide settings change
 //! only while the process provably has one thread.
 
