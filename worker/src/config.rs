@@ -179,13 +179,13 @@ impl WorkerConfig {
                 format!("{max} is not in (0, 3600]"),
             ));
         }
-        if let Some(threads) = args.threads {
-            if !(1..=MAX_THREADS).contains(&threads) {
-                return Err(config_err(
-                    "--threads",
-                    format!("{threads} is not in 1..={MAX_THREADS}"),
-                ));
-            }
+        if let Some(threads) = args.threads
+            && !(1..=MAX_THREADS).contains(&threads)
+        {
+            return Err(config_err(
+                "--threads",
+                format!("{threads} is not in 1..={MAX_THREADS}"),
+            ));
         }
         Ok(Self {
             coordinator,
