@@ -160,16 +160,16 @@ impl VectorIsa {
     /// back to the best ISA with a message on stderr; binaries check it at start-up with
     /// [`isa_from_env`] and refuse to run instead.
     pub fn selected() -> Option<VectorIsa> {
-        static SELECTED: OnceLock<IsaName> = OnceLock::new();
-        let name = *SELECTED.get_or_init(|| {
-            isa_from_env().unwrap_or_else(|e| {
+        static SELECTED: OnceLock<Option<VectorIsa>> = OnceLock::new();
+        *SELECTED.get_or_init(|| {
+            let name = isa_from_env().unwrap_or_else(|e| {
                 let best = IsaName::best();
                 eprintln!("fedcsg: {e}; using {best}");
                 best
+            });
+            name.resolve().unwrap_or_else(|_| {
+                unreachable!("the selected ISA was checked against this CPU when it was chosen")
             })
-        });
-        name.resolve().unwrap_or_else(|_| {
-            unreachable!("the selected ISA was checked against this CPU when it was chosen")
         })
     }
 

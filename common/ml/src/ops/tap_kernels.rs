@@ -12,7 +12,11 @@
 use super::cpu_features::VectorIsa;
 use super::output_buffer::OutSlots;
 use super::sizes;
-use super::{tap_kernels_avx2 as avx2, tap_kernels_avx512 as avx512};
+
+/// Output channels per register block of the weight gradient.
+const CO_BLOCK: usize = 4;
+/// Kernel taps per register block of the weight gradient.
+const TAP_BLOCK: usize = 3;
 
 /// Computed pixels per channel are a whole number of 8-float vectors (a 7x7 image computes 56
 /// pixels rather than 49): the AVX2 kernels' width, and half the AVX-512 one, whose last vector
@@ -130,9 +134,9 @@ pub(super) fn same_conv(
         // SAFETY: the token proves the CPU has the ISA; the asserts above (whose sizes did not
         // overflow) and `TapLayout::new` are the rest of the contract: `x` holds `n_in * plane`
         // floats, `w` `n_out * n_in * taps`, `y` has `n_out * q` writable slots.
-        VectorIsa::Avx512(cpu) => unsafe { avx512::same_conv(cpu, l, x, n_in, w, n_out, y) },
+        VectorIsa::Avx512(cpu) => unsafe { same_conv_blocks(cpu, l, x, n_in, w, n_out, y) },
         // SAFETY: as above.
-        VectorIsa::Avx2(cpu) => unsafe { avx2::same_conv(cpu, l, x, n_in, w, n_out, y) },
+        VectorIsa::Avx2(cpu) => unsafe { same_conv_blocks(cpu, l, x, n_in, w, n_out, y) },
     }
 }
 
@@ -163,9 +167,132 @@ pub(super) fn same_conv_weight_grad(
     match isa {
         // SAFETY: the token proves the CPU has the ISA; the asserts above and `TapLayout::new`
         // are the rest of the contract.
-        VectorIsa::Avx512(cpu) => unsafe { avx512::weight_grad(cpu, l, x, n_in, dy, n_out, dw) },
+        VectorIsa::Avx512(cpu) => unsafe { weight_grad_blocks(cpu, l, x, n_in, dy, n_out, dw) },
         // SAFETY: as above.
-        VectorIsa::Avx2(cpu) => unsafe { avx2::weight_grad(cpu, l, x, n_in, dy, n_out, dw) },
+        VectorIsa::Avx2(cpu) => unsafe { weight_grad_blocks(cpu, l, x, n_in, dy, n_out, dw) },
+    }
+}
+
+/// The register blocks of one vector ISA, implemented by its token in `tap_kernels_avx512` and
+/// `tap_kernels_avx2`. The loops over blocks are the same for every ISA and live here.
+pub(super) trait RegisterBlocks: Copy {
+    /// Output channels `co..co + CB` of `same_conv` at every pixel.
+    ///
+    /// # Safety
+    /// The CPU has the ISA (`self` is its token). `x` points at `n_in * l.plane()` readable
+    /// floats, `w` at `(co + CB) * n_in * l.taps()` and `y` at `(co + CB) * l.q()` writable ones,
+    /// with `l` built by `TapLayout::new` (so that `l.q() - 1 + max offset < l.plane()`, and
+    /// `l.q()` is a multiple of 8).
+    unsafe fn same_conv_block<const CB: usize>(
+        self,
+        l: &TapLayout,
+        x: *const f32,
+        n_in: usize,
+        w: *const f32,
+        co: usize,
+        y: *mut f32,
+    );
+
+    /// Adds output channels `co..co + CB` x taps `t0..t0 + TB` of input channel `ci` into `dw`.
+    ///
+    /// # Safety
+    /// The CPU has the ISA. `l` comes from `TapLayout::new`, `ci < n_in`, `t0 + TB <= l.taps()`,
+    /// `x` holds at least `(ci + 1) * l.plane()` floats and `dy` at least `(co + CB) * l.q()`
+    /// (the `dw` writes are bounds-checked).
+    // Each argument is one coordinate of the block; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
+        self,
+        l: &TapLayout,
+        x: &[f32],
+        n_in: usize,
+        dy: &[f32],
+        co: usize,
+        ci: usize,
+        t0: usize,
+        dw: &mut [f32],
+    );
+}
+
+/// `same_conv` over all output channels, in blocks of `output_block`.
+///
+/// # Safety
+/// The CPU has the ISA of `cpu`; `x` points at `n_in * l.plane()` readable floats, `w` at
+/// `n_out * n_in * l.taps()` and `y` at `n_out * l.q()` writable ones, `l` from `TapLayout::new`.
+unsafe fn same_conv_blocks<B: RegisterBlocks>(
+    cpu: B,
+    l: &TapLayout,
+    x: *const f32,
+    n_in: usize,
+    w: *const f32,
+    n_out: usize,
+    y: *mut f32,
+) {
+    let mut co = 0;
+    while co < n_out {
+        let cb = output_block(n_out - co);
+        // SAFETY: block `co..co + cb` with `co + cb <= n_out` reads weights below
+        // `n_out * n_in * taps` and stores below `n_out * l.q`; pixel reads stop at
+        // `(n_in - 1) * plane + l.q - 1 + max offset < n_in * plane` (this fn's contract).
+        unsafe {
+            match cb {
+                6 => cpu.same_conv_block::<6>(l, x, n_in, w, co, y),
+                5 => cpu.same_conv_block::<5>(l, x, n_in, w, co, y),
+                4 => cpu.same_conv_block::<4>(l, x, n_in, w, co, y),
+                _ => cpu.same_conv_block::<1>(l, x, n_in, w, co, y),
+            }
+        }
+        co += cb;
+    }
+}
+
+/// `same_conv_weight_grad` over all channel pairs and taps, in blocks of `CO_BLOCK` channels and
+/// `TAP_BLOCK` taps (and single ones for the remainders).
+///
+/// # Safety
+/// The CPU has the ISA of `cpu`; `x` holds at least `n_in * l.plane()` floats, `dy` at least
+/// `n_out * l.q()`, `dw` at least `n_out * n_in * l.taps()`, `l` from `TapLayout::new`.
+unsafe fn weight_grad_blocks<B: RegisterBlocks>(
+    cpu: B,
+    l: &TapLayout,
+    x: &[f32],
+    n_in: usize,
+    dy: &[f32],
+    n_out: usize,
+    dw: &mut [f32],
+) {
+    let mut co = 0;
+    while co < n_out {
+        let cb = if n_out - co >= CO_BLOCK { CO_BLOCK } else { 1 };
+        for ci in 0..n_in {
+            let mut t = 0;
+            while t < l.taps() {
+                let tb = if l.taps() - t >= TAP_BLOCK {
+                    TAP_BLOCK
+                } else {
+                    1
+                };
+                // SAFETY: with this fn's contract, `co + cb <= n_out`, `ci < n_in` and
+                // `t + tb <= l.taps`: `dy` reads stop at `(co + cb) * l.q`, `x` reads at
+                // `ci * l.plane + l.q - 1 + max offset < (ci + 1) * l.plane`.
+                unsafe {
+                    match (cb, tb) {
+                        (CO_BLOCK, TAP_BLOCK) => cpu.weight_grad_block::<CO_BLOCK, TAP_BLOCK>(
+                            l, x, n_in, dy, co, ci, t, dw,
+                        ),
+                        (CO_BLOCK, _) => {
+                            cpu.weight_grad_block::<CO_BLOCK, 1>(l, x, n_in, dy, co, ci, t, dw)
+                        }
+                        (_, TAP_BLOCK) => {
+                            cpu.weight_grad_block::<1, TAP_BLOCK>(l, x, n_in, dy, co, ci, t, dw)
+                        }
+                        _ => cpu.weight_grad_block::<1, 1>(l, x, n_in, dy, co, ci, t, dw),
+                    }
+                }
+                t += tb;
+            }
+        }
+        co += cb;
     }
 }
 

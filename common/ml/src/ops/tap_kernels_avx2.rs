@@ -6,50 +6,13 @@
 use std::arch::x86_64::*;
 
 use super::cpu_features::Avx2Fma;
-use super::tap_kernels::{TapLayout, output_block};
+use super::tap_kernels::{RegisterBlocks, TapLayout};
 
-/// Output channels per register block of the weight gradient.
-const CO_BLOCK: usize = 4;
 /// 8-float vectors of pixels per register block.
 const Q_VECS: usize = 2;
 const Q_BLOCK: usize = 8 * Q_VECS;
-/// Kernel taps per register block of the weight gradient.
-const TAP_BLOCK: usize = 3;
 
-/// `same_conv` of `tap_kernels` on AVX2.
-///
-/// # Safety
-/// `x` points at `n_in * l.plane()` readable floats, `w` at `n_out * n_in * l.taps()` and `y` at
-/// `n_out * l.q()` writable ones, with `l` built by `TapLayout::new` (so that
-/// `l.q() - 1 + max offset < l.plane()`, and `l.q()` is a multiple of 8).
-#[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn same_conv(
-    cpu: Avx2Fma,
-    l: &TapLayout,
-    x: *const f32,
-    n_in: usize,
-    w: *const f32,
-    n_out: usize,
-    y: *mut f32,
-) {
-    let mut co = 0;
-    while co < n_out {
-        // SAFETY: `cpu` proves that this CPU has AVX2 and FMA. Block `co..co + CB` with
-        // `co + CB <= n_out` reads weights below `n_out * n_in * taps`, pixel reads stop at
-        // `(n_in - 1) * plane + l.q - 1 + max offset < n_in * plane`, stores at `n_out * l.q`
-        // (this fn's contract).
-        co += unsafe {
-            match output_block(n_out - co) {
-                6 => same_conv_block::<6>(cpu, l, x, n_in, w, co, y),
-                5 => same_conv_block::<5>(cpu, l, x, n_in, w, co, y),
-                4 => same_conv_block::<4>(cpu, l, x, n_in, w, co, y),
-                _ => same_conv_block::<1>(cpu, l, x, n_in, w, co, y),
-            }
-        };
-    }
-}
-
-/// Output channels `co..co + CB` of `same_conv` at every pixel; returns `CB`.
+/// Output channels `co..co + CB` of `same_conv` at every pixel.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA (the `Avx2Fma` argument proves it; it is here so that the proof
@@ -66,7 +29,7 @@ unsafe fn same_conv_block<const CB: usize>(
     w: *const f32,
     co: usize,
     y: *mut f32,
-) -> usize {
+) {
     let mut q0 = 0;
     while q0 + Q_BLOCK <= l.q() {
         // SAFETY: pixels `q0..q0 + Q_BLOCK` lie below `l.q`; the rest is this fn's contract.
@@ -78,7 +41,6 @@ unsafe fn same_conv_block<const CB: usize>(
         // SAFETY: `l.q` is a multiple of 8, so pixels `q0..q0 + 8` lie below it.
         unsafe { pixel_block::<CB, 1>(l, x, n_in, w, co, y, q0) };
     }
-    CB
 }
 
 /// Output channels `co..co + CB` at pixels `q0..q0 + 8 * QV`, accumulated in `CB * QV`
@@ -130,57 +92,6 @@ unsafe fn pixel_block<const CB: usize, const QV: usize>(
             // `q0 + 8 * QV <= l.q`; the store writes computed floats only.
             unsafe { _mm256_storeu_ps(y.add((co + c) * l.q() + q0 + 8 * v), *a) };
         }
-    }
-}
-
-/// `same_conv_weight_grad` of `tap_kernels` on AVX2.
-///
-/// # Safety
-/// `x` holds at least `n_in * l.plane()` floats, `dy` at least `n_out * l.q()`, `dw` at least
-/// `n_out * n_in * l.taps()`, with `l` built by `TapLayout::new`.
-#[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn weight_grad(
-    cpu: Avx2Fma,
-    l: &TapLayout,
-    x: &[f32],
-    n_in: usize,
-    dy: &[f32],
-    n_out: usize,
-    dw: &mut [f32],
-) {
-    let mut co = 0;
-    while co < n_out {
-        let cb = if n_out - co >= CO_BLOCK { CO_BLOCK } else { 1 };
-        for ci in 0..n_in {
-            let mut t = 0;
-            while t < l.taps() {
-                let tb = if l.taps() - t >= TAP_BLOCK {
-                    TAP_BLOCK
-                } else {
-                    1
-                };
-                // SAFETY: `cpu` proves AVX2 and FMA. With this fn's contract, `co + cb <= n_out`,
-                // `ci < n_in` and `t + tb <= l.taps`, every read stays in bounds: `dy` reads stop
-                // at `(co + cb) * l.q`, `x` reads at
-                // `ci * l.plane + l.q - 1 + max offset < (ci + 1) * l.plane`.
-                unsafe {
-                    match (cb, tb) {
-                        (CO_BLOCK, TAP_BLOCK) => weight_grad_block::<CO_BLOCK, TAP_BLOCK>(
-                            cpu, l, x, n_in, dy, co, ci, t, dw,
-                        ),
-                        (CO_BLOCK, _) => {
-                            weight_grad_block::<CO_BLOCK, 1>(cpu, l, x, n_in, dy, co, ci, t, dw)
-                        }
-                        (_, TAP_BLOCK) => {
-                            weight_grad_block::<1, TAP_BLOCK>(cpu, l, x, n_in, dy, co, ci, t, dw)
-                        }
-                        _ => weight_grad_block::<1, 1>(cpu, l, x, n_in, dy, co, ci, t, dw),
-                    }
-                }
-                t += tb;
-            }
-        }
-        co += cb;
     }
 }
 
@@ -239,10 +150,40 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+impl RegisterBlocks for Avx2Fma {
+    unsafe fn same_conv_block<const CB: usize>(
+        self,
+        l: &TapLayout,
+        x: *const f32,
+        n_in: usize,
+        w: *const f32,
+        co: usize,
+        y: *mut f32,
+    ) {
+        // SAFETY: the trait method's contract is this fn's, `self` the proof of AVX2 and FMA.
+        unsafe { same_conv_block::<CB>(self, l, x, n_in, w, co, y) }
+    }
+
+    unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
+        self,
+        l: &TapLayout,
+        x: &[f32],
+        n_in: usize,
+        dy: &[f32],
+        co: usize,
+        ci: usize,
+        t0: usize,
+        dw: &mut [f32],
+    ) {
+        // SAFETY: the trait method's contract is this fn's, `self` the proof of AVX2 and FMA.
+        unsafe { weight_grad_block::<CB, TB>(self, l, x, n_in, dy, co, ci, t0, dw) }
+    }
+}
+
 /// # Safety
 /// None needed: an `Avx2Fma` token cannot exist off x86_64, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn same_conv(
+unsafe fn same_conv_block<const CB: usize>(
     _: Avx2Fma,
     _: &TapLayout,
     _: *const f32,
@@ -257,12 +198,16 @@ pub(super) unsafe fn same_conv(
 /// # Safety
 /// None needed: an `Avx2Fma` token cannot exist off x86_64, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn weight_grad(
+// The x86_64 version's signature.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
     _: Avx2Fma,
     _: &TapLayout,
     _: &[f32],
     _: usize,
     _: &[f32],
+    _: usize,
+    _: usize,
     _: usize,
     _: &mut [f32],
 ) {

@@ -11,55 +11,18 @@
 use std::arch::x86_64::*;
 
 use super::cpu_features::Avx512;
-use super::tap_kernels::{TapLayout, output_block};
+use super::tap_kernels::{RegisterBlocks, TapLayout};
 
 /// Floats per vector.
 const LANES: usize = 16;
-/// Output channels per register block of the weight gradient.
-const CO_BLOCK: usize = 4;
 /// Vectors of pixels per register block of the forward pass.
 const Q_VECS: usize = 4;
 const Q_BLOCK: usize = LANES * Q_VECS;
-/// Kernel taps per register block of the weight gradient.
-const TAP_BLOCK: usize = 3;
 /// Every lane; the lower half (a row that ends 8 floats into a vector).
 const FULL: u16 = 0xffff;
 const HALF: u16 = 0x00ff;
 
-/// `same_conv` of `tap_kernels` on AVX-512.
-///
-/// # Safety
-/// `x` points at `n_in * l.plane()` readable floats, `w` at `n_out * n_in * l.taps()` and `y` at
-/// `n_out * l.q()` writable ones, with `l` built by `TapLayout::new` (so that
-/// `l.q() - 1 + max offset < l.plane()`, and `l.q()` is a multiple of 8).
-#[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn same_conv(
-    cpu: Avx512,
-    l: &TapLayout,
-    x: *const f32,
-    n_in: usize,
-    w: *const f32,
-    n_out: usize,
-    y: *mut f32,
-) {
-    let mut co = 0;
-    while co < n_out {
-        // SAFETY: `cpu` proves that this CPU has AVX-512F. Block `co..co + CB` with
-        // `co + CB <= n_out` reads weights below `n_out * n_in * taps`, pixel reads stop at
-        // `(n_in - 1) * plane + l.q - 1 + max offset < n_in * plane`, stores at `n_out * l.q`
-        // (this fn's contract).
-        co += unsafe {
-            match output_block(n_out - co) {
-                6 => same_conv_block::<6>(cpu, l, x, n_in, w, co, y),
-                5 => same_conv_block::<5>(cpu, l, x, n_in, w, co, y),
-                4 => same_conv_block::<4>(cpu, l, x, n_in, w, co, y),
-                _ => same_conv_block::<1>(cpu, l, x, n_in, w, co, y),
-            }
-        };
-    }
-}
-
-/// Output channels `co..co + CB` of `same_conv` at every pixel; returns `CB`.
+/// Output channels `co..co + CB` of `same_conv` at every pixel.
 ///
 /// # Safety
 /// The CPU has AVX-512F (the `Avx512` argument proves it; it is here so that the proof travels
@@ -76,7 +39,7 @@ unsafe fn same_conv_block<const CB: usize>(
     w: *const f32,
     co: usize,
     y: *mut f32,
-) -> usize {
+) {
     let mut q0 = 0;
     while q0 + Q_BLOCK <= l.q() {
         // SAFETY: pixels `q0..q0 + Q_BLOCK` lie below `l.q`; the rest is this fn's contract.
@@ -100,7 +63,6 @@ unsafe fn same_conv_block<const CB: usize>(
             _ => pixel_block::<CB, 4>(l, x, n_in, w, co, y, q0, last),
         }
     }
-    CB
 }
 
 /// Output channels `co..co + CB` at pixels `q0..q0 + 16 * QV` (the last vector's lanes limited
@@ -161,57 +123,6 @@ unsafe fn pixel_block<const CB: usize, const QV: usize>(
     }
 }
 
-/// `same_conv_weight_grad` of `tap_kernels` on AVX-512.
-///
-/// # Safety
-/// `x` holds at least `n_in * l.plane()` floats, `dy` at least `n_out * l.q()`, `dw` at least
-/// `n_out * n_in * l.taps()`, with `l` built by `TapLayout::new`.
-#[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn weight_grad(
-    cpu: Avx512,
-    l: &TapLayout,
-    x: &[f32],
-    n_in: usize,
-    dy: &[f32],
-    n_out: usize,
-    dw: &mut [f32],
-) {
-    let mut co = 0;
-    while co < n_out {
-        let cb = if n_out - co >= CO_BLOCK { CO_BLOCK } else { 1 };
-        for ci in 0..n_in {
-            let mut t = 0;
-            while t < l.taps() {
-                let tb = if l.taps() - t >= TAP_BLOCK {
-                    TAP_BLOCK
-                } else {
-                    1
-                };
-                // SAFETY: `cpu` proves AVX-512F. With this fn's contract, `co + cb <= n_out`,
-                // `ci < n_in` and `t + tb <= l.taps`, every read stays in bounds: `dy` reads
-                // stop at `(co + cb) * l.q`, `x` reads at
-                // `ci * l.plane + l.q - 1 + max offset < (ci + 1) * l.plane`.
-                unsafe {
-                    match (cb, tb) {
-                        (CO_BLOCK, TAP_BLOCK) => weight_grad_block::<CO_BLOCK, TAP_BLOCK>(
-                            cpu, l, x, n_in, dy, co, ci, t, dw,
-                        ),
-                        (CO_BLOCK, _) => {
-                            weight_grad_block::<CO_BLOCK, 1>(cpu, l, x, n_in, dy, co, ci, t, dw)
-                        }
-                        (_, TAP_BLOCK) => {
-                            weight_grad_block::<1, TAP_BLOCK>(cpu, l, x, n_in, dy, co, ci, t, dw)
-                        }
-                        _ => weight_grad_block::<1, 1>(cpu, l, x, n_in, dy, co, ci, t, dw),
-                    }
-                }
-                t += tb;
-            }
-        }
-        co += cb;
-    }
-}
-
 /// Adds output channels `co..co + CB` x taps `t0..t0 + TB` of input channel `ci` into `dw`.
 ///
 /// # Safety
@@ -264,10 +175,40 @@ unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
     }
 }
 
+impl RegisterBlocks for Avx512 {
+    unsafe fn same_conv_block<const CB: usize>(
+        self,
+        l: &TapLayout,
+        x: *const f32,
+        n_in: usize,
+        w: *const f32,
+        co: usize,
+        y: *mut f32,
+    ) {
+        // SAFETY: the trait method's contract is this fn's, `self` the proof of AVX-512F.
+        unsafe { same_conv_block::<CB>(self, l, x, n_in, w, co, y) }
+    }
+
+    unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
+        self,
+        l: &TapLayout,
+        x: &[f32],
+        n_in: usize,
+        dy: &[f32],
+        co: usize,
+        ci: usize,
+        t0: usize,
+        dw: &mut [f32],
+    ) {
+        // SAFETY: the trait method's contract is this fn's, `self` the proof of AVX-512F.
+        unsafe { weight_grad_block::<CB, TB>(self, l, x, n_in, dy, co, ci, t0, dw) }
+    }
+}
+
 /// # Safety
 /// None needed: an `Avx512` token cannot exist off x86_64, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn same_conv(
+unsafe fn same_conv_block<const CB: usize>(
     _: Avx512,
     _: &TapLayout,
     _: *const f32,
@@ -282,12 +223,16 @@ pub(super) unsafe fn same_conv(
 /// # Safety
 /// None needed: an `Avx512` token cannot exist off x86_64, so this is never called.
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn weight_grad(
+// The x86_64 version's signature.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_block<const CB: usize, const TB: usize>(
     _: Avx512,
     _: &TapLayout,
     _: &[f32],
     _: usize,
     _: &[f32],
+    _: usize,
+    _: usize,
     _: usize,
     _: &mut [f32],
 ) {
