@@ -309,10 +309,13 @@ async fn robust_strategies_survive_a_poisoning_worker() {
             },
             ..scenario("trimmed-mean", "trimmed-mean", true)
         },
+        // m = n − f (El Mhamdi et al.'s choice for Multi-Krum): with the attacker scored out,
+        // the four honest updates are averaged. m = 3 dropped an honest update every round as
+        // well, and its last rounds trailed the clean run by 3.5 points in one run.
         Scenario {
             params: pb::StrategyParams {
                 krum_byzantine: Some(1),
-                krum_selected: Some(3),
+                krum_selected: Some(4),
                 ..Default::default()
             },
             ..scenario("multi-krum", "krum", true)
