@@ -309,8 +309,8 @@ async fn robust_strategies_survive_a_poisoning_worker() {
             },
             ..scenario("trimmed-mean", "trimmed-mean", true)
         },
-        // m = n − f (El Mhamdi et al.'s choice for Multi-Krum): with the attacker scored out,
-        // the four honest updates are averaged. m = 3 dropped an honest update every round as
+        // m = n − f, the most Multi-Krum can keep while still leaving f updates out: with the
+        // attacker scored out, the four honest updates are averaged. m = 3 dropped an honest update every round as
         // well, and its last rounds trailed the clean run by 3.5 points in one run.
         Scenario {
             params: pb::StrategyParams {
