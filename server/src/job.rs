@@ -5,6 +5,8 @@ use fedcsg_wire::delta::UpdateKind;
 use fedcsg_wire::{Accepted, Compression, TensorEncoding, TopK};
 use serde::{Deserialize, Serialize};
 
+pub use crate::client_evaluation::ClientEvaluation;
+pub use crate::lr_schedule::LrSchedule;
 pub use crate::strategy::{Clipping, Strategy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -76,6 +78,21 @@ pub struct JobSpec {
     /// The most of a round's FedAvg weight one update may hold, in (0, 1]; `None` = no cap.
     #[serde(default)]
     pub max_weight_share: Option<f64>,
+    /// The learning rate across rounds (a job stored before schedules existed: constant).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+}
+
+impl JobSpec {
+    /// The local training settings of `round`: the base settings at the round's scheduled rate.
+    pub fn training_for_round(&self, round: u64) -> LocalTraining {
+        LocalTraining {
+            learning_rate: self
+                .lr_schedule
+                .rate(self.training.learning_rate, round, self.rounds),
+            ..self.training
+        }
+    }
 }
 
 impl JobSpec {
@@ -222,6 +239,12 @@ pub struct RoundRecord {
     /// The participants whose updates Krum averaged (`None` for other strategies).
     #[serde(default)]
     pub selected: Option<Vec<String>>,
+    /// The learning rate of the round's train tasks (`None` in records older than schedules).
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// The federated evaluation of the round's global model on the clients' held-out data.
+    #[serde(default)]
+    pub client_evaluation: Option<ClientEvaluation>,
 }
 
 impl RoundRecord {
@@ -294,6 +317,7 @@ mod tests {
             exchange: int8_topk(),
             clipping: None,
             max_weight_share: None,
+            lr_schedule: LrSchedule::default(),
         };
         let mut stored = serde_json::to_value(&spec).unwrap();
         let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();

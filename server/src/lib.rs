@@ -3,9 +3,11 @@
 //! - [`config`]: configuration from a TOML file, FEDCSG_* variables and flags, validated once.
 //! - [`coordinator`]: workers, jobs and the round state machine (domain logic, no protobuf).
 //! - [`aggregate`]: the streaming weighted mean of updates.
+//! - [`client_evaluation`]: per-client evaluation of a global model, summarised.
 //! - [`strategy`]: aggregation strategies (FedAvg, server optimisers, robust aggregators),
 //!   update clipping and weighting.
 //! - [`job`]: job specs, states and round records.
+//! - [`lr_schedule`]: the learning rate across rounds.
 //! - [`ids`]: identifier newtypes.
 //! - [`service`]: the gRPC edge (worker and operator services, conversions).
 //! - [`server`]: `run(listener, config, shutdown)`, serving everything on one port.
@@ -17,12 +19,14 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod client_evaluation;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fault;
 pub mod ids;
 pub mod job;
+pub mod lr_schedule;
 pub mod server;
 pub mod service;
 pub mod store;

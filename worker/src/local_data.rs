@@ -29,6 +29,36 @@ impl LocalData {
         Self::from_sets(&config.data, all.train, all.test, config).map_err(data_err)
     }
 
+    /// Every one of `num_partitions` workers' shares of `train` and `test`, cut exactly as
+    /// `num_partitions` real workers with the same scheme and seed cut them (one pass over the
+    /// labels instead of one per worker); used by simulations of many clients in one process.
+    pub fn all_partitions(
+        source: &DataSource,
+        train: &Dataset,
+        test: &Dataset,
+        scheme: Partitioning,
+        num_partitions: usize,
+        seed: u64,
+    ) -> Result<Vec<Self>, fedcsg_ml::data::DataError> {
+        let train_parts = partition(train, scheme, num_partitions, seed)?;
+        let test_parts = partition(test, scheme, num_partitions, seed)?;
+        Ok(train_parts
+            .iter()
+            .zip(&test_parts)
+            .enumerate()
+            .map(|(id, (train_part, test_part))| {
+                let (train, test) = (train.subset(train_part), test.subset(test_part));
+                Self {
+                    description: describe(source, scheme, num_partitions, id, seed, &train, &test),
+                    train,
+                    test,
+                    normalization: source.normalization(),
+                    augmentation: source.default_augmentation(),
+                }
+            })
+            .collect())
+    }
+
     fn from_sets(
         source: &DataSource,
         train: Dataset,
@@ -45,14 +75,14 @@ impl LocalData {
             Ok(set.subset(&parts[config.partition_id]))
         };
         let (train, test) = (part(&train)?, part(&test)?);
-        let description = format!(
-            "{source} partition {}/{} ({}, seed {}): {} train, {} test",
-            config.partition_id,
-            config.num_partitions,
+        let description = describe(
+            source,
             config.partitioning,
+            config.num_partitions,
+            config.partition_id,
             config.partition_seed,
-            train.len(),
-            test.len()
+            &train,
+            &test,
         );
         Ok(Self {
             train,
@@ -62,6 +92,22 @@ impl LocalData {
             description,
         })
     }
+}
+
+fn describe(
+    source: &DataSource,
+    scheme: Partitioning,
+    num_partitions: usize,
+    id: usize,
+    seed: u64,
+    train: &Dataset,
+    test: &Dataset,
+) -> String {
+    format!(
+        "{source} partition {id}/{num_partitions} ({scheme}, seed {seed}): {} train, {} test",
+        train.len(),
+        test.len()
+    )
 }
 
 fn partition(
@@ -118,6 +164,20 @@ mod tests {
             LocalData::load(&config("iid", 3, 1)).unwrap().train,
             shares[1].train
         );
+        // One pass for every worker gives each worker what it loads alone.
+        let every = LocalData::all_partitions(
+            &DataSource::Bundled,
+            &all.train,
+            &all.test,
+            "iid".parse().unwrap(),
+            3,
+            0,
+        )
+        .unwrap();
+        for (one, alone) in every.iter().zip(&shares) {
+            assert_eq!((&one.train, &one.test), (&alone.train, &alone.test));
+            assert_eq!(one.description, alone.description);
+        }
         // Label skew really skews: with shards:1 each worker sees few classes.
         let skewed = LocalData::load(&config("shards:1", 5, 0)).unwrap();
         assert!(

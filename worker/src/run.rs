@@ -28,9 +28,6 @@ use crate::local_work::{ModelCache, evaluate_round, on_blocking_thread, train_ro
 use crate::transfer::{self, update_chunks};
 use fedcsg_wire::UpdateKind;
 
-/// Attempts at sending one update while the coordinator is unreachable (the update is kept and
-/// re-sent; the coordinator recognises a duplicate).
-const UPLOAD_ATTEMPTS: u32 = 4;
 /// How long a best-effort Leave may take at shutdown.
 const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -316,7 +313,7 @@ impl Worker {
             UpdateKind::Delta,
             prepared.encoded,
         );
-        let response = upload(client, chunks, &self.config).await?;
+        let response = transfer::send_update(client, chunks, self.config.max_retry).await?;
         info!(
             samples = summary.num_samples,
             train_loss = summary.train_loss,
@@ -391,28 +388,6 @@ impl Worker {
             Err(status) => {
                 warn!(code = ?status.code(), message = status.message(), "could not leave cleanly")
             }
-        }
-    }
-}
-
-/// Sends an update, re-sending it while the coordinator is briefly unreachable.
-async fn upload(
-    client: &CoordinatorClient,
-    chunks: Vec<pb::UpdateChunk>,
-    config: &WorkerConfig,
-) -> Result<pb::UploadUpdateResponse, WorkerError> {
-    let mut backoff = Backoff::new(config.max_retry);
-    loop {
-        match client.upload_update(chunks.clone()).await {
-            Ok(response) => return Ok(response),
-            Err(status)
-                if is_transient(status.code()) && backoff.failures() + 1 < UPLOAD_ATTEMPTS =>
-            {
-                let delay = backoff.next_delay(&mut rand::rng());
-                warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64, "update upload failed; re-sending");
-                sleep(delay).await;
-            }
-            Err(status) => return Err(WorkerError::rpc("UploadUpdate", status)),
         }
     }
 }

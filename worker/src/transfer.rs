@@ -2,16 +2,25 @@
 //! checked as they arrive, in whatever dense encoding the coordinator chose) and the update
 //! streamed up in the same shape.
 
+use std::time::Duration;
+
 use fedcsg_core::tensor::StateDict;
 use fedcsg_wire::convert::{meta_to_proto, metas_from_proto, update_kind_to_proto};
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::{model_chunk, update_chunk};
 use fedcsg_wire::{Accepted, EncodedState, ModelAssembler, UpdateKind, WireLimits};
 use prost::Message;
+use tokio::time::sleep;
+use tracing::warn;
 
 use crate::assignment::RoundRef;
+use crate::backoff::Backoff;
 use crate::client::CoordinatorClient;
-use crate::error::WorkerError;
+use crate::error::{WorkerError, is_transient};
+
+/// Attempts at sending one update while the coordinator is unreachable (the update is kept and
+/// re-sent; the coordinator recognises a duplicate).
+const UPLOAD_ATTEMPTS: u32 = 4;
 
 /// A downloaded global model.
 #[derive(Debug)]
@@ -125,6 +134,28 @@ pub fn update_chunks(
         .collect();
     let bytes = chunks.iter().map(|c| c.encoded_len() as u64).sum();
     (chunks, bytes)
+}
+
+/// Sends an update, re-sending it while the coordinator is briefly unreachable.
+pub async fn send_update(
+    client: &CoordinatorClient,
+    chunks: Vec<pb::UpdateChunk>,
+    max_retry: Duration,
+) -> Result<pb::UploadUpdateResponse, WorkerError> {
+    let mut backoff = Backoff::new(max_retry);
+    loop {
+        match client.upload_update(chunks.clone()).await {
+            Ok(response) => return Ok(response),
+            Err(status)
+                if is_transient(status.code()) && backoff.failures() + 1 < UPLOAD_ATTEMPTS =>
+            {
+                let delay = backoff.next_delay(&mut rand::rng());
+                warn!(code = ?status.code(), message = status.message(), retry_in_ms = delay.as_millis() as u64, "update upload failed; re-sending");
+                sleep(delay).await;
+            }
+            Err(status) => return Err(WorkerError::rpc("UploadUpdate", status)),
+        }
+    }
 }
 
 #[cfg(test)]

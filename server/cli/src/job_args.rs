@@ -25,8 +25,12 @@ pub struct JobArgs {
     pub local_epochs: u32,
     #[arg(long, default_value_t = 32)]
     pub batch: u32,
+    /// Local learning rate (the base of --lr-schedule).
     #[arg(long, default_value_t = 0.05)]
     pub lr: f64,
+    /// The learning rate across rounds: constant | step:EVERY:GAMMA | cosine | cosine:FLOOR.
+    #[arg(long, default_value = "constant")]
+    pub lr_schedule: String,
     #[arg(long, default_value_t = 0.9)]
     pub momentum: f64,
     #[arg(long, default_value_t = 5e-4)]
@@ -167,6 +171,7 @@ impl JobArgs {
                 learning_rate: self.clip_lr,
             }),
             max_weight_share: self.max_weight_share,
+            lr_schedule: self.lr_schedule.clone(),
         })
     }
 

@@ -5,6 +5,8 @@
 //!   benchmarks on this machine (through `fedcsg-ml`).
 //! - [`local`]: a whole federation here: the real `fedcsg-coordinator` and `fedcsg-worker`
 //!   processes on loopback, one job, a line per round and a summary JSON.
+//! - [`simulate`]: a federation of many virtual clients in one process, with the real
+//!   coordinator and worker code and a link model.
 //! - [`remote`], [`submit`], [`job_args`]: talking to a running coordinator over gRPC (status,
 //!   watch, export, submit), exactly as any other gRPC client would.
 //!
@@ -17,6 +19,7 @@ pub mod job_args;
 pub mod local;
 pub mod model_cmd;
 pub mod remote;
+pub mod simulate;
 pub mod submit;
 pub mod train_cmd;
 
@@ -43,6 +46,9 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Run a whole federation here: a coordinator and N worker processes on loopback.
     Local(local::LocalArgs),
+    /// Simulate a federation of many clients in one process: the real coordinator and worker
+    /// code, K clients training at a time, a link model for transfer times.
+    Simulate(simulate::SimulateArgs),
     /// Jobs and workers of a running coordinator.
     Status(remote::StatusArgs),
     /// Follow a job's rounds with a progress bar until it ends.
@@ -60,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Local(args) => runtime()?.block_on(local::run(args)),
+        Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Status(args) => runtime()?.block_on(remote::status(args)),
         Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
         Command::Export(args) => runtime()?.block_on(remote::export(args)),
@@ -92,7 +99,7 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .collect();
         for name in [
-            "model", "train", "bench", "local", "status", "watch", "export", "submit",
+            "model", "train", "bench", "local", "simulate", "status", "watch", "export", "submit",
         ] {
             assert!(
                 names.iter().any(|n| n == name),

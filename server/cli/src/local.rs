@@ -67,7 +67,8 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", bin.display()))
 }
 
-fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
+/// Peak resident memory of process `pid` (Linux `VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     status
         .lines()
@@ -288,7 +289,8 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     let worker_rss: Vec<Option<u64>> = children[1..].iter().map(|c| peak_rss_kib(c.id())).collect();
     if let Some(path) = &args.summary_json {
         let summary = summary_json(
-            args,
+            &args.job,
+            args.workers,
             &job,
             state,
             started.elapsed().as_secs_f64(),
@@ -327,7 +329,8 @@ pub fn local_round_line(e: &pb::RoundEvent, job: &pb::Job) -> String {
 /// memory (coordinator, each worker) and every round with per-worker figures. Figures the
 /// coordinator did not measure (negative on the wire) are null.
 pub fn summary_json(
-    args: &LocalArgs,
+    job_args: &JobArgs,
+    workers: usize,
     job: &pb::Job,
     state: &str,
     total_seconds: f64,
@@ -337,17 +340,19 @@ pub fn summary_json(
     serde_json::json!({
         "job_id": job.job_id,
         "state": state,
-        "model": args.job.model,
-        "csg": args.job.csg,
-        "data": args.job.data,
-        "workers": args.workers,
-        "rounds_requested": args.job.rounds,
-        "upload_encoding": args.job.upload_encoding.to_string(),
-        "download_encoding": args.job.download_encoding.to_string(),
-        "upload_topk": (args.job.topk > 0.0).then_some(args.job.topk),
-        "error_feedback": !args.job.no_error_feedback,
+        "model": job_args.model,
+        "csg": job_args.csg,
+        "data": job_args.data,
+        "workers": workers,
+        "rounds_requested": job_args.rounds,
+        "upload_encoding": job_args.upload_encoding.to_string(),
+        "download_encoding": job_args.download_encoding.to_string(),
+        "upload_topk": (job_args.topk > 0.0).then_some(job_args.topk),
+        "error_feedback": !job_args.no_error_feedback,
         "strategy": job.spec.as_ref().map(|s| s.strategy.clone()),
-        "seed": args.job.seed,
+        "lr": job_args.lr,
+        "lr_schedule": job_args.lr_schedule,
+        "seed": job_args.seed,
         "exchanged_values": job.exchanged_values,
         "full_filter_exchanged_values": job.full_filter_exchanged_values,
         "total_seconds": total_seconds,
@@ -364,6 +369,12 @@ fn round_json(e: &pb::RoundEvent) -> serde_json::Value {
         "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),
         "test_loss": (e.test_loss >= 0.0).then_some(e.test_loss),
         "federated_accuracy": (e.federated_accuracy >= 0.0).then_some(e.federated_accuracy),
+        "client_evaluation": e.client_evaluation.as_ref().map(|c| serde_json::json!({
+            "clients": c.clients, "weighted_accuracy": c.weighted_accuracy,
+            "mean_accuracy": c.mean_accuracy, "worst_accuracy": c.worst_accuracy,
+            "p10_accuracy": c.p10_accuracy, "loss": c.loss,
+        })),
+        "learning_rate": (e.learning_rate > 0.0).then_some(e.learning_rate),
         "train_loss": e.train_loss,
         "participants": e.participants,
         "sampled": e.sampled,
@@ -519,7 +530,8 @@ mod tests {
         let args = parse(&["--workers", "2"]);
         let rounds = [round(1, 0.5, &[10, 20]), round(2, -1.0, &[30, 40])];
         let json = summary_json(
-            &args,
+            &args.job,
+            args.workers,
             &job(),
             "JOB_STATE_SUCCEEDED",
             12.5,
@@ -551,5 +563,7 @@ mod tests {
         assert!(r[0]["clip_norm"].is_null() && r[0]["selected"].is_null());
         assert_eq!(r[0]["clipped_updates"], 0);
         assert_eq!(r[0]["aggregation_seconds"], 0.0);
+        assert_eq!(json["lr_schedule"], "constant");
+        assert!(r[0]["client_evaluation"].is_null() && r[0]["learning_rate"].is_null());
     }
 }

@@ -210,9 +210,35 @@ pub fn round_line(e: &pb::RoundEvent) -> String {
     } else {
         String::new()
     };
+    let rate = if e.learning_rate > 0.0 {
+        format!("  lr {:.4}", e.learning_rate)
+    } else {
+        String::new()
+    };
     format!(
-        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s (aggregation {:.3} s){clipped}",
-        e.round, e.train_loss, e.participants, e.sampled, e.seconds, e.aggregation_seconds
+        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s (aggregation {:.3} s){clipped}{rate}{}",
+        e.round,
+        e.train_loss,
+        e.participants,
+        e.sampled,
+        e.seconds,
+        e.aggregation_seconds,
+        e.client_evaluation
+            .as_ref()
+            .map(client_evaluation_text)
+            .unwrap_or_default()
+    )
+}
+
+/// The per-worker evaluation of a round line: mean, worst and 10th-percentile accuracy, loss.
+fn client_evaluation_text(c: &pb::ClientEvaluation) -> String {
+    format!(
+        "  clients {}: mean {:.2}% worst {:.2}% p10 {:.2}% loss {:.4}",
+        c.clients,
+        100.0 * c.mean_accuracy,
+        100.0 * c.worst_accuracy,
+        100.0 * c.p10_accuracy,
+        c.loss
     )
 }
 
@@ -381,6 +407,24 @@ mod tests {
             "{}",
             round_line(&e)
         );
+        e.learning_rate = 0.05;
+        e.client_evaluation = Some(pb::ClientEvaluation {
+            clients: 10,
+            weighted_accuracy: 0.8,
+            mean_accuracy: 0.79,
+            worst_accuracy: 0.5,
+            p10_accuracy: 0.625,
+            loss: 0.61,
+        });
+        assert!(
+            round_line(&e).ends_with(
+                "(aggregation 0.000 s)  lr 0.0500  clients 10: mean 79.00% worst 50.00% p10 62.50% loss 0.6100"
+            ),
+            "{}",
+            round_line(&e)
+        );
+        e.learning_rate = 0.0;
+        e.client_evaluation = None;
         e.test_accuracy = -1.0;
         e.workers.clear();
         assert!(

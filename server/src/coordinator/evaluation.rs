@@ -14,6 +14,7 @@ use tracing::{error, warn};
 use super::Coordinator;
 use super::rounds::free_workers;
 use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
+use crate::client_evaluation::{ClientEvaluation, ClientReport};
 use crate::error::{Result, ServerError};
 use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
 use crate::strategy::RoundAggregation;
@@ -29,12 +30,23 @@ impl Coordinator {
         token: &str,
         samples: u64,
         correct: u64,
+        loss_sum: f64,
     ) -> Result<()> {
         if correct > samples {
             return Err(ServerError::invalid(format!(
                 "correct {correct} exceeds num_samples {samples}"
             )));
         }
+        if !(loss_sum.is_finite() && loss_sum >= 0.0) {
+            return Err(ServerError::invalid(format!(
+                "loss_sum must be finite and non-negative, got {loss_sum}"
+            )));
+        }
+        let report = ClientReport {
+            samples,
+            correct,
+            loss_sum,
+        };
         let mut st = self.lock();
         let assigned = st
             .workers
@@ -55,16 +67,14 @@ impl Coordinator {
             })?;
         if !assigned {
             // A retry of a report already taken is idempotent; anything else was never asked for.
-            if active.evaluations.get(worker) == Some(&(samples, correct)) {
+            if active.evaluations.get(worker) == Some(&report) {
                 return Ok(());
             }
             return Err(ServerError::precondition(format!(
                 "worker {worker} was not asked to evaluate in this round of job {job}"
             )));
         }
-        active
-            .evaluations
-            .insert(worker.clone(), (samples, correct));
+        active.evaluations.insert(worker.clone(), report);
         if let Some(w) = st.workers.get_mut(worker) {
             w.assignment = None;
         }
@@ -105,12 +115,10 @@ impl Coordinator {
     pub(super) fn finish_federated_evaluation(&self, st: &mut State, id: &JobId) {
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_ref().expect("active");
-        let (samples, correct) = active
-            .evaluations
-            .values()
-            .fold((0u64, 0u64), |a, e| (a.0 + e.0, a.1 + e.1));
+        let evaluation = ClientEvaluation::from_reports(active.evaluations.values().copied());
         if let Some(r) = job.records.last_mut() {
-            r.federated_accuracy = (samples > 0).then(|| correct as f64 / samples as f64);
+            r.federated_accuracy = evaluation.map(|e| e.weighted_accuracy);
+            r.client_evaluation = evaluation;
             if let Some(store) = &self.store
                 && let Err(e) = store.update_round_record(job.id.as_str(), r)
             {

@@ -238,6 +238,8 @@ impl Coordinator {
             clipped_updates: active.clipped as u64,
             aggregation_seconds: closed.aggregation_seconds,
             selected: closed.selected,
+            client_evaluation: None,
+            learning_rate: Some(job.spec.training_for_round(active.round).learning_rate),
         };
         if let (Some(store), Some(files)) = (&self.store, &closed.files) {
             let last = job.records.len() as u64 + 1 >= job.spec.rounds;

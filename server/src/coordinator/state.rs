@@ -7,6 +7,7 @@ use std::time::Instant;
 use fedcsg_core::tensor::StateDict;
 
 use super::downloads::DownloadCell;
+use crate::client_evaluation::ClientReport;
 use crate::ids::{JobId, RoundToken, WorkerId};
 use crate::job::{JobSpec, JobState, RoundRecord, WorkerRoundStats};
 use crate::strategy::{RoundAggregation, ServerState};
@@ -84,7 +85,7 @@ pub struct ActiveRound {
     /// Downloads counted in `bytes_down` (retries included).
     pub downloads: u64,
     /// Federated evaluation reports: (samples, correct).
-    pub evaluations: BTreeMap<WorkerId, (u64, u64)>,
+    pub evaluations: BTreeMap<WorkerId, ClientReport>,
 }
 
 #[derive(Debug)]

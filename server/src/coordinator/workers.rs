@@ -198,7 +198,7 @@ impl Coordinator {
                 round: a.round,
                 token: a.token.clone(),
                 model: job.spec.model,
-                training: job.spec.training,
+                training: job.spec.training_for_round(a.round),
                 seed: local_training_seed(job.spec.seed, a.round, worker),
                 bn_stats: job.spec.bn_stats,
                 deadline_seconds,

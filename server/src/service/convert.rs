@@ -60,6 +60,10 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
         exchange,
         clipping: s.clipping.map(clipping_from_proto),
         max_weight_share: s.max_weight_share,
+        lr_schedule: s
+            .lr_schedule
+            .parse()
+            .map_err(|e| bad(format!("spec.lr_schedule: {e}")))?,
     };
     spec.validate().map_err(bad)?;
     Ok(spec)
@@ -158,6 +162,7 @@ pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
         strategy_params: Some(strategy_params_to_proto(s.strategy.params())),
         clipping: s.clipping.map(clipping_to_proto),
         max_weight_share: s.max_weight_share,
+        lr_schedule: s.lr_schedule.to_string(),
     }
 }
 
@@ -206,6 +211,15 @@ pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundE
         clipped_updates: r.clipped_updates as u32,
         aggregation_seconds: r.aggregation_seconds,
         selected_ids: r.selected.clone().unwrap_or_default(),
+        learning_rate: r.learning_rate.unwrap_or(0.0),
+        client_evaluation: r.client_evaluation.map(|e| pb::ClientEvaluation {
+            clients: e.clients as u32,
+            weighted_accuracy: e.weighted_accuracy,
+            mean_accuracy: e.mean_accuracy,
+            worst_accuracy: e.worst_accuracy,
+            p10_accuracy: e.p10_accuracy,
+            loss: e.loss,
+        }),
     }
 }
 

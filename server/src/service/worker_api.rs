@@ -226,6 +226,7 @@ impl WorkerService for WorkerApi {
             required(&r.round_token, "round_token")?,
             r.num_samples,
             r.correct,
+            r.loss_sum,
         )?;
         Ok(Response::new(pb::ReportEvaluationResponse {}))
     }
