@@ -8,7 +8,7 @@ mod model_spec;
 mod slice_layout;
 
 pub use bn_stats::BnStatsPolicy;
-pub use csg_mode::{CsgMode, CsgShape, DEFAULT_GENERATOR_SEED};
+pub use csg_mode::{CodeInit, CsgMode, CsgShape, DEFAULT_GENERATOR_SEED};
 pub use model_spec::{Architecture, ModelSpec};
 pub use slice_layout::SliceLayout;
 

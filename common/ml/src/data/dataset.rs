@@ -9,6 +9,8 @@ use super::shuffle::derive_seed;
 /// Stream id for `seeded_subset`, so its draw is independent of epoch orders and partitions made
 /// from the same seed.
 const SUBSET_STREAM: u64 = 0x5355_4253_4554; // "SUBSET"
+/// Stream id of validation splits.
+const SPLIT_STREAM: u64 = 0x5350_4c49_5400_0000; // "SPLIT"
 
 /// Images as `u8` pixels, N x C x H x W (each image CHW, like CIFAR-10's files and candle's
 /// tensors), with one label per image.
@@ -173,11 +175,43 @@ impl Dataset {
         indices.sort_unstable();
         self.subset(&indices)
     }
+
+    /// Splits off `held_out` samples drawn with `seed` (a validation split): returns the rest
+    /// and the held-out samples, disjoint and together all of this set.
+    pub fn seeded_split(&self, held_out: usize, seed: u64) -> (Dataset, Dataset) {
+        let held_out = held_out.min(self.len());
+        let mut rng = StdRng::seed_from_u64(derive_seed(seed, SPLIT_STREAM));
+        let mut chosen = rand::seq::index::sample(&mut rng, self.len(), held_out).into_vec();
+        chosen.sort_unstable();
+        let mut is_held = vec![false; self.len()];
+        for &i in &chosen {
+            is_held[i] = true;
+        }
+        let rest: Vec<usize> = (0..self.len()).filter(|&i| !is_held[i]).collect();
+        (self.subset(&rest), self.subset(&chosen))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A split is disjoint, covers the set, has the asked size and depends only on the seed.
+    #[test]
+    fn a_seeded_split_partitions_the_set() {
+        let images = (0..100u8).flat_map(|i| [i; 4]).collect();
+        let labels = (0..100u8).map(|i| i % 3).collect();
+        let set = Dataset::new("hundred", images, labels, (1, 2, 2), 3).unwrap();
+        let (rest, held) = set.seeded_split(20, 5);
+        assert_eq!((rest.len(), held.len()), (80, 20));
+        let firsts =
+            |d: &Dataset| -> Vec<u8> { (0..d.len()).map(|i| d.image(i).unwrap()[0]).collect() };
+        let mut all = [firsts(&rest), firsts(&held)].concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..100u8).collect::<Vec<_>>());
+        assert_eq!(set.seeded_split(20, 5).1, held);
+        assert_ne!(set.seeded_split(20, 6).1, held);
+    }
 
     fn tiny() -> Dataset {
         // Four 1x2x2 images whose pixels equal their index, labels 0,1,2,1.

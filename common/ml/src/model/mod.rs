@@ -21,7 +21,8 @@ use candle_nn::{VarBuilder, VarMap};
 pub use conv::{Conv2d, ConvConfig, ConvWeight};
 pub use densenet::DenseNet;
 pub use fedcsg_core::spec::{
-    Architecture, BnStatsPolicy, CsgMode, CsgShape, DEFAULT_GENERATOR_SEED, ModelSpec, SliceLayout,
+    Architecture, BnStatsPolicy, CodeInit, CsgMode, CsgShape, DEFAULT_GENERATOR_SEED, ModelSpec,
+    SliceLayout,
 };
 pub use inventory::{Inventory, ParamEntry, ParamRole};
 pub use resnet::ResNet;
@@ -65,17 +66,19 @@ impl Model {
         let vb = VarBuilder::from_backend(backend_vars, DType::F32, device.clone());
         let generator = match spec.csg {
             CsgMode::Full => None,
-            CsgMode::Trained(shape) => Some(Arc::new(SliceGenerator::trained(
+            CsgMode::Trained { shape, codes } => Some(Arc::new(SliceGenerator::trained(
                 shape,
                 3,
                 spec.layout,
+                codes,
                 vb.pp("generator"),
             )?)),
-            CsgMode::Seeded { shape, seed } => Some(Arc::new(SliceGenerator::seeded(
+            CsgMode::Seeded { shape, seed, codes } => Some(Arc::new(SliceGenerator::seeded(
                 shape,
                 3,
                 spec.layout,
                 seed,
+                codes,
                 &device,
             )?)),
         };

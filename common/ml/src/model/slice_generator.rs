@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{CsgShape, SliceLayout};
+use super::{CodeInit, CsgShape, SliceLayout};
 
 /// The shared generator `G` with weight `[S*S*k*k, C]` (PyTorch `Linear(C, S*S*k*k)` layout).
 #[derive(Debug, Clone)]
@@ -16,6 +16,9 @@ pub struct SliceGenerator {
     shape: CsgShape,
     kernel: usize,
     layout: SliceLayout,
+    /// The standard deviation of the generator's entries at the start.
+    entry_std: f64,
+    codes: CodeInit,
 }
 
 impl SliceGenerator {
@@ -24,6 +27,7 @@ impl SliceGenerator {
         shape: CsgShape,
         kernel: usize,
         layout: SliceLayout,
+        codes: CodeInit,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         let out = shape.slice * shape.slice * kernel * kernel;
@@ -41,6 +45,8 @@ impl SliceGenerator {
             shape,
             kernel,
             layout,
+            entry_std: std,
+            codes,
         })
     }
 
@@ -51,6 +57,7 @@ impl SliceGenerator {
         kernel: usize,
         layout: SliceLayout,
         seed: u64,
+        codes: CodeInit,
         device: &Device,
     ) -> candle_core::Result<Self> {
         let out = shape.slice * shape.slice * kernel * kernel;
@@ -64,6 +71,8 @@ impl SliceGenerator {
             shape,
             kernel,
             layout,
+            entry_std: 0.5,
+            codes,
         })
     }
 
@@ -77,6 +86,20 @@ impl SliceGenerator {
 
     pub fn kernel(&self) -> usize {
         self.kernel
+    }
+
+    /// The standard deviation a layer's codes start with for `c_in` input channels: 1 (the
+    /// reference code), or with [`CodeInit::FanIn`] whatever makes the generated filters start
+    /// at the He scale `sqrt(2 / (c_in k²))` of full filters (a generated weight sums C products
+    /// of a code entry and a generator entry).
+    pub fn code_std(&self, c_in: usize) -> f64 {
+        match self.codes {
+            CodeInit::Unit => 1.0,
+            CodeInit::FanIn => {
+                let he = (2.0 / (c_in * self.kernel * self.kernel) as f64).sqrt();
+                he / (self.entry_std * (self.shape.code as f64).sqrt())
+            }
+        }
     }
 
     /// Number of code vectors a `[c_out, c_in, k, k]` layer needs.
@@ -150,6 +173,8 @@ mod tests {
             shape: CsgShape { slice, code },
             kernel: 3,
             layout,
+            entry_std: 1.0,
+            codes: CodeInit::Unit,
         }
     }
 
@@ -185,12 +210,33 @@ mod tests {
     #[test]
     fn seeded_generator_is_reproducible() {
         let shape = CsgShape { slice: 4, code: 8 };
-        let a =
-            SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 7, &Device::Cpu).unwrap();
-        let b =
-            SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 7, &Device::Cpu).unwrap();
-        let c =
-            SliceGenerator::seeded(shape, 3, SliceLayout::AlignedBlocks, 8, &Device::Cpu).unwrap();
+        let a = SliceGenerator::seeded(
+            shape,
+            3,
+            SliceLayout::AlignedBlocks,
+            7,
+            CodeInit::Unit,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let b = SliceGenerator::seeded(
+            shape,
+            3,
+            SliceLayout::AlignedBlocks,
+            7,
+            CodeInit::Unit,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let c = SliceGenerator::seeded(
+            shape,
+            3,
+            SliceLayout::AlignedBlocks,
+            8,
+            CodeInit::Unit,
+            &Device::Cpu,
+        )
+        .unwrap();
         let va: Vec<f32> = a.weight.flatten_all().unwrap().to_vec1().unwrap();
         let vb: Vec<f32> = b.weight.flatten_all().unwrap().to_vec1().unwrap();
         let vc: Vec<f32> = c.weight.flatten_all().unwrap().to_vec1().unwrap();

@@ -166,3 +166,35 @@ fn safetensors_round_trip() {
         b.state().unwrap().fingerprint()
     );
 }
+
+/// `/fanin` codes make every generated filter start at the He scale sqrt(2 / (c_in k²)) of a
+/// full filter, for a trained and a seeded generator; reference codes start 12-24x (trained)
+/// and 36-72x (seeded) larger, the more the wider the layer.
+#[test]
+fn fan_in_codes_start_generated_filters_at_the_he_scale() {
+    let std_of = |t: &Tensor| {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let mean = v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    for (csg, ratio_range) in [
+        ("12-72/fanin", 0.85..1.15),
+        ("seeded:12-72/fanin", 0.85..1.15),
+        ("16-128/fanin", 0.85..1.15),
+        ("12-72", 8.0..30.0),
+        ("seeded:12-72", 25.0..80.0),
+    ] {
+        let model = Model::new(&spec("resnet20", csg, 1), 3, ConvBackend::Reference).unwrap();
+        for conv in model.convs().into_iter().filter(|c| c.is_generated()) {
+            let w = conv.kernel().unwrap();
+            let c_in = w.dims()[1];
+            let he = (2.0 / (c_in * 9) as f64).sqrt();
+            let ratio = std_of(&w) / he;
+            assert!(
+                ratio_range.contains(&ratio),
+                "{csg} {}: std {ratio:.2}x He",
+                conv.path()
+            );
+        }
+    }
+}

@@ -54,6 +54,11 @@ pub struct SimulateArgs {
     /// Coordinator test images (0 = all).
     #[arg(long, default_value_t = 0)]
     pub test_limit: usize,
+    /// Hold this many training images out of the clients' data (drawn with --seed) and evaluate
+    /// each round's model on them instead of the test set: a validation split for choosing
+    /// settings without looking at the test set.
+    #[arg(long, default_value_t = 0)]
+    pub holdout: usize,
     /// Each client's link, turning its exact bytes into transfer time:
     /// BANDWIDTH/LATENCY[/xSLOWDOWN][*WEIGHT],... e.g. 10mbit/25ms, or
     /// 10mbit/25ms*0.9,1mbit/200ms/x4*0.1 for 10% stragglers.
@@ -79,6 +84,7 @@ struct Plan {
     partitioning: Partitioning,
     links: Option<LinkMix>,
     min_workers: u32,
+    holdout: usize,
 }
 
 fn plan(args: &SimulateArgs) -> anyhow::Result<Plan> {
@@ -122,6 +128,7 @@ fn plan(args: &SimulateArgs) -> anyhow::Result<Plan> {
             .transpose()
             .map_err(|e: String| anyhow::anyhow!("--link: {e}"))?,
         min_workers: args.job.min_workers.unwrap_or(per_round),
+        holdout: args.holdout,
     })
 }
 
@@ -129,20 +136,31 @@ fn plan(args: &SimulateArgs) -> anyhow::Result<Plan> {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
     let started = Instant::now();
-    let (source, partitioning, clients, seed) = (
+    let (source, partitioning, clients, seed, holdout) = (
         plan.source.clone(),
         plan.partitioning,
         plan.clients,
         args.job.seed,
+        args.holdout,
     );
     let (shares, test) = tokio::task::spawn_blocking(move || {
         let all = source.load()?;
+        let (train, evaluation) = if holdout > 0 {
+            anyhow::ensure!(
+                holdout < all.train.len(),
+                "--holdout {holdout} leaves no training data ({} images)",
+                all.train.len()
+            );
+            all.train.seeded_split(holdout, seed)
+        } else {
+            (all.train, all.test.clone())
+        };
         let shares =
-            LocalData::all_partitions(&source, &all.train, &all.test, partitioning, clients, seed)?;
-        anyhow::Ok((shares, all.test))
+            LocalData::all_partitions(&source, &train, &all.test, partitioning, clients, seed)?;
+        anyhow::Ok((shares, evaluation))
     })
     .await??;
-    let test = if args.test_limit > 0 {
+    let test = if args.test_limit > 0 && args.holdout == 0 {
         test.seeded_subset(args.test_limit, 0)
     } else {
         test

@@ -66,6 +66,11 @@ pub(super) fn add_simulation(
         "threads_per_client": plan.threads,
         "partition": partition,
         "links": plan.links.as_ref().map(|l| l.to_string()),
+        "evaluated_on": if plan.holdout > 0 {
+            format!("validation: {} training images held out", plan.holdout)
+        } else {
+            "test set".to_string()
+        },
         "train_tasks": tasks.trained,
         "evaluation_tasks": tasks.evaluated,
         "failed_tasks": tasks.failed,
