@@ -7,6 +7,7 @@
 //!   processes on loopback, one job, a line per round and a summary JSON.
 //! - [`simulate`]: a federation of many virtual clients in one process, with the real
 //!   coordinator and worker code and a link model.
+//! - [`frontier_cmd`]: accuracy per byte over simulation summaries (table and plot).
 //! - [`remote`], [`submit`], [`job_args`]: talking to a running coordinator over gRPC (status,
 //!   watch, export, submit), exactly as any other gRPC client would.
 //!
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench_cmd;
+pub mod frontier_cmd;
 pub mod job_args;
 pub mod local;
 pub mod model_cmd;
@@ -49,6 +51,8 @@ pub enum Command {
     /// Simulate a federation of many clients in one process: the real coordinator and worker
     /// code, K clients training at a time, a link model for transfer times.
     Simulate(simulate::SimulateArgs),
+    /// Accuracy per byte from simulation summaries: a markdown table and a PNG plot.
+    Frontier(frontier_cmd::FrontierArgs),
     /// Jobs and workers of a running coordinator.
     Status(remote::StatusArgs),
     /// Follow a job's rounds with a progress bar until it ends.
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Local(args) => runtime()?.block_on(local::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
+        Command::Frontier(args) => frontier_cmd::run(args),
         Command::Status(args) => runtime()?.block_on(remote::status(args)),
         Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
         Command::Export(args) => runtime()?.block_on(remote::export(args)),

@@ -70,6 +70,9 @@ pub struct SimulateArgs {
     /// Write the run's summary here (the schema of `fedcsg local`, plus the simulation).
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// A name for the run in its summary (`fedcsg frontier` groups runs by it).
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 /// The most clients one simulation takes.
@@ -347,7 +350,15 @@ async fn simulate(
             (rss, &[]),
             &rounds,
         );
-        report::add_simulation(&mut summary, &rounds, &links, plan, &tasks, &args.partition);
+        report::add_simulation(
+            &mut summary,
+            &rounds,
+            &links,
+            plan,
+            &tasks,
+            &args.partition,
+            args.label.as_deref(),
+        );
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
         println!("summary written to {}", path.display());
     }

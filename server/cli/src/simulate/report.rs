@@ -58,7 +58,9 @@ pub(super) fn add_simulation(
     plan: &Plan,
     tasks: &TaskCounts,
     partition: &str,
+    label: Option<&str>,
 ) {
+    summary["label"] = label.into();
     summary["simulation"] = serde_json::json!({
         "clients": plan.clients,
         "clients_per_round": plan.min_workers,
