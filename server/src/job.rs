@@ -322,13 +322,24 @@ mod tests {
         let mut stored = serde_json::to_value(&spec).unwrap();
         let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(back, spec);
-        for field in ["exchange", "clipping", "max_weight_share"] {
+        for field in ["exchange", "clipping", "max_weight_share", "lr_schedule"] {
             stored.as_object_mut().unwrap().remove(field);
         }
         let old: JobSpec = serde_json::from_value(stored).unwrap();
         assert_eq!(old.exchange, Exchange::default());
         assert!(old.exchange.upload_compression().is_exact());
+        assert_eq!(old.lr_schedule, LrSchedule::Constant);
         assert!(old.validate().is_ok());
+
+        // A round's train tasks carry the scheduled rate; everything else is the base setting.
+        let cosine = JobSpec {
+            lr_schedule: "cosine".parse().unwrap(),
+            ..spec
+        };
+        assert_eq!(cosine.training_for_round(1), cosine.training);
+        let last = cosine.training_for_round(3);
+        assert!((last.learning_rate - 0.05 * 0.25).abs() < 1e-12, "{last:?}");
+        assert_eq!(last.momentum, 0.9);
     }
 
     #[test]

@@ -272,6 +272,21 @@ async fn malformed_job_specs_are_refused_and_create_nothing() {
             with(&|s| s.max_weight_share = Some(1.5)),
             "spec.max_weight_share",
         ),
+        (
+            "unknown learning-rate schedule",
+            with(&|s| s.lr_schedule = "linear".into()),
+            "spec.lr_schedule",
+        ),
+        (
+            "step schedule that grows the rate",
+            with(&|s| s.lr_schedule = "step:5:2".into()),
+            "spec.lr_schedule",
+        ),
+        (
+            "unknown code initialisation",
+            with(&|s| s.model.as_mut().unwrap().csg = "12-72/huge".into()),
+            "spec.model.csg",
+        ),
     ];
     for (case, s, needle) in bad_specs {
         refused.check(
