@@ -369,3 +369,64 @@ async fn simulate(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn args(extra: &[&str]) -> SimulateArgs {
+        let cli = Cli::try_parse_from([&["fedcsg", "simulate"][..], extra].concat()).unwrap();
+        match cli.command {
+            Command::Simulate(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    /// A round samples ceil(fraction x clients) clients, which is also the default quorum.
+    #[test]
+    fn the_plan_fills_in_the_defaults() {
+        let p = plan(&args(&[
+            "--clients",
+            "50",
+            "--fraction",
+            "0.2",
+            "--concurrency",
+            "2",
+        ]))
+        .unwrap();
+        assert_eq!((p.clients, p.min_workers, p.concurrency), (50, 10, 2));
+        assert!(p.links.is_none());
+        let p = plan(&args(&[
+            "--clients",
+            "7",
+            "--fraction",
+            "0.1",
+            "--link",
+            "1mbit/10ms",
+        ]))
+        .unwrap();
+        assert_eq!(p.min_workers, 1);
+        assert_eq!(p.links.unwrap().to_string(), "1mbit/10ms");
+    }
+
+    /// Bad settings are refused before any data is loaded, naming the flag.
+    #[test]
+    fn bad_settings_name_their_flag() {
+        for (extra, says) in [
+            (&["--clients", "0"][..], "--clients"),
+            (&["--clients", "100001"][..], "--clients"),
+            (&["--concurrency", "0"][..], "--concurrency"),
+            (&["--threads", "0"][..], "--threads"),
+            (&["--fraction", "1.5"][..], "--fraction"),
+            (&["--partition", "dirichlet:-1"][..], "--partition"),
+            (&["--link", "fast"][..], "--link"),
+            (&["--data", "nowhere:/x"][..], "--data"),
+        ] {
+            let err = plan(&args(extra)).err().expect("refused").to_string();
+            assert!(err.contains(says), "{extra:?}: {err}");
+        }
+    }
+}
