@@ -12,7 +12,7 @@ use fedcsg_wire::proto::v1 as pb;
 use tokio::process::{Child, Command};
 
 use crate::job_args::JobArgs;
-use crate::remote::{Operator, Remote, round_line};
+use crate::remote::{Operator, round_line};
 
 #[derive(Args)]
 pub struct LocalArgs {
@@ -190,11 +190,7 @@ async fn wait_for_joined(
     children: &mut [Child],
     log_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let mut op = Operator::connect(&Remote {
-        coordinator: url.to_string(),
-        ..Remote::default()
-    })
-    .await?;
+    let mut op = Operator::connect_local(url).await?;
     let started = Instant::now();
     loop {
         let req = op.request(pb::ListWorkersRequest {});
@@ -226,20 +222,10 @@ async fn wait_for_joined(
 }
 
 async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::Result<()> {
-    let mut op = Operator::connect(&Remote {
-        coordinator: url.to_string(),
-        ..Remote::default()
-    })
-    .await?;
-    let spec = args.job.spec("local", args.workers as u32)?;
-    let job = {
-        let req = op.request(pb::CreateJobRequest {
-            spec: Some(spec.clone()),
-        });
-        op.client().create_job(req)
-    }
-    .await?
-    .into_inner();
+    let mut op = Operator::connect_local(url).await?;
+    let job = op
+        .create_job(args.job.spec("local", args.workers as u32)?)
+        .await?;
     println!(
         "job {}: {} csg={} on {} workers, {} rounds; exchanges {} values per update ({} bytes as f32), a full-filter exchange {} ({} bytes); {}",
         job.job_id,
@@ -254,30 +240,13 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         args.job.exchange_description()
     );
     let started = Instant::now();
-    let mut stream = {
-        let req = op.request(pb::WatchJobRequest {
-            job_id: job.job_id.clone(),
-        });
-        op.client().watch_job(req)
-    }
-    .await?
-    .into_inner();
+    let mut stream = op.watch_job(&job.job_id).await?;
     let mut rounds = Vec::new();
     while let Some(e) = stream.message().await? {
         println!("{}", local_round_line(&e, &job));
         rounds.push(e);
     }
-    let final_job = {
-        let req = op.request(pb::GetJobRequest {
-            job_id: job.job_id.clone(),
-        });
-        op.client().get_job(req)
-    }
-    .await?
-    .into_inner();
-    let state = pb::JobState::try_from(final_job.state)
-        .map(|s| s.as_str_name())
-        .unwrap_or("?");
+    let (final_job, state) = op.job_state(&job.job_id).await?;
     println!(
         "job {} {} in {:.1} s: {}",
         job.job_id,

@@ -14,8 +14,8 @@ use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
 use fedcsg_wire::{ModelAssembler, WireLimits};
 use fedcsg_worker::tls_args::ClientTlsArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::Request;
 use tonic::transport::Channel;
+use tonic::{Request, Streaming};
 
 #[derive(Args, Clone, Default)]
 pub struct Remote {
@@ -74,6 +74,40 @@ impl Operator {
 
     pub fn client(&mut self) -> &mut OperatorServiceClient<Channel> {
         &mut self.client
+    }
+
+    /// Connects to an unauthenticated coordinator at `url` (one this process started).
+    pub async fn connect_local(url: &str) -> anyhow::Result<Self> {
+        Self::connect(&Remote {
+            coordinator: url.to_string(),
+            ..Remote::default()
+        })
+        .await
+    }
+
+    pub async fn create_job(&mut self, spec: pb::JobSpec) -> anyhow::Result<pb::Job> {
+        let req = self.request(pb::CreateJobRequest { spec: Some(spec) });
+        Ok(self.client.create_job(req).await?.into_inner())
+    }
+
+    /// The job's rounds so far, then each new one, until the job ends.
+    pub async fn watch_job(&mut self, job_id: &str) -> anyhow::Result<Streaming<pb::RoundEvent>> {
+        let req = self.request(pb::WatchJobRequest {
+            job_id: job_id.to_string(),
+        });
+        Ok(self.client.watch_job(req).await?.into_inner())
+    }
+
+    /// The job and the name of its state.
+    pub async fn job_state(&mut self, job_id: &str) -> anyhow::Result<(pb::Job, &'static str)> {
+        let req = self.request(pb::GetJobRequest {
+            job_id: job_id.to_string(),
+        });
+        let job = self.client.get_job(req).await?.into_inner();
+        let state = pb::JobState::try_from(job.state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?");
+        Ok((job, state))
     }
 }
 

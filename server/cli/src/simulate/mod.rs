@@ -34,7 +34,7 @@ use fedcsg_worker::local_data::LocalData;
 
 use crate::job_args::JobArgs;
 use crate::local::{local_round_line, peak_rss_kib, summary_json};
-use crate::remote::{Operator, Remote};
+use crate::remote::Operator;
 use clients::VirtualClient;
 use link::{Link, LinkMix};
 
@@ -244,18 +244,10 @@ async fn simulate(
             .collect(),
         None => HashMap::new(),
     };
-    let mut op = Operator::connect(&Remote {
-        coordinator: url.to_string(),
-        ..Remote::default()
-    })
-    .await?;
-    let spec = args.job.spec("simulate", plan.min_workers)?;
-    let job = {
-        let req = op.request(pb::CreateJobRequest { spec: Some(spec) });
-        op.client().create_job(req)
-    }
-    .await?
-    .into_inner();
+    let mut op = Operator::connect_local(url).await?;
+    let job = op
+        .create_job(args.job.spec("simulate", plan.min_workers)?)
+        .await?;
     println!(
         "job {}: {} csg={} on {} simulated clients ({} partition), {} per round, {} at a time \
          with {} thread(s) each, {} rounds; exchanges {} values per update ({} bytes as f32), \
@@ -278,14 +270,7 @@ async fn simulate(
             .as_ref()
             .map_or_else(|| "none (no transfer time)".to_string(), |m| m.to_string()),
     );
-    let mut stream = {
-        let req = op.request(pb::WatchJobRequest {
-            job_id: job.job_id.clone(),
-        });
-        op.client().watch_job(req)
-    }
-    .await?
-    .into_inner();
+    let mut stream = op.watch_job(&job.job_id).await?;
     let watcher = {
         let (job, links) = (job.clone(), links.clone());
         tokio::spawn(async move {
@@ -313,17 +298,7 @@ async fn simulate(
     )?);
     let tasks = tasks::run_tasks(&mut op, &clients, &pool, &watcher).await?;
     let rounds = watcher.await??;
-    let final_job = {
-        let req = op.request(pb::GetJobRequest {
-            job_id: job.job_id.clone(),
-        });
-        op.client().get_job(req)
-    }
-    .await?
-    .into_inner();
-    let state = pb::JobState::try_from(final_job.state)
-        .map(|s| s.as_str_name())
-        .unwrap_or("?");
+    let (final_job, state) = op.job_state(&job.job_id).await?;
     let kept: usize = clients.iter().map(|c| c.kept_bytes()).sum();
     let rss = peak_rss_kib(Some(std::process::id()));
     println!(
