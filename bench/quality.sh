@@ -29,7 +29,8 @@ GRID=(
 )
 
 COMMON=(--data fashion-mnist --model resnet20 --clients 100 --fraction 0.1 --rounds 30
-        --local-epochs 1 --batch 32 --federated-eval --link 10mbit/25ms)
+        --local-epochs 1 --batch 32 --lr 0.05 --lr-schedule cosine:0.1 --federated-eval
+        --link 10mbit/25ms)
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 echo "CPU: $cpu; $(nproc) cores"
