@@ -29,13 +29,23 @@ pub struct FrontierArgs {
     pub target_fraction: f64,
 }
 
+/// Where a run stands after a round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    /// Cumulative bytes per client.
+    bytes: f64,
+    accuracy: f64,
+    /// Simulated seconds so far, and how many of them were transfers.
+    seconds: f64,
+    transfer_seconds: f64,
+}
+
 /// One run's figures.
 #[derive(Debug, Clone)]
 struct Run {
     partition: String,
     csg: String,
-    /// (cumulative bytes per client, test accuracy, simulated elapsed seconds) per round.
-    curve: Vec<(f64, f64, f64)>,
+    curve: Vec<Point>,
     client_mean: Option<f64>,
     client_worst: Option<f64>,
 }
@@ -63,17 +73,23 @@ fn read_run(path: &Path) -> anyhow::Result<(String, Run)> {
         .map_or_else(|| format!("{partition} {csg}"), str::to_string);
     let rounds = s["rounds"].as_array().context("no rounds")?;
     anyhow::ensure!(!rounds.is_empty(), "{} has no rounds", path.display());
+    let mut transfer_seconds = 0.0;
     let curve = rounds
         .iter()
         .map(|r| {
-            Ok((
-                number(
+            transfer_seconds += number(
+                &r["simulated_transfer_seconds"],
+                "simulated_transfer_seconds",
+            )?;
+            Ok(Point {
+                bytes: number(
                     &r["cumulative_bytes_per_client"],
                     "cumulative_bytes_per_client",
                 )?,
-                number(&r["test_accuracy"], "test_accuracy")?,
-                number(&r["simulated_elapsed_seconds"], "simulated_elapsed_seconds")?,
-            ))
+                accuracy: number(&r["test_accuracy"], "test_accuracy")?,
+                seconds: number(&r["simulated_elapsed_seconds"], "simulated_elapsed_seconds")?,
+                transfer_seconds,
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .with_context(|| path.display().to_string())?;
@@ -107,12 +123,9 @@ fn pct(v: (f64, f64)) -> String {
     format!("{:.2} ± {:.2}", 100.0 * v.0, 100.0 * v.1)
 }
 
-/// The first round reaching `target`: (cumulative bytes per client, simulated seconds).
-fn first_reaching(run: &Run, target: f64) -> Option<(f64, f64)> {
-    run.curve
-        .iter()
-        .find(|(_, acc, _)| *acc >= target)
-        .map(|(b, _, t)| (*b, *t))
+/// Where a run first reaches `target`.
+fn first_reaching(run: &Run, target: f64) -> Option<Point> {
+    run.curve.iter().find(|p| p.accuracy >= target).copied()
 }
 
 /// The markdown table of `groups` (label → runs).
@@ -123,25 +136,25 @@ fn table(groups: &BTreeMap<String, Vec<Run>>, target_fraction: f64) -> String {
         if runs[0].csg == "none" {
             let finals: Vec<f64> = runs
                 .iter()
-                .map(|r| r.curve.last().expect("rounds").1)
+                .map(|r| r.curve.last().expect("rounds").accuracy)
                 .collect();
             targets.insert(&runs[0].partition, target_fraction * mean_std(&finals).0);
         }
     }
     let mut out = format!(
-        "| mode | seeds | rounds | final accuracy (%) | client mean (%) | worst client (%) | MB per client (all rounds) | MB per client to {:.0}% of full filters' final | simulated time to it (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| mode | seeds | rounds | final accuracy (%) | client mean (%) | worst client (%) | MB per client (all rounds) | MB per client to {:.0}% of full filters' final | simulated time to it (s) | of which transfers (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         100.0 * target_fraction
     );
     for (label, runs) in groups {
         let finals: Vec<f64> = runs
             .iter()
-            .map(|r| r.curve.last().expect("rounds").1)
+            .map(|r| r.curve.last().expect("rounds").accuracy)
             .collect();
         let clients: Vec<f64> = runs.iter().filter_map(|r| r.client_mean).collect();
         let worst: Vec<f64> = runs.iter().filter_map(|r| r.client_worst).collect();
         let bytes: Vec<f64> = runs
             .iter()
-            .map(|r| r.curve.last().expect("rounds").0)
+            .map(|r| r.curve.last().expect("rounds").bytes)
             .collect();
         let optional = |v: &[f64]| {
             if v.is_empty() {
@@ -150,10 +163,14 @@ fn table(groups: &BTreeMap<String, Vec<Run>>, target_fraction: f64) -> String {
                 pct(mean_std(v))
             }
         };
-        let (to_target, time) = match targets.get(runs[0].partition.as_str()) {
-            None => ("no full-filter run".to_string(), "".to_string()),
+        let (to_target, time, transfer) = match targets.get(runs[0].partition.as_str()) {
+            None => (
+                "no full-filter run".to_string(),
+                String::new(),
+                String::new(),
+            ),
             Some(&target) => {
-                let reached: Vec<(f64, f64)> = runs
+                let reached: Vec<Point> = runs
                     .iter()
                     .filter_map(|r| first_reaching(r, target))
                     .collect();
@@ -165,18 +182,23 @@ fn table(groups: &BTreeMap<String, Vec<Run>>, target_fraction: f64) -> String {
                             runs.len()
                         ),
                         String::new(),
+                        String::new(),
                     )
                 } else {
-                    let b: Vec<f64> = reached.iter().map(|r| r.0 / 1e6).collect();
-                    let t: Vec<f64> = reached.iter().map(|r| r.1).collect();
-                    let (bm, bs) = mean_std(&b);
-                    let (tm, ts) = mean_std(&t);
-                    (format!("{bm:.1} ± {bs:.1}"), format!("{tm:.0} ± {ts:.0}"))
+                    let spread = |f: fn(&Point) -> f64, digits: usize| {
+                        let (m, s) = mean_std(&reached.iter().map(f).collect::<Vec<_>>());
+                        format!("{m:.digits$} ± {s:.digits$}")
+                    };
+                    (
+                        spread(|p| p.bytes / 1e6, 1),
+                        spread(|p| p.seconds, 0),
+                        spread(|p| p.transfer_seconds, 1),
+                    )
                 }
             }
         };
         out.push_str(&format!(
-            "| {label} | {} | {} | {} | {} | {} | {:.1} | {to_target} | {time} |\n",
+            "| {label} | {} | {} | {} | {} | {} | {:.1} | {to_target} | {time} | {transfer} |\n",
             runs.len(),
             runs[0].curve.len(),
             pct(mean_std(&finals)),
@@ -208,8 +230,8 @@ fn plot(groups: &BTreeMap<String, Vec<Run>>, path: &Path) -> anyhow::Result<()> 
             let rounds = runs.iter().map(|r| r.curve.len()).min().unwrap_or(0);
             let points = (0..rounds)
                 .map(|i| {
-                    let bytes: Vec<f64> = runs.iter().map(|r| r.curve[i].0 / 1e6).collect();
-                    let acc: Vec<f64> = runs.iter().map(|r| 100.0 * r.curve[i].1).collect();
+                    let bytes: Vec<f64> = runs.iter().map(|r| r.curve[i].bytes / 1e6).collect();
+                    let acc: Vec<f64> = runs.iter().map(|r| 100.0 * r.curve[i].accuracy).collect();
                     (mean_std(&bytes).0, mean_std(&acc).0)
                 })
                 .collect();
@@ -310,7 +332,15 @@ mod tests {
             curve: accuracies
                 .iter()
                 .enumerate()
-                .map(|(i, a)| ((i + 1) as f64 * 1e6, *a, (i + 1) as f64 * 10.0))
+                .map(|(i, a)| {
+                    let round = (i + 1) as f64;
+                    Point {
+                        bytes: round * 1e6,
+                        accuracy: *a,
+                        seconds: round * 10.0,
+                        transfer_seconds: round,
+                    }
+                })
                 .collect(),
             client_mean: Some(accuracies[accuracies.len() - 1] - 0.01),
             client_worst: None,
@@ -333,10 +363,10 @@ mod tests {
         );
         let t = table(&groups, 0.8);
         // Full filters: final 80 ± 14.14; target 0.64, reached at round 2 (2 MB, 20 s) in both.
-        assert!(t.contains("| a full | 2 | 3 | 80.00 ± 14.14 | 79.00 ± 14.14 | n/a | 3.0 | 2.0 ± 0.0 | 20 ± 0 |"), "{t}");
+        // (2 s of them on the links).
+        assert!(t.contains("| a full | 2 | 3 | 80.00 ± 14.14 | 79.00 ± 14.14 | n/a | 3.0 | 2.0 ± 0.0 | 20 ± 0 | 2.0 ± 0.0 |"), "{t}");
         // CSG reaches 0.64 at round 2 too.
-        assert!(t.contains("| b csg | 1 | 3 | 75.00 ± 0.00 |"), "{t}");
-        assert!(t.contains("| 2.0 ± 0.0 | 20 ± 0 |"), "{t}");
+        assert!(t.contains("| b csg | 1 | 3 | 75.00 ± 0.00 | 74.00 ± 0.00 | n/a | 3.0 | 2.0 ± 0.0 | 20 ± 0 | 2.0 ± 0.0 |"), "{t}");
         assert!(t.contains("not reached in 1 of 1 runs"), "{t}");
     }
 
