@@ -266,13 +266,25 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
             (coordinator_rss, &worker_rss),
             &rounds,
         );
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
-        println!("summary written to {}", path.display());
+        write_summary(path, &summary)?;
     }
+    ensure_succeeded(&final_job, state)
+}
+
+/// Writes a summary JSON and says where.
+pub fn write_summary(path: &Path, summary: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("summary written to {}", path.display());
+    Ok(())
+}
+
+/// An error unless the job ended in success (`state` is its state's name).
+pub fn ensure_succeeded(job: &pb::Job, state: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        final_job.state == pb::JobState::Succeeded as i32,
+        job.state == pb::JobState::Succeeded as i32,
         "job ended {state}: {}",
-        final_job.message
+        job.message
     );
     Ok(())
 }

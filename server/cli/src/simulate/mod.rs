@@ -27,13 +27,12 @@ use fedcsg_ml::data::{DataSource, Partitioning};
 use fedcsg_ml::ops::ConvBackend;
 use fedcsg_server::config::CoordinatorConfig;
 use fedcsg_server::coordinator::{Coordinator, CoordinatorSettings, TestSet};
-use fedcsg_wire::proto::v1 as pb;
 use fedcsg_worker::WorkerConfig;
 use fedcsg_worker::client::CoordinatorClient;
 use fedcsg_worker::local_data::LocalData;
 
 use crate::job_args::JobArgs;
-use crate::local::{local_round_line, peak_rss_kib, summary_json};
+use crate::local::{ensure_succeeded, local_round_line, peak_rss_kib, summary_json, write_summary};
 use crate::remote::Operator;
 use clients::VirtualClient;
 use link::{Link, LinkMix};
@@ -334,15 +333,9 @@ async fn simulate(
             &args.partition,
             args.label.as_deref(),
         );
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
-        println!("summary written to {}", path.display());
+        write_summary(path, &summary)?;
     }
-    anyhow::ensure!(
-        final_job.state == pb::JobState::Succeeded as i32,
-        "job ended {state}: {}",
-        final_job.message
-    );
-    Ok(())
+    ensure_succeeded(&final_job, state)
 }
 
 #[cfg(test)]
