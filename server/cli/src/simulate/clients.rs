@@ -143,20 +143,17 @@ impl Lent<'_> {
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
         if let Some(model) = self.model.take() {
-            self.pool
-                .free
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(model);
+            locked(&self.pool.free).push(model);
         }
         if let Some(threads) = self.threads.take() {
-            self.pool
-                .thread_pools
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(threads);
+            locked(&self.pool.thread_pools).push(threads);
         }
     }
+}
+
+/// The pool's free list; a panic elsewhere while holding it leaves a usable list.
+fn locked<T>(list: &Mutex<Vec<T>>) -> std::sync::MutexGuard<'_, Vec<T>> {
+    list.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ModelPool {
@@ -184,14 +181,11 @@ impl ModelPool {
     /// first model, seed 0, when none of that spec is free) and a thread pool. Call it holding
     /// a permit.
     async fn lend(&self, spec: ModelSpec) -> anyhow::Result<Lent<'_>> {
-        let threads = self
-            .thread_pools
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let threads = locked(&self.thread_pools)
             .pop()
             .ok_or_else(|| anyhow::anyhow!("no thread pool is free (lent without a permit)"))?;
         let found = {
-            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let mut free = locked(&self.free);
             let i = free.iter().position(|m| *m.spec() == spec);
             i.map(|i| free.swap_remove(i))
         };
