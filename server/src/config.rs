@@ -15,6 +15,8 @@ use crate::coordinator::CoordinatorSettings;
 use crate::error::ServerError;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Long enough for a worker waiting on a task to hear "done" (tasks are long-polled).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Flags (each also readable from its FEDCSG_* variable).
 #[derive(Debug, Args, Default)]
@@ -65,6 +67,14 @@ pub struct CoordinatorArgs {
     /// bounds the weight of the worker's updates.
     #[arg(long, env = "FEDCSG_MAX_WORKER_SAMPLES")]
     pub max_worker_samples: Option<u64>,
+    /// Seconds a gone or departed worker stays in the worker list (and the state store) before
+    /// it is forgotten (default 3600).
+    #[arg(long, env = "FEDCSG_GONE_WORKER_RETENTION_SECS")]
+    pub gone_worker_retention_secs: Option<u64>,
+    /// On shutdown, milliseconds the coordinator keeps answering "done" to workers before it
+    /// closes its listener (default 3000).
+    #[arg(long, env = "FEDCSG_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,6 +94,8 @@ struct FileConfig {
     insecure: Option<bool>,
     state_dir: Option<PathBuf>,
     max_worker_samples: Option<u64>,
+    gone_worker_retention_secs: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -105,6 +117,10 @@ pub struct CoordinatorConfig {
     pub state_dir: Option<PathBuf>,
     /// The most samples a worker may declare at join.
     pub max_worker_samples: u64,
+    /// How long a gone or departed worker is remembered.
+    pub gone_worker_retention: Duration,
+    /// How long shutdown keeps answering "done" before the listener closes.
+    pub shutdown_grace: Duration,
 }
 
 impl CoordinatorArgs {
@@ -225,6 +241,18 @@ impl CoordinatorArgs {
                 }
                 Some(n) => n,
                 None => CoordinatorSettings::DEFAULT_MAX_WORKER_SAMPLES,
+            },
+            gone_worker_retention: Duration::from_secs(
+                self.gone_worker_retention_secs
+                    .or(file.gone_worker_retention_secs)
+                    .unwrap_or(CoordinatorSettings::DEFAULT_GONE_WORKER_RETENTION.as_secs()),
+            ),
+            shutdown_grace: match self.shutdown_grace_ms.or(file.shutdown_grace_ms) {
+                Some(ms) if ms > 600_000 => {
+                    return Err(ServerError::config("shutdown_grace_ms must be 0..=600000"));
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => DEFAULT_SHUTDOWN_GRACE,
             },
         })
     }

@@ -34,7 +34,17 @@ pub enum ServerError {
         source: ModelError,
     },
 
-    // ----- well-formed but wrong now: FAILED_PRECONDITION, NOT_FOUND -----
+    // ----- well-formed but wrong now: FAILED_PRECONDITION, NOT_FOUND, ALREADY_EXISTS -----
+    /// A Join under a name a live session holds, without that session's token.
+    #[error(
+        "worker name {name:?} is held by live worker {holder} (last heartbeat {silent_for:.1?} ago): it is released when that worker leaves or within {released_after:.0?} of silence; a worker taking over its own name sends its previous session token"
+    )]
+    NameInUse {
+        name: String,
+        holder: WorkerId,
+        silent_for: std::time::Duration,
+        released_after: std::time::Duration,
+    },
     /// The worker speaks another protocol version.
     #[error("protocol version {got} is not supported: this coordinator speaks version {supported}")]
     ProtocolVersion { got: u32, supported: u32 },
@@ -182,6 +192,7 @@ impl ServerError {
             InvalidArgument { .. } | Wire { .. } | UnbuildableModel { .. } => Code::InvalidArgument,
             ProtocolVersion { .. } | FailedPrecondition { .. } => Code::FailedPrecondition,
             UnknownWorker { .. } | UnknownJob { .. } => Code::NotFound,
+            NameInUse { .. } => Code::AlreadyExists,
             Unauthenticated { .. } => Code::Unauthenticated,
             PermissionDenied { .. } => Code::PermissionDenied,
             WatcherLagged { .. } => Code::DataLoss,

@@ -1,29 +1,66 @@
-//! Fault injection for crash tests: `FEDCSG_FAULT=point@round[,point@round...]` makes the
-//! coordinator abort (no cleanup, like SIGKILL) the first time it reaches `point` in `round` or
-//! a later one.
-//! Points: `download`, `upload`, `aggregate`, `after-model-write`, `after-commit`. Unset in
+//! Fault injection for crash and supervision tests:
+//! `FEDCSG_FAULT=point@round[:panic][,point@round[:panic]...]` makes the coordinator abort (no
+//! cleanup, like SIGKILL), or with `:panic` panic, the first time it reaches `point` in `round`
+//! or a later one.
+//! Points: `download`, `upload`, `tick` (the round driver's pass over a job whose next or
+//! current round is `round`), `aggregate`, `after-model-write`, `after-commit`. Unset in
 //! production; read once.
 
 use std::sync::OnceLock;
 
-fn plan() -> &'static Vec<(String, u64)> {
-    static PLAN: OnceLock<Vec<(String, u64)>> = OnceLock::new();
-    PLAN.get_or_init(|| {
-        std::env::var("FEDCSG_FAULT")
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|item| {
-                let (point, round) = item.trim().split_once('@')?;
-                Some((point.to_string(), round.parse().ok()?))
-            })
-            .collect()
-    })
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Abort,
+    Panic,
 }
 
-/// Aborts the process if the plan names this point for this round or an earlier one.
+fn parse(plan: &str) -> Vec<(String, u64, Action)> {
+    plan.split(',')
+        .filter_map(|item| {
+            let (point, rest) = item.trim().split_once('@')?;
+            let (round, action) = match rest.split_once(':') {
+                Some((round, "panic")) => (round, Action::Panic),
+                Some(_) => return None,
+                None => (rest, Action::Abort),
+            };
+            Some((point.to_string(), round.parse().ok()?, action))
+        })
+        .collect()
+}
+
+fn plan() -> &'static Vec<(String, u64, Action)> {
+    static PLAN: OnceLock<Vec<(String, u64, Action)>> = OnceLock::new();
+    PLAN.get_or_init(|| parse(&std::env::var("FEDCSG_FAULT").unwrap_or_default()))
+}
+
+/// Aborts the process (or panics) if the plan names this point for this round or an earlier one.
 pub fn hit(point: &str, round: u64) {
-    if plan().iter().any(|(p, r)| p == point && round >= *r) {
-        eprintln!("FEDCSG_FAULT: crashing at {point}@{round}");
-        std::process::abort();
+    for (p, r, action) in plan() {
+        if p == point && round >= *r {
+            match action {
+                Action::Abort => {
+                    eprintln!("FEDCSG_FAULT: crashing at {point}@{round}");
+                    std::process::abort();
+                }
+                Action::Panic => panic!("FEDCSG_FAULT: injected panic at {point}@{round}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_name_points_rounds_and_actions() {
+        assert_eq!(
+            parse("upload@2, tick@3:panic,bad,aggregate@x,after-commit@1:explode"),
+            vec![
+                ("upload".to_string(), 2, Action::Abort),
+                ("tick".to_string(), 3, Action::Panic),
+            ]
+        );
+        assert!(parse("").is_empty());
     }
 }

@@ -81,9 +81,28 @@ pub struct JobSpec {
     /// The learning rate across rounds (a job stored before schedules existed: constant).
     #[serde(default)]
     pub lr_schedule: LrSchedule,
+    /// The updates a round needs to close at its deadline; `None` = `min_workers`.
+    #[serde(default)]
+    pub quorum: Option<usize>,
+    /// How many times one round may be retried (quorum missed, or the round could not be
+    /// aggregated or committed) before the job fails.
+    #[serde(default = "JobSpec::default_max_round_retries")]
+    pub max_round_retries: u32,
 }
 
 impl JobSpec {
+    /// Retries of one round before its job fails, when a spec does not say.
+    pub const DEFAULT_MAX_ROUND_RETRIES: u32 = 5;
+
+    fn default_max_round_retries() -> u32 {
+        Self::DEFAULT_MAX_ROUND_RETRIES
+    }
+
+    /// The updates a round needs to close at its deadline.
+    pub fn quorum(&self) -> usize {
+        self.quorum.unwrap_or(self.min_workers)
+    }
+
     /// The local training settings of `round`: the base settings at the round's scheduled rate.
     pub fn training_for_round(&self, round: u64) -> LocalTraining {
         LocalTraining {
@@ -156,10 +175,24 @@ impl JobSpec {
                 self.round_deadline_seconds
             ));
         }
-        if self.name.len() > 128 {
-            return Err("spec.name must be at most 128 bytes".into());
+        crate::ids::check_display_name(&self.name, "spec.name")?;
+        if let Some(q) = self.quorum
+            && !(1..=self.min_workers).contains(&q)
+        {
+            return Err(format!(
+                "spec.quorum must be 1..=min_workers ({}), got {q}: a round starts with at least min_workers and closes at its deadline with at least quorum updates",
+                self.min_workers
+            ));
         }
-        self.strategy.validate_for(self.min_workers)?;
+        if self.max_round_retries > 1000 {
+            return Err(format!(
+                "spec.max_round_retries must be 0..=1000, got {}",
+                self.max_round_retries
+            ));
+        }
+        // A round may close with only the quorum: the strategy must work with that many.
+        self.strategy
+            .validate_for(self.min_workers, self.quorum())?;
         if let Some(c) = &self.clipping {
             c.validate()?;
         }
@@ -318,17 +351,27 @@ mod tests {
             clipping: None,
             max_weight_share: None,
             lr_schedule: LrSchedule::default(),
+            quorum: None,
+            max_round_retries: 3,
         };
         let mut stored = serde_json::to_value(&spec).unwrap();
         let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(back, spec);
-        for field in ["exchange", "clipping", "max_weight_share", "lr_schedule"] {
+        for field in [
+            "exchange",
+            "clipping",
+            "max_weight_share",
+            "lr_schedule",
+            "quorum",
+            "max_round_retries",
+        ] {
             stored.as_object_mut().unwrap().remove(field);
         }
         let old: JobSpec = serde_json::from_value(stored).unwrap();
         assert_eq!(old.exchange, Exchange::default());
         assert!(old.exchange.upload_compression().is_exact());
         assert_eq!(old.lr_schedule, LrSchedule::Constant);
+        assert_eq!((old.quorum(), old.max_round_retries), (1, 5));
         assert!(old.validate().is_ok());
 
         // A round's train tasks carry the scheduled rate; everything else is the base setting.

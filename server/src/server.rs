@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::{Coordinator, CoordinatorSettings, TestSet};
 use crate::error::{Result, ServerError};
-use crate::service::{operator_api::OperatorApi, worker_api::WorkerApi};
+use crate::service::{operator_api::OperatorApi, refusals::RefusalLog, worker_api::WorkerApi};
 use crate::store::Store;
 
 /// Loads the coordinator's test set (if configured) and builds the coordinator.
@@ -43,6 +43,7 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         heartbeat_timeout: config.heartbeat_timeout,
         enrollment_token: config.enrollment_token.clone(),
         max_worker_samples: config.max_worker_samples,
+        gone_worker_retention: config.gone_worker_retention,
         ..CoordinatorSettings::default()
     };
     let store = match &config.state_dir {
@@ -95,12 +96,17 @@ pub async fn run_with(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let worker = WorkerServiceServer::new(WorkerApi::new(Arc::clone(&coordinator)))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let refusals = Arc::new(RefusalLog::default());
+    let worker = WorkerServiceServer::new(WorkerApi::new(
+        Arc::clone(&coordinator),
+        Arc::clone(&refusals),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let operator = OperatorServiceServer::new(OperatorApi::new(
         Arc::clone(&coordinator),
         config.admin_token.clone(),
+        refusals,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -122,11 +128,28 @@ pub async fn run_with(
     }
     info!(%addr, tls = config.tls.is_some(), mutual_tls = config.tls.as_ref().is_some_and(|t| t.mutual()), "coordinator listening");
     let coord = Arc::clone(&coordinator);
+    let grace = config.shutdown_grace;
     let serve_shutdown = async move {
         shutdown.await;
-        info!("shutting down");
+        info!(grace = ?grace, "shutting down: telling workers they are done");
         coord.begin_shutdown();
         let _ = stop_tx.send(true);
+        for status in [
+            "",
+            <WorkerServiceServer<WorkerApi> as tonic::server::NamedService>::NAME,
+            <OperatorServiceServer<OperatorApi> as tonic::server::NamedService>::NAME,
+        ] {
+            health_reporter
+                .set_service_status(status, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        // Keep serving for the grace period, so that waiting workers hear "done" instead of
+        // finding the port closed; stop early once every present worker has heard it.
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < grace && coord.workers_not_yet_told_done() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        info!(waited = ?started.elapsed(), not_told = coord.workers_not_yet_told_done(), "closing the listener");
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {

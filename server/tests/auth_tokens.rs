@@ -210,8 +210,14 @@ async fn tokens_are_checked_and_refusals_change_nothing() {
         let id = || one.worker_id.clone();
         assert_refused(
             &format!("GetTask, {case}"),
-            w.get_task(with_token(pb::GetTaskRequest { worker_id: id() }, token))
-                .await,
+            w.get_task(with_token(
+                pb::GetTaskRequest {
+                    worker_id: id(),
+                    wait_ms: 0,
+                },
+                token,
+            ))
+            .await,
             &u,
         );
         let hb = pb::HeartbeatRequest {
@@ -273,6 +279,7 @@ async fn tokens_are_checked_and_refusals_change_nothing() {
     // A session token of a worker id that does not exist.
     let ghost = pb::GetTaskRequest {
         worker_id: "w-999".into(),
+        wait_ms: 0,
     };
     assert_refused(
         "GetTask of an unknown worker",
@@ -324,6 +331,7 @@ async fn tokens_are_checked_and_refusals_change_nothing() {
     w.get_task(with_token(
         pb::GetTaskRequest {
             worker_id: one.worker_id.clone(),
+            wait_ms: 0,
         },
         Some(&one.session_token),
     ))

@@ -36,6 +36,7 @@ impl Worker {
             let req = authed(
                 pb::GetTaskRequest {
                     worker_id: self.id.clone(),
+                    wait_ms: 0,
                 },
                 &self.token,
             );

@@ -225,7 +225,27 @@ async fn malformed_job_specs_are_refused_and_create_nothing() {
         (
             "krum without enough participants",
             with(&|s| s.strategy = "krum".into()),
-            "min_workers >= 5",
+            "spec.min_workers when unset) >= 5",
+        ),
+        (
+            "a quorum of 0",
+            with(&|s| s.quorum = Some(0)),
+            "spec.quorum must be 1..=min_workers",
+        ),
+        (
+            "a quorum above min_workers",
+            with(&|s| s.quorum = Some(s.min_workers + 1)),
+            "spec.quorum must be 1..=min_workers",
+        ),
+        (
+            "more round retries than allowed",
+            with(&|s| s.max_round_retries = Some(1001)),
+            "spec.max_round_retries",
+        ),
+        (
+            "a name with a bidi override",
+            with(&|s| s.name = "job\u{202e}exe".into()),
+            "spec.name",
         ),
         (
             "a robust strategy over its participant cap",

@@ -130,6 +130,7 @@ async fn hostile_updates_are_refused_and_change_nothing() {
             in_channels: 1,
             num_classes: 10,
             data_description: String::new(),
+            previous_session_token: String::new(),
         })
         .await
         .unwrap_err();
@@ -142,6 +143,7 @@ async fn hostile_updates_are_refused_and_change_nothing() {
             in_channels: 1,
             num_classes: 10,
             data_description: String::new(),
+            previous_session_token: String::new(),
         })
         .await
         .unwrap()
@@ -151,6 +153,7 @@ async fn hostile_updates_are_refused_and_change_nothing() {
     let err = w
         .get_task(pb::GetTaskRequest {
             worker_id: wid.clone(),
+            wait_ms: 0,
         })
         .await
         .unwrap_err();
@@ -159,6 +162,7 @@ async fn hostile_updates_are_refused_and_change_nothing() {
         .get_task(authed(
             pb::GetTaskRequest {
                 worker_id: wid.clone(),
+                wait_ms: 0,
             },
             "nope",
         ))
@@ -171,6 +175,7 @@ async fn hostile_updates_are_refused_and_change_nothing() {
             .get_task(authed(
                 pb::GetTaskRequest {
                     worker_id: wid.clone(),
+                    wait_ms: 0,
                 },
                 &tok,
             ))

@@ -62,6 +62,33 @@ async fn malformed_joins_are_refused_and_register_nothing() {
             "worker_name",
         ),
         (
+            "name with a zero-width space (displays as another worker's)",
+            pb::JoinRequest {
+                worker_name: "hw\u{200b}-0".into(),
+                ..join_request("x")
+            },
+            ia,
+            "U+200B",
+        ),
+        (
+            "name with a bidi override",
+            pb::JoinRequest {
+                worker_name: "w\u{202e}1-wh".into(),
+                ..join_request("x")
+            },
+            ia,
+            "U+202E",
+        ),
+        (
+            "previous session token with a space",
+            pb::JoinRequest {
+                previous_session_token: "not a token".into(),
+                ..join_request("x")
+            },
+            ia,
+            "previous_session_token",
+        ),
+        (
             "description too long",
             pb::JoinRequest {
                 data_description: "d".repeat(1025),
@@ -184,6 +211,7 @@ async fn malformed_worker_calls_are_refused_and_change_nothing() {
             w.get_task(authed(
                 pb::GetTaskRequest {
                     worker_id: id.clone(),
+                    wait_ms: 0,
                 },
                 &tok,
             ))
@@ -421,6 +449,7 @@ async fn evaluation_reports_are_refused_unless_asked_for() {
             .get_task(authed(
                 pb::GetTaskRequest {
                     worker_id: wid.clone(),
+                    wait_ms: 0,
                 },
                 &tok,
             ))
@@ -442,6 +471,17 @@ async fn evaluation_reports_are_refused_unless_asked_for() {
         w.report_evaluation(authed(r, &later.session_token)).await,
         Code::FailedPrecondition,
         "not asked to evaluate",
+    );
+    // Figures no worker can hold are refused before they reach any sum.
+    refused.check(
+        "ReportEvaluation: u64::MAX samples",
+        w.report_evaluation(authed(
+            report(&wid, &eval.round_token, u64::MAX, u64::MAX, 1.0),
+            &tok,
+        ))
+        .await,
+        ia,
+        "exceeds",
     );
     // The asked worker's report is taken, and its retry is idempotent.
     w.report_evaluation(authed(report(&wid, &eval.round_token, 10, 7, 3.0), &tok))

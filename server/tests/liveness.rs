@@ -7,18 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fedcsg_core::tensor::StateDict;
 use fedcsg_server::config::CoordinatorArgs;
-use fedcsg_wire::convert::meta_to_proto;
-use fedcsg_wire::encode_state;
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
 mod support;
-use support::{assemble, authed, start_with};
+use support::fake_worker::{FakeWorker, workers};
+use support::start_with;
 
 async fn start_coordinator(extra: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
     start_with(CoordinatorArgs {
@@ -46,124 +43,6 @@ fn spec(min_workers: u32, rounds: u32, deadline: u32) -> pb::JobSpec {
         model.csg = "seeded:12-72".into();
     }
     spec
-}
-
-/// A hand-driven worker over real gRPC.
-struct FakeWorker {
-    client: WorkerServiceClient<Channel>,
-    id: String,
-    token: String,
-}
-
-impl FakeWorker {
-    async fn join(url: &str, name: &str) -> Self {
-        let mut client = WorkerServiceClient::new(
-            Channel::from_shared(url.to_string())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-        let j = client
-            .join(pb::JoinRequest {
-                protocol_version: fedcsg_wire::proto::PROTOCOL_VERSION,
-                worker_name: name.into(),
-                num_samples: 100,
-                in_channels: 1,
-                num_classes: 10,
-                data_description: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        Self {
-            client,
-            id: j.worker_id,
-            token: j.session_token,
-        }
-    }
-
-    async fn heartbeat(&mut self, busy: &str) {
-        self.client
-            .heartbeat(authed(
-                pb::HeartbeatRequest {
-                    worker_id: self.id.clone(),
-                    busy_with_round_token: busy.into(),
-                },
-                &self.token,
-            ))
-            .await
-            .unwrap();
-    }
-
-    async fn train_task(&mut self) -> pb::TrainTask {
-        loop {
-            let t = self
-                .client
-                .get_task(authed(
-                    pb::GetTaskRequest {
-                        worker_id: self.id.clone(),
-                    },
-                    &self.token,
-                ))
-                .await
-                .unwrap()
-                .into_inner();
-            if let Some(pb::get_task_response::Task::Train(t)) = t.task {
-                return t;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn download(&mut self, t: &pb::TrainTask) -> StateDict {
-        let req = authed(
-            pb::DownloadModelRequest {
-                worker_id: self.id.clone(),
-                job_id: t.job_id.clone(),
-                round_token: t.round_token.clone(),
-            },
-            &self.token,
-        );
-        assemble(self.client.download_model(req).await.unwrap().into_inner()).await
-    }
-
-    async fn upload(
-        &mut self,
-        t: &pb::TrainTask,
-        state: &StateDict,
-    ) -> Result<pb::UploadUpdateResponse, tonic::Status> {
-        let (metas, chunks) = encode_state(state);
-        let header = pb::UpdateHeader {
-            worker_id: self.id.clone(),
-            job_id: t.job_id.clone(),
-            round: t.round,
-            round_token: t.round_token.clone(),
-            num_samples: 32,
-            train_loss: 2.0,
-            train_seconds: 1.0,
-            tensors: metas.iter().map(meta_to_proto).collect(),
-            kind: pb::UpdateKind::Weights as i32,
-        };
-        let mut msgs = vec![pb::UpdateChunk {
-            part: Some(pb::update_chunk::Part::Header(header)),
-        }];
-        msgs.extend(chunks.into_iter().map(|c| pb::UpdateChunk {
-            part: Some(pb::update_chunk::Part::Data(c)),
-        }));
-        self.client
-            .upload_update(authed(tokio_stream::iter(msgs), &self.token))
-            .await
-            .map(|r| r.into_inner())
-    }
-}
-
-async fn workers(op: &mut OperatorServiceClient<Channel>) -> Vec<pb::WorkerInfo> {
-    op.list_workers(pb::ListWorkersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .workers
 }
 
 /// A worker that "trains" for three heartbeat timeouts while heartbeating is never dropped and

@@ -204,6 +204,7 @@ async fn attack(channel: Channel, quitting: tokio::sync::watch::Receiver<bool>) 
             .get_task(authed(
                 pb::GetTaskRequest {
                     worker_id: id.clone(),
+                    wait_ms: 0,
                 },
                 &token,
             ))

@@ -122,6 +122,7 @@ async fn client(url: String, who: usize, job: String, rounds: u64) {
             .get_task(authed(
                 pb::GetTaskRequest {
                     worker_id: id.clone(),
+                    wait_ms: 0,
                 },
                 &token,
             ))

@@ -104,7 +104,9 @@ impl CoordinatorClient {
         &self,
         message: pb::GetTaskRequest,
     ) -> Result<pb::GetTaskResponse, Status> {
-        let request = self.request(message, Some(UNARY_TIMEOUT));
+        // A long poll holds the call for up to its wait.
+        let wait = Duration::from_millis(message.wait_ms.into());
+        let request = self.request(message, Some(UNARY_TIMEOUT + wait));
         Ok(self.inner.clone().get_task(request).await?.into_inner())
     }
 

@@ -28,6 +28,10 @@ use crate::local_work::{ModelCache, evaluate_round, on_blocking_thread, train_ro
 use crate::transfer::{self, update_chunks};
 use fedcsg_wire::UpdateKind;
 
+/// How long a GetTask call waits on the coordinator for a task (a long poll): an idle worker
+/// sends one request per wait, and a new round reaches it at once.
+const TASK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How long a best-effort Leave may take at shutdown.
 const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -37,7 +41,7 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
-    let span = info_span!("worker", name = %config.name, worker_id = tracing::field::Empty);
+    let span = info_span!("worker", name = %config.name);
     run_worker(config, shutdown).instrument(span).await
 }
 
@@ -77,6 +81,9 @@ struct Session {
     worker_id: String,
     /// Authenticates with the session token.
     client: CoordinatorClient,
+    /// Every log line of the session carries its worker id (one field, however often the
+    /// worker rejoins).
+    span: tracing::Span,
     _heartbeat: Heartbeat,
 }
 
@@ -94,6 +101,8 @@ struct Worker {
     /// Error-feedback residuals per job (memory only: a restart starts without).
     feedback: FeedbackMemory,
     session: Option<Session>,
+    /// The token of the last session, sent at a rejoin to take the name over from it.
+    last_session_token: Option<String>,
     backoff: Backoff,
     busy: BusySlot,
     stopping: Arc<AtomicBool>,
@@ -107,6 +116,7 @@ impl Worker {
             models: ModelCache::new(config.conv),
             feedback: FeedbackMemory::default(),
             session: None,
+            last_session_token: None,
             backoff: Backoff::new(config.max_retry),
             busy: BusySlot::default(),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -120,7 +130,11 @@ impl Worker {
             if self.session.is_none() {
                 self.join().await?;
             }
-            let error = match self.next_task().await {
+            let span = self
+                .session
+                .as_ref()
+                .map_or_else(tracing::Span::none, |s| s.span.clone());
+            let error = match self.next_task().instrument(span).await {
                 Ok(Step::Continue) => {
                     self.backoff.reset();
                     continue;
@@ -156,10 +170,22 @@ impl Worker {
             in_channels: train.channels() as u32,
             num_classes: train.num_classes() as u32,
             data_description: self.data.description.clone(),
+            previous_session_token: self.last_session_token.clone().unwrap_or_default(),
         };
         loop {
             match self.client.join(request.clone()).await {
                 Ok(response) => return self.open_session(response),
+                // The name is still held by a session of ours the coordinator thinks alive
+                // (this process restarted): it is released within the heartbeat timeout.
+                Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                    let delay = self.backoff.next_delay(&mut rand::rng());
+                    let retry_in_ms = delay.as_millis() as u64;
+                    warn!(
+                        message = status.message(),
+                        retry_in_ms, "worker name in use; retrying"
+                    );
+                    sleep(delay).await;
+                }
                 Err(status) if is_transient(status.code()) => {
                     let delay = self.backoff.next_delay(&mut rand::rng());
                     let attempt = self.backoff.failures();
@@ -200,8 +226,9 @@ impl Worker {
             token => self.client.with_session_token(token)?,
         };
         let interval = interval_from_ms(response.heartbeat_interval_ms);
-        tracing::Span::current().record("worker_id", response.worker_id.as_str());
-        info!(worker_id = %response.worker_id, heartbeat_ms = interval.as_millis() as u64, "joined");
+        let span = info_span!("session", worker_id = %response.worker_id);
+        info!(parent: &span, heartbeat_ms = interval.as_millis() as u64, "joined");
+        self.last_session_token = Some(response.session_token.clone()).filter(|t| !t.is_empty());
         let heartbeat = Heartbeat::spawn(
             client.clone(),
             response.worker_id.clone(),
@@ -211,6 +238,7 @@ impl Worker {
         self.session = Some(Session {
             worker_id: response.worker_id,
             client,
+            span,
             _heartbeat: heartbeat,
         });
         Ok(())
@@ -223,6 +251,7 @@ impl Worker {
         let (client, worker_id) = (session.client.clone(), session.worker_id.clone());
         let request = pb::GetTaskRequest {
             worker_id: worker_id.clone(),
+            wait_ms: TASK_WAIT.as_millis() as u32,
         };
         let response = client
             .get_task(request)

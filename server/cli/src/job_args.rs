@@ -41,10 +41,18 @@ pub struct JobArgs {
     /// Fraction of free workers sampled per round.
     #[arg(long, default_value_t = 1.0)]
     pub fraction: f64,
-    /// A round starts with at least this many workers and closes with this many updates (the
-    /// quorum). Default: every worker for `local`, 1 for `submit`.
+    /// A round starts with at least this many free workers. Default: every worker for `local`,
+    /// 1 for `submit`.
     #[arg(long)]
     pub min_workers: Option<u32>,
+    /// The updates a round needs to close at its deadline, 1..=min-workers (default:
+    /// min-workers).
+    #[arg(long)]
+    pub quorum: Option<u32>,
+    /// Retries of one round (quorum missed by the deadline, or not aggregated or committed)
+    /// before the job fails.
+    #[arg(long, default_value_t = 5)]
+    pub max_round_retries: u32,
     /// Round deadline in seconds.
     #[arg(long, default_value_t = 1800)]
     pub deadline: u32,
@@ -172,6 +180,8 @@ impl JobArgs {
             }),
             max_weight_share: self.max_weight_share,
             lr_schedule: self.lr_schedule.clone(),
+            quorum: self.quorum,
+            max_round_retries: Some(self.max_round_retries),
         })
     }
 

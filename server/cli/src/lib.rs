@@ -18,6 +18,7 @@
 pub mod bench_cmd;
 pub mod frontier_cmd;
 pub mod job_args;
+pub mod loadtest;
 pub mod local;
 pub mod model_cmd;
 pub mod remote;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Simulate a federation of many clients in one process: the real coordinator and worker
     /// code, K clients training at a time, a link model for transfer times.
     Simulate(simulate::SimulateArgs),
+    /// Load-test a coordinator: N synthetic workers over real gRPC, no training; round and
+    /// heartbeat latency, coordinator CPU and memory.
+    Loadtest(loadtest::LoadtestArgs),
     /// Accuracy per byte from simulation summaries: a markdown table and a PNG plot.
     Frontier(frontier_cmd::FrontierArgs),
     /// Jobs and workers of a running coordinator.
@@ -72,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Local(args) => runtime()?.block_on(local::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Frontier(args) => frontier_cmd::run(args),
+        Command::Loadtest(args) => runtime()?.block_on(loadtest::run(args)),
         Command::Status(args) => runtime()?.block_on(remote::status(args)),
         Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
         Command::Export(args) => runtime()?.block_on(remote::export(args)),

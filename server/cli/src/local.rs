@@ -44,7 +44,7 @@ pub fn threads_per_worker(cores: usize, workers: usize) -> usize {
     (cores / workers.max(1)).max(1)
 }
 
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.with_file_name(name);
     anyhow::ensure!(
@@ -56,7 +56,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+pub(crate) fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     Command::new(bin)
         .args(args)
@@ -243,6 +243,10 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     let mut stream = op.watch_job(&job.job_id).await?;
     let mut rounds = Vec::new();
     while let Some(e) = stream.message().await? {
+        // Round 0 ends a watch on a job that failed or was cancelled between rounds.
+        if e.round == 0 {
+            continue;
+        }
         println!("{}", local_round_line(&e, &job));
         rounds.push(e);
     }

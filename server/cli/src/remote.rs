@@ -200,6 +200,11 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .await?
         .into_inner();
     while let Some(e) = stream.message().await? {
+        // Round 0 ends a watch on a job that failed or was cancelled between rounds: the job
+        // line below says how.
+        if e.round == 0 {
+            continue;
+        }
         bar.set_position(e.round);
         print_line(&bar, round_line(&e));
     }

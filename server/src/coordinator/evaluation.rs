@@ -9,11 +9,12 @@ use fedcsg_core::tensor::StateDict;
 use fedcsg_ml::model::{Model, ModelSpec};
 use fedcsg_ml::ops::ConvBackend;
 use fedcsg_ml::train::{self, TrainError};
-use tracing::{error, warn};
+use tracing::error;
 
 use super::Coordinator;
 use super::rounds::free_workers;
 use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
+use super::store_writes::QueuedWrite;
 use crate::client_evaluation::{ClientEvaluation, ClientReport};
 use crate::error::{Result, ServerError};
 use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
@@ -32,6 +33,12 @@ impl Coordinator {
         correct: u64,
         loss_sum: f64,
     ) -> Result<()> {
+        if samples > self.settings.max_worker_samples {
+            return Err(ServerError::invalid(format!(
+                "num_samples {samples} exceeds the {} a worker may hold (the coordinator's --max-worker-samples)",
+                self.settings.max_worker_samples
+            )));
+        }
         if correct > samples {
             return Err(ServerError::invalid(format!(
                 "correct {correct} exceeds num_samples {samples}"
@@ -119,11 +126,11 @@ impl Coordinator {
         if let Some(r) = job.records.last_mut() {
             r.federated_accuracy = evaluation.map(|e| e.weighted_accuracy);
             r.client_evaluation = evaluation;
-            if let Some(store) = &self.store
-                && let Err(e) = store.update_round_record(job.id.as_str(), r)
-            {
-                warn!(job_id = %job.id, error = %e, "cannot store the federated accuracy");
-            }
+            let write = QueuedWrite::RoundRecord {
+                job: job.id.to_string(),
+                record: Box::new(r.clone()),
+            };
+            st.queued_writes.push(write);
         }
         let token = active.token.clone();
         for w in st.workers.values_mut() {
@@ -174,4 +181,5 @@ pub(super) fn open_federated_evaluation(st: &mut State, id: &JobId, round: u64) 
             });
         }
     }
+    st.tasks_assigned = true;
 }

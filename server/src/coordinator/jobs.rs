@@ -41,16 +41,19 @@ impl Coordinator {
                 JobId::new(format!("job-{}", st.next_job))
             }
         };
+        let exchanged_names: Vec<String> = inventory
+            .exchanged_names()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let exchanged = exchanged_part(&global, &exchanged_names);
         let mut st = self.lock();
         let entry = JobEntry {
             id: id.clone(),
             global_sha256: global.fingerprint(),
             global: Arc::new(global),
-            exchanged_names: inventory
-                .exchanged_names()
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            exchanged,
+            exchanged_names,
             exchanged_values: inventory.exchanged_value_count() as u64,
             full_filter_exchanged_values: full.exchanged_value_count() as u64,
             spec,
@@ -59,6 +62,7 @@ impl Coordinator {
             records: Vec::new(),
             active: None,
             retries: 0,
+            round_retries: 0,
             strategy_state: Default::default(),
             clip_norm: spec_clip_norm,
             download: Default::default(),
@@ -84,21 +88,28 @@ impl Coordinator {
     }
 
     pub fn cancel_job(&self, job: &JobId) -> Result<JobView> {
+        // Durable first, then in memory; the write happens outside the state lock.
+        let _order = self.store_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let finished = self
+            .lock()
+            .jobs
+            .get(job)
+            .map(|j| j.state.is_finished())
+            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
+        let message = "cancelled by an operator";
+        if !finished && let Some(store) = &self.store {
+            store.set_job_state(job.as_str(), JobState::Cancelled, message)?;
+        }
         let mut st = self.lock();
         let j = st
             .jobs
             .get_mut(job)
             .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
+        // A job that finished meanwhile (it failed) keeps its state, here and, once its queued
+        // write lands after ours, in the store.
         if !j.state.is_finished() {
-            if let Some(store) = &self.store {
-                store.set_job_state(
-                    job.as_str(),
-                    JobState::Cancelled,
-                    "cancelled by an operator",
-                )?;
-            }
             j.state = JobState::Cancelled;
-            j.message = "cancelled by an operator".into();
+            j.message = message.into();
             j.active = None;
         }
         let view = view_of(j);
@@ -110,7 +121,7 @@ impl Coordinator {
         drop(st);
         let _ = self.events.send(JobEvent {
             job: job.clone(),
-            state: JobState::Cancelled,
+            state: view.state,
             record: None,
         });
         warn!(job_id = %job, "job cancelled");
@@ -164,6 +175,11 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
             .last()
             .map_or_else(|| c.initial_norm(), |r| r.next_clip_norm(&c))
     });
+    let exchanged_names: Vec<String> = inventory
+        .exchanged_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
     Ok(JobEntry {
         id: JobId::new(p.id),
         global_sha256: p
@@ -171,12 +187,9 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
             .last()
             .map(|r| r.model_sha256.clone())
             .unwrap_or(p.global_file_sha256),
+        exchanged: exchanged_part(&p.global, &exchanged_names),
         global: Arc::new(p.global),
-        exchanged_names: inventory
-            .exchanged_names()
-            .into_iter()
-            .map(String::from)
-            .collect(),
+        exchanged_names,
         exchanged_values: inventory.exchanged_value_count() as u64,
         full_filter_exchanged_values: full.exchanged_value_count() as u64,
         message: p.message,
@@ -185,10 +198,17 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
         records: p.records,
         active: None,
         retries: 0,
+        round_retries: 0,
         strategy_state: Arc::new(strategy_state),
         clip_norm,
         download: Default::default(),
     })
+}
+
+/// The tensors of `global` named in `names`.
+pub(super) fn exchanged_part(global: &StateDict, names: &[String]) -> Arc<StateDict> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    Arc::new(global.restricted_to(&names))
 }
 
 fn view_of(j: &JobEntry) -> JobView {

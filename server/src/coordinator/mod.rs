@@ -14,6 +14,7 @@ mod jobs;
 mod rounds;
 mod seeds;
 pub mod state;
+mod store_writes;
 mod uploads;
 mod workers;
 
@@ -49,12 +50,15 @@ pub struct CoordinatorSettings {
     pub wire_limits: WireLimits,
     /// The most samples a worker may declare at join.
     pub max_worker_samples: u64,
+    /// How long a gone or departed worker is remembered (in memory and the store).
+    pub gone_worker_retention: Duration,
 }
 
 impl CoordinatorSettings {
     /// A billion samples: far beyond any one worker's data set, far below the counts that
     /// would swamp a round's weight or overflow a sum.
     pub const DEFAULT_MAX_WORKER_SAMPLES: u64 = 1_000_000_000;
+    pub const DEFAULT_GONE_WORKER_RETENTION: Duration = Duration::from_secs(3600);
 }
 
 impl Default for CoordinatorSettings {
@@ -67,6 +71,7 @@ impl Default for CoordinatorSettings {
             eval_batch: 128,
             wire_limits: WireLimits::default(),
             max_worker_samples: Self::DEFAULT_MAX_WORKER_SAMPLES,
+            gone_worker_retention: Self::DEFAULT_GONE_WORKER_RETENTION,
         }
     }
 }
@@ -94,6 +99,9 @@ pub struct Joined {
 
 pub struct JoinInfo {
     pub protocol_version: u32,
+    /// The session token of this worker's previous session, if it has one: lets it take its
+    /// name over from a session that still looks alive.
+    pub previous_session_token: Option<String>,
     pub name: String,
     pub num_samples: u64,
     pub in_channels: usize,
@@ -175,10 +183,15 @@ pub struct WorkerView {
 pub struct Coordinator {
     state: Mutex<State>,
     store: Option<Arc<Store>>,
+    /// Orders store writes with the state changes they make durable (taken before `state`).
+    store_writes: Mutex<()>,
     settings: CoordinatorSettings,
     test_set: Option<Arc<TestSet>>,
     events: broadcast::Sender<JobEvent>,
     wake: Notify,
+    /// Notified whenever tasks may have been handed out (a round or an evaluation opened, the
+    /// coordinator began shutting down): long-polling GetTask calls look again.
+    tasks_changed: Notify,
 }
 
 impl Coordinator {
@@ -192,6 +205,13 @@ impl Coordinator {
         let (events, _) = broadcast::channel(1024);
         let mut state = State::default();
         if let Some(store) = &store {
+            let forgotten = store.forget_workers_joined_before(settings.gone_worker_retention)?;
+            if forgotten > 0 {
+                info!(
+                    workers = forgotten,
+                    "forgot workers of earlier runs past the retention period"
+                );
+            }
             for job in store.load_jobs()? {
                 let entry = jobs::resume_job(job)?;
                 info!(job_id = %entry.id, state = ?entry.state, rounds_committed = entry.records.len(), "job loaded from the state store");
@@ -201,10 +221,12 @@ impl Coordinator {
         Ok(Arc::new(Self {
             state: Mutex::new(state),
             store: store.map(Arc::new),
+            store_writes: Mutex::new(()),
             settings,
             test_set: test_set.map(Arc::new),
             events,
             wake: Notify::new(),
+            tasks_changed: Notify::new(),
         }))
     }
 
@@ -228,5 +250,28 @@ impl Coordinator {
     /// Tells workers to stop and stops starting rounds.
     pub fn begin_shutdown(&self) {
         self.lock().shutting_down = true;
+        self.tasks_changed.notify_waiters();
+    }
+
+    /// The longest a GetTask call may wait for a task.
+    pub const MAX_TASK_WAIT: Duration = Duration::from_secs(60);
+
+    /// The worker's task; with nothing to do, waits up to `wait` for one (or for shutdown).
+    pub async fn wait_for_task(&self, worker: &WorkerId, wait: Duration) -> Result<Task> {
+        let deadline = tokio::time::Instant::now() + wait.min(Self::MAX_TASK_WAIT);
+        loop {
+            // Registered before looking, so a task assigned in between is not missed.
+            let changed = self.tasks_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let task = self.next_task(worker)?;
+            if !matches!(task, Task::Wait { .. }) || tokio::time::Instant::now() >= deadline {
+                return Ok(task);
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
     }
 }

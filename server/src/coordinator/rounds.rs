@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,8 @@ use tracing::{error, info, info_span, warn};
 
 use super::evaluation::{Evaluation, open_federated_evaluation};
 use super::seeds::round_sampling_seed;
-use super::state::{ActiveRound, Assignment, Phase, State, TaskKind};
+use super::state::{ActiveRound, Assignment, JobEntry, Phase, State, TaskKind};
+use super::store_writes::QueuedWrite;
 use super::{Coordinator, JobEvent};
 use crate::ids::{JobId, RoundToken, WorkerId, random_hex};
 use crate::job::{JobState, RoundRecord};
@@ -33,8 +35,9 @@ struct Closing {
     token: RoundToken,
     model: fedcsg_ml::model::ModelSpec,
     strategy: Strategy,
-    /// The round's global model (every variable).
+    /// The round's global model (every variable), and its exchanged part.
     global: Arc<StateDict>,
+    exchanged: Arc<StateDict>,
     exchanged_names: Vec<String>,
     aggregation: RoundAggregation,
     /// The strategy's state before this round.
@@ -45,6 +48,10 @@ struct Closing {
 /// What closing a round produced, ready to commit.
 struct Closed {
     global: StateDict,
+    /// The exchanged part of `global`.
+    exchanged: Arc<StateDict>,
+    /// SHA-256 of the model file (or of `global`, without a store).
+    model_sha256: String,
     state: ServerState,
     selected: Option<Vec<String>>,
     aggregation_seconds: f64,
@@ -63,7 +70,10 @@ impl Coordinator {
                 _ = tokio::time::sleep(self.settings.tick) => {}
                 _ = self.wake.notified() => {}
             }
-            for closing in self.tick() {
+            let closings = self.tick();
+            self.announce_tasks();
+            self.flush_store_writes();
+            for closing in closings {
                 let this = Arc::clone(&self);
                 tokio::spawn(async move {
                     let span = info_span!("round_close", job_id = %closing.job);
@@ -78,12 +88,30 @@ impl Coordinator {
                         tokio::task::spawn_blocking(move || work_self.close_round(closing))
                             .await
                             .unwrap_or_else(|e| Err(format!("the round closing task failed: {e}")));
-                    crate::fault::hit("after-model-write", round);
-                    this.commit(&job, round, &token, closed);
-                    crate::fault::hit("after-commit", round);
+                    let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        crate::fault::hit("after-model-write", round);
+                        this.commit(&job, round, &token, closed);
+                        crate::fault::hit("after-commit", round);
+                    }));
+                    if let Err(panic) = committed {
+                        let reason = format!(
+                            "committing round {round} panicked: {}",
+                            panic_message(&*panic)
+                        );
+                        this.fail_job(&mut this.lock(), &job, reason);
+                    }
+                    this.announce_tasks();
+                    this.flush_store_writes();
                     this.wake.notify_one();
                 });
             }
+        }
+    }
+
+    /// Wakes long-polling GetTask calls if tasks were handed out.
+    fn announce_tasks(&self) {
+        if std::mem::take(&mut self.lock().tasks_assigned) {
+            self.tasks_changed.notify_waiters();
         }
     }
 
@@ -91,8 +119,7 @@ impl Coordinator {
     /// its files. Nothing in memory changes here; [`Coordinator::commit`] applies the result.
     fn close_round(&self, c: Closing) -> Result<Closed, String> {
         let started = Instant::now();
-        let names: Vec<&str> = c.exchanged_names.iter().map(String::as_str).collect();
-        let exchanged = c.global.restricted_to(&names);
+        let exchanged = c.exchanged;
         let mut state = (*c.state).clone();
         let outcome = c
             .aggregation
@@ -101,6 +128,7 @@ impl Coordinator {
         crate::fault::hit("aggregate", c.round);
         let aggregation_seconds = c.fold_seconds + started.elapsed().as_secs_f64();
         let global = c.global.merged_with(&outcome.global);
+        let exchanged = super::jobs::exchanged_part(&global, &c.exchanged_names);
         if let Some((name, i)) = global
             .tensors()
             .iter()
@@ -130,8 +158,14 @@ impl Coordinator {
             }
             None => None,
         };
+        let model_sha256 = match &files {
+            Some(files) => files.model.1.clone(),
+            None => global.fingerprint(),
+        };
         Ok(Closed {
             global,
+            exchanged,
+            model_sha256,
             state,
             selected: outcome.selected,
             aggregation_seconds,
@@ -141,6 +175,9 @@ impl Coordinator {
     }
 
     /// One pass of the state machine; returns rounds ready to be evaluated and committed.
+    ///
+    /// Each job's pass is supervised: a panic in it fails that job (state FAILED with the
+    /// reason, logged, sent to watchers) and the other jobs go on.
     fn tick(&self) -> Vec<Closing> {
         let mut st = self.lock();
         let now = Instant::now();
@@ -148,10 +185,10 @@ impl Coordinator {
         for w in st.workers.values_mut() {
             if !w.gone && now.duration_since(w.last_seen) > timeout {
                 warn!(worker_id = %w.id, silent_for = ?now.duration_since(w.last_seen), "worker missed its heartbeats: dropped");
-                w.gone = true;
-                w.assignment = None;
+                w.mark_gone(now);
             }
         }
+        self.forget_gone_workers(&mut st, now);
         if st.shutting_down {
             return Vec::new();
         }
@@ -161,42 +198,126 @@ impl Coordinator {
             if st.jobs[&id].state.is_finished() {
                 continue;
             }
-            let phase = st.jobs[&id].active.as_ref().map(|a| a.phase);
-            match phase {
-                None => start_round(&mut st, &id, now),
-                Some(Phase::Training) => {
-                    if let Some(c) = check_training(&mut st, &id, now) {
-                        out.push(c);
-                    }
-                }
-                Some(Phase::Closing) => {}
-                Some(Phase::FederatedEvaluation) => {
-                    let active = st.jobs[&id].active.as_ref().expect("phase");
-                    let waiting = active
-                        .sampled
-                        .iter()
-                        .filter(|w| !active.evaluations.contains_key(*w))
-                        .count();
-                    if waiting == 0 || now >= active.deadline {
-                        self.finish_federated_evaluation(&mut st, &id);
-                    }
-                }
+            let pass =
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.tick_job(&mut st, &id, now)));
+            match pass {
+                Ok(Some(closing)) => out.push(closing),
+                Ok(None) => {}
+                Err(panic) => self.fail_job(
+                    &mut st,
+                    &id,
+                    format!("the round driver panicked: {}", panic_message(&*panic)),
+                ),
             }
         }
         out
     }
 
-    /// Makes the closed round durable and current, then starts federated evaluation or ends the
-    /// round. A round that could not be closed (or committed) is retried from the start.
-    fn commit(&self, id: &JobId, round: u64, token: &RoundToken, closed: Result<Closed, String>) {
-        let mut st = self.lock();
+    /// One job's pass of the state machine.
+    fn tick_job(&self, st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
+        let job = &st.jobs[id];
+        let round = job
+            .active
+            .as_ref()
+            .map_or(job.records.len() as u64 + 1, |a| a.round);
+        crate::fault::hit("tick", round);
+        match job.active.as_ref().map(|a| a.phase) {
+            None => {
+                start_round(st, id, now);
+                None
+            }
+            Some(Phase::Training) => match check_training(st, id, now) {
+                TrainingCheck::Open => None,
+                TrainingCheck::Close(closing) => Some(*closing),
+                TrainingCheck::Retry(why) => {
+                    self.retry_round(st, id, why);
+                    None
+                }
+            },
+            Some(Phase::Closing) => None,
+            Some(Phase::FederatedEvaluation) => {
+                let active = job.active.as_ref().expect("phase");
+                // Every live asked worker has reported (a gone one never will), or time is up.
+                let waiting = active
+                    .sampled
+                    .iter()
+                    .filter(|w| !active.evaluations.contains_key(*w))
+                    .filter(|w| st.workers.get(*w).is_some_and(|e| !e.gone))
+                    .count();
+                if waiting == 0 || now >= active.deadline {
+                    self.finish_federated_evaluation(st, id);
+                }
+                None
+            }
+        }
+    }
+
+    /// Gives up the active round of a job and counts the retry; past the job's
+    /// `max_round_retries` the job fails with `why`.
+    fn retry_round(&self, st: &mut State, id: &JobId, why: String) {
+        let job = st.jobs.get_mut(id).expect("exists");
+        let Some(active) = job.active.take() else {
+            return;
+        };
+        release_assignments(st, &active.token);
+        let job = st.jobs.get_mut(id).expect("exists");
+        job.retries += 1;
+        job.round_retries += 1;
+        if job.round_retries > job.spec.max_round_retries {
+            let reason = format!(
+                "round {} failed {} times (max_round_retries {}); last: {why}",
+                active.round, job.round_retries, job.spec.max_round_retries
+            );
+            self.fail_job(st, id, reason);
+            return;
+        }
+        warn!(job_id = %id, round = active.round, retry = job.round_retries, max = job.spec.max_round_retries, reason = %why, "round retried");
+        job.message = format!(
+            "round {} retry {} of {}: {why}",
+            active.round, job.round_retries, job.spec.max_round_retries
+        );
+    }
+
+    /// Ends a job as FAILED with `reason`: durable when the coordinator has a store, logged,
+    /// and sent to watchers. Its round (if any) is dropped and its workers are freed.
+    pub(super) fn fail_job(&self, st: &mut State, id: &JobId, reason: String) {
         let Some(job) = st.jobs.get_mut(id) else {
             return;
         };
-        let full_f32 = job.full_filter_f32_bytes();
+        error!(job_id = %id, reason = %reason, "job failed");
+        job.state = JobState::Failed;
+        job.message = reason;
+        let token = job.active.take().map(|a| a.token);
+        let write = QueuedWrite::JobState {
+            job: id.to_string(),
+            state: JobState::Failed,
+            message: job.message.clone(),
+        };
+        let record = job.records.last().cloned();
+        st.queued_writes.push(write);
+        if let Some(token) = token {
+            release_assignments(st, &token);
+        }
+        let _ = self.events.send(JobEvent {
+            job: id.clone(),
+            state: JobState::Failed,
+            record,
+        });
+    }
+
+    /// Makes the closed round durable and current, then starts federated evaluation or ends the
+    /// round. A round that could not be closed (or committed) is retried from the start. The
+    /// store write (an fsync) happens outside the state lock; the round becomes current only
+    /// once it is durable.
+    fn commit(&self, id: &JobId, round: u64, token: &RoundToken, closed: Result<Closed, String>) {
+        let _order = self.store_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        let Some(job) = st.jobs.get(id) else {
+            return;
+        };
         let Some(active) = job
             .active
-            .as_mut()
+            .as_ref()
             .filter(|a| &a.token == token && a.phase == Phase::Closing)
         else {
             return; // cancelled meanwhile
@@ -204,88 +325,64 @@ impl Coordinator {
         let closed = match closed {
             Ok(c) => c,
             Err(why) => {
-                error!(job_id = %id, round, error = %why, "cannot close the round: it will be retried");
-                job.active = None;
-                job.message = format!("round {round} could not be closed: {why}");
+                error!(job_id = %id, round, error = %why, "cannot close the round");
+                self.retry_round(&mut st, id, format!("could not be closed: {why}"));
                 return;
             }
         };
-        let accepted: Vec<_> = active.accepted.values().map(|u| u.stats.clone()).collect();
-        let weight: f64 = accepted.iter().map(|s| s.num_samples as f64).sum();
-        let record = RoundRecord {
-            round: active.round,
-            sampled: active.sampled.len(),
-            participants: accepted.iter().map(|s| s.worker_id.clone()).collect(),
-            train_loss: accepted
-                .iter()
-                .map(|s| s.train_loss * s.num_samples as f64)
-                .sum::<f64>()
-                / weight.max(1.0),
-            test_accuracy: closed.evaluation.map(|e| e.0),
-            test_loss: closed.evaluation.map(|e| e.1),
-            federated_accuracy: None,
-            bytes_down: active.bytes_down.values().sum(),
-            bytes_up: accepted.iter().map(|s| s.bytes_up).sum(),
-            full_filter_f32_bytes_up: accepted.len() as u64 * full_f32,
-            full_filter_f32_bytes_down: active.downloads * full_f32,
-            seconds: active.started.elapsed().as_secs_f64(),
-            model_sha256: match &closed.files {
-                Some(files) => files.model.1.clone(),
-                None => closed.global.fingerprint(),
-            },
-            workers: accepted,
-            clip_norm: active.clip_norm,
-            clipped_updates: active.clipped as u64,
-            aggregation_seconds: closed.aggregation_seconds,
-            selected: closed.selected,
-            client_evaluation: None,
-            learning_rate: Some(job.spec.training_for_round(active.round).learning_rate),
-        };
+        let record = round_record(job, active, &closed);
+        let last = job.records.len() as u64 + 1 >= job.spec.rounds;
+        drop(st);
         if let (Some(store), Some(files)) = (&self.store, &closed.files) {
-            let last = job.records.len() as u64 + 1 >= job.spec.rounds;
             let (state, message) = if last {
-                (
-                    JobState::Succeeded,
-                    format!("completed {} rounds", job.records.len() + 1),
-                )
+                (JobState::Succeeded, format!("completed {round} rounds"))
             } else {
-                (
-                    JobState::Running,
-                    format!("round {} committed", record.round),
-                )
+                (JobState::Running, format!("round {round} committed"))
             };
-            let committed = store.commit_round(job.id.as_str(), &record, files, state, &message);
+            let committed = store.commit_round(id.as_str(), &record, files, state, &message);
             if let Err(e) = committed {
                 // The round is not durable: do not pretend it happened. Retry it later.
-                error!(job_id = %job.id, round = record.round, error = %e, "cannot commit the round: it will be retried");
-                job.active = None;
-                job.message = format!("round {} could not be committed: {e}", record.round);
+                error!(job_id = %id, round, error = %e, "cannot commit the round");
+                self.retry_round(&mut self.lock(), id, format!("could not be committed: {e}"));
                 return;
             }
         }
+        let mut st = self.lock();
+        // Cancellation waits for `store_writes`; only a failure of the job (a panic in its
+        // driver) can have ended the round meanwhile: the job stays failed.
+        let Some(job) = st.jobs.get_mut(id).filter(|j| {
+            j.active
+                .as_ref()
+                .is_some_and(|a| &a.token == token && a.phase == Phase::Closing)
+        }) else {
+            warn!(job_id = %id, round, "the job ended while its round was being committed");
+            return;
+        };
         info!(
-            job_id = %job.id, round = record.round, participants = record.participants.len(),
+            job_id = %id, round, participants = record.participants.len(),
             train_loss = record.train_loss, test_accuracy = ?record.test_accuracy, seconds = record.seconds,
             aggregation_seconds = record.aggregation_seconds, clipped = record.clipped_updates,
             "round committed"
         );
         job.global_sha256 = record.model_sha256.clone();
         job.global = Arc::new(closed.global);
+        job.exchanged = closed.exchanged;
         job.strategy_state = Arc::new(closed.state);
         job.clip_norm = job.spec.clipping.map(|c| record.next_clip_norm(&c));
         job.download = Default::default();
+        job.round_retries = 0;
         let participants = record.participants.clone();
         job.records.push(record);
-        let (id, round, federated) = (job.id.clone(), active.round, job.spec.federated_evaluation);
+        let federated = job.spec.federated_evaluation;
         for p in participants {
             if let Some(w) = st.workers.get_mut(&WorkerId::new(p)) {
                 w.rounds_contributed += 1;
             }
         }
         if federated {
-            open_federated_evaluation(&mut st, &id, round);
+            open_federated_evaluation(&mut st, id, round);
         } else {
-            self.end_round(&mut st, &id);
+            self.end_round(&mut st, id);
         }
     }
 
@@ -303,6 +400,39 @@ impl Coordinator {
             state: job.state,
             record: job.records.last().cloned(),
         });
+    }
+}
+
+/// The record of a round that closed as `closed`.
+fn round_record(job: &JobEntry, active: &ActiveRound, closed: &Closed) -> RoundRecord {
+    let full_f32 = job.full_filter_f32_bytes();
+    let accepted: Vec<_> = active.accepted.values().map(|u| u.stats.clone()).collect();
+    let weight: f64 = accepted.iter().map(|s| s.num_samples as f64).sum();
+    RoundRecord {
+        round: active.round,
+        sampled: active.sampled.len(),
+        participants: accepted.iter().map(|s| s.worker_id.clone()).collect(),
+        train_loss: accepted
+            .iter()
+            .map(|s| s.train_loss * s.num_samples as f64)
+            .sum::<f64>()
+            / weight.max(1.0),
+        test_accuracy: closed.evaluation.map(|e| e.0),
+        test_loss: closed.evaluation.map(|e| e.1),
+        federated_accuracy: None,
+        bytes_down: active.bytes_down.values().sum(),
+        bytes_up: accepted.iter().map(|s| s.bytes_up).sum(),
+        full_filter_f32_bytes_up: accepted.len() as u64 * full_f32,
+        full_filter_f32_bytes_down: active.downloads * full_f32,
+        seconds: active.started.elapsed().as_secs_f64(),
+        model_sha256: closed.model_sha256.clone(),
+        workers: accepted,
+        clip_norm: active.clip_norm,
+        clipped_updates: active.clipped as u64,
+        aggregation_seconds: closed.aggregation_seconds,
+        selected: closed.selected.clone(),
+        client_evaluation: None,
+        learning_rate: Some(job.spec.training_for_round(active.round).learning_rate),
     }
 }
 
@@ -378,6 +508,7 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
             });
         }
     }
+    st.tasks_assigned = true;
 }
 
 /// Each sampled worker's weight cap under the job's `max_weight_share`, from the other sampled
@@ -404,13 +535,24 @@ fn weight_caps(
         .collect()
 }
 
-/// Closes a training round that is complete or past its deadline with a quorum; retries one
-/// past its deadline without.
-fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
+/// What a training round should do now.
+enum TrainingCheck {
+    /// Keep collecting updates.
+    Open,
+    /// Close it: every sampled worker reported, or the quorum is in and the deadline passed or
+    /// the rest are gone.
+    Close(Box<Closing>),
+    /// Give it up: past the deadline without the quorum.
+    Retry(String),
+}
+
+/// Closes a training round that is complete, or past its deadline (or with every outstanding
+/// worker gone) with its quorum; gives up one past its deadline without.
+fn check_training(st: &mut State, id: &JobId, now: Instant) -> TrainingCheck {
     let job = &st.jobs[id];
     let active = job.active.as_ref().expect("training");
     let all_in = active.accepted.len() == active.sampled.len();
-    let quorum = active.accepted.len() >= job.spec.min_workers;
+    let quorum = active.accepted.len() >= job.spec.quorum();
     let outstanding_gone = active
         .sampled
         .iter()
@@ -422,7 +564,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let job = st.jobs.get_mut(id).expect("exists");
         let active = job.active.as_mut().expect("training");
         if !active.aggregation.is_ready() {
-            return None;
+            return TrainingCheck::Open;
         }
         if !all_in {
             warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), sampled = active.sampled.len(), "round closing with the quorum");
@@ -435,47 +577,50 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> Option<Closing> {
         let model = job.spec.model;
         let strategy = job.spec.strategy;
         let global = Arc::clone(&job.global);
+        let exchanged = Arc::clone(&job.exchanged);
         let exchanged_names = job.exchanged_names.clone();
         let state = Arc::clone(&job.strategy_state);
         job.message = format!("round {} closing", active.round);
-        for w in st.workers.values_mut() {
-            if w.assignment.as_ref().is_some_and(|a| a.token == token) {
-                w.assignment = None;
-            }
-        }
         let round = active.round;
-        return Some(Closing {
+        release_assignments(st, &token);
+        return TrainingCheck::Close(Box::new(Closing {
             job: id.clone(),
             round,
             token,
             model,
             strategy,
             global,
+            exchanged,
             exchanged_names,
             aggregation,
             state,
             fold_seconds,
-        });
+        }));
     }
     if past_deadline {
-        let job = st.jobs.get_mut(id).expect("exists");
-        let active = job.active.take().expect("training");
-        job.retries += 1;
-        job.message = format!(
-            "round {} retried: {} of {} needed updates by the deadline",
-            active.round,
+        return TrainingCheck::Retry(format!(
+            "{} of the {} updates needed (quorum) by the deadline",
             active.accepted.len(),
-            job.spec.min_workers
-        );
-        warn!(job_id = %id, round = active.round, accepted = active.accepted.len(), "round missed its quorum: retrying");
-        for w in st.workers.values_mut() {
-            if w.assignment
-                .as_ref()
-                .is_some_and(|a| a.token == active.token)
-            {
-                w.assignment = None;
-            }
+            job.spec.quorum()
+        ));
+    }
+    TrainingCheck::Open
+}
+
+/// Frees the workers holding a task of the round with `token`.
+pub(super) fn release_assignments(st: &mut State, token: &RoundToken) {
+    for w in st.workers.values_mut() {
+        if w.assignment.as_ref().is_some_and(|a| &a.token == token) {
+            w.assignment = None;
         }
     }
-    None
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }

@@ -36,11 +36,35 @@ pub struct WorkerEntry {
     pub in_channels: usize,
     pub num_classes: usize,
     pub last_seen: Instant,
+    /// Silent past the heartbeat timeout, or left; a gone worker that heartbeats with its
+    /// token is back, a left one is not.
     pub gone: bool,
+    /// When it went (or left): it is forgotten a retention period later.
+    pub gone_at: Option<Instant>,
+    /// Left with Leave: its session token is refused.
+    pub left: bool,
+    /// Answered "done" after shutdown began.
+    pub told_done: bool,
     pub assignment: Option<Assignment>,
     pub rounds_contributed: u64,
     /// Training or evaluating, as the worker's last heartbeat said.
     pub busy: bool,
+}
+
+impl WorkerEntry {
+    /// Alive and with an open session.
+    pub fn is_present(&self) -> bool {
+        !self.gone && !self.left
+    }
+
+    /// Marks the worker gone and drops its task.
+    pub fn mark_gone(&mut self, now: Instant) {
+        if !self.gone {
+            self.gone_at = Some(now);
+        }
+        self.gone = true;
+        self.assignment = None;
+    }
 }
 
 /// An accepted update, kept as its figures (the values are already in the round's aggregation).
@@ -96,6 +120,9 @@ pub struct JobEntry {
     pub message: String,
     /// Every variable of the global model (what is exported and evaluated).
     pub global: Arc<StateDict>,
+    /// The tensors of `global` that travel (the template uploads are checked against and the
+    /// base their deltas apply to); replaced with `global`.
+    pub exchanged: Arc<StateDict>,
     pub global_sha256: String,
     /// The names (and through the template, shapes) that travel in this job.
     pub exchanged_names: Vec<String>,
@@ -103,8 +130,11 @@ pub struct JobEntry {
     pub full_filter_exchanged_values: u64,
     pub records: Vec<RoundRecord>,
     pub active: Option<ActiveRound>,
-    /// Rounds retried because the quorum was not met by the deadline.
+    /// Rounds retried in this job (quorum missed, or not closed or committed): seeds the
+    /// sampling of a retried round.
     pub retries: u64,
+    /// Retries of the current round; reset when a round commits.
+    pub round_retries: u32,
     /// The strategy's server-side state after the last committed round (momentum, moments).
     pub strategy_state: Arc<ServerState>,
     /// The clipping bound of the next round (`None` without clipping).
@@ -115,9 +145,9 @@ pub struct JobEntry {
 }
 
 impl JobEntry {
-    pub fn exchanged_global(&self) -> StateDict {
-        let names: Vec<&str> = self.exchanged_names.iter().map(String::as_str).collect();
-        self.global.restricted_to(&names)
+    /// The exchanged part of the global model: shared, never copied under the lock.
+    pub fn exchanged_global(&self) -> Arc<StateDict> {
+        Arc::clone(&self.exchanged)
     }
 
     pub fn rounds_completed(&self) -> u64 {
@@ -137,4 +167,8 @@ pub struct State {
     pub next_worker: u64,
     pub next_job: u64,
     pub shutting_down: bool,
+    /// Tasks were handed out since long-polling GetTask calls were last woken.
+    pub tasks_assigned: bool,
+    /// Store writes of what memory already says, flushed outside the lock.
+    pub queued_writes: Vec<super::store_writes::QueuedWrite>,
 }

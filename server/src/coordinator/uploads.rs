@@ -3,6 +3,7 @@
 //! global model, checked and clipped off the async runtime; then given its bounded weight and
 //! added to the round's aggregation. A refused update changes nothing.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use fedcsg_core::tensor::{NamedTensor, StateDict};
@@ -22,8 +23,8 @@ use crate::strategy::weighting::WeightBounds;
 #[derive(Debug)]
 pub struct PendingUpload {
     pub assembler: ModelAssembler,
-    /// The round's exact global model (exchanged tensors).
-    base: StateDict,
+    /// The round's exact global model (exchanged tensors), shared with the job.
+    base: Arc<StateDict>,
     kind: UpdateKind,
     /// The round's clipping bound, if the job clips.
     clip_norm: Option<f64>,
@@ -35,11 +36,13 @@ pub struct PendingUpload {
 pub struct ReceivedUpdate {
     pub delta: StateDict,
     pub clipped: bool,
+    /// SHA-256 of the delta: tells an idempotent retry from a different second update.
+    pub fingerprint: String,
 }
 
 impl PendingUpload {
     /// Checks the length and checksums, decodes, rebuilds the trained values, checks them
-    /// (finite; running variances not negative), and clips the delta. CPU-bound: run it off the
+    /// (finite; running variances not negative), clips the delta and hashes it. CPU-bound: run it off the
     /// async runtime.
     pub fn finish(self) -> Result<ReceivedUpdate> {
         let decoded = self.assembler.finish()?;
@@ -75,8 +78,10 @@ impl PendingUpload {
         let clipped = self
             .clip_norm
             .is_some_and(|bound| clipping::clip(&mut delta, bound, |n| !stays_plain(n)).1);
+        let delta = StateDict::new(delta).map_err(ServerError::invalid)?;
         Ok(ReceivedUpdate {
-            delta: StateDict::new(delta).map_err(ServerError::invalid)?,
+            fingerprint: delta.fingerprint(),
+            delta,
             clipped,
         })
     }
@@ -236,7 +241,7 @@ impl Coordinator {
         update: ReceivedUpdate,
         bytes_up: u64,
     ) -> Result<bool> {
-        let fingerprint = update.delta.fingerprint();
+        let fingerprint = update.fingerprint;
         let mut st = self.lock();
         // The round may have closed while the data was arriving.
         self.check_upload_target(&st, h)?;

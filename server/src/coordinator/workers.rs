@@ -14,7 +14,8 @@ use crate::error::{Result, ServerError};
 use crate::ids::{WorkerId, random_hex};
 
 impl Coordinator {
-    pub fn join(&self, info: JoinInfo, enrollment_token: Option<&str>) -> Result<Joined> {
+    /// Checks the enrollment token a Join presents (before anything else of the request).
+    pub fn check_enrollment(&self, enrollment_token: Option<&str>) -> Result<()> {
         if let Some(expected) = &self.settings.enrollment_token {
             match enrollment_token {
                 Some(t) if constant_time_eq(t, expected.expose()) => {}
@@ -28,15 +29,24 @@ impl Coordinator {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Joins a worker under its name. A name held by a live session is taken over only with
+    /// that session's token (the same worker rejoining); a name of a gone or departed worker is
+    /// free.
+    pub fn join(&self, info: JoinInfo, enrollment_token: Option<&str>) -> Result<Joined> {
+        self.check_enrollment(enrollment_token)?;
         if info.protocol_version != PROTOCOL_VERSION {
             return Err(ServerError::ProtocolVersion {
                 got: info.protocol_version,
                 supported: PROTOCOL_VERSION,
             });
         }
-        if info.name.is_empty() || info.name.len() > 128 {
-            return Err(ServerError::invalid("worker_name must be 1..=128 bytes"));
+        if info.name.is_empty() {
+            return Err(ServerError::invalid("worker_name is missing"));
         }
+        crate::ids::check_display_name(&info.name, "worker_name").map_err(ServerError::invalid)?;
         if info.num_samples == 0 {
             return Err(ServerError::invalid(
                 "num_samples must be positive: a worker without data cannot train",
@@ -58,26 +68,40 @@ impl Coordinator {
                 info.in_channels, info.num_classes
             )));
         }
+        // Ids stay unique across restarts through the store's counter (a write: before the lock).
+        let stored_seq = match &self.store {
+            Some(store) => Some(store.next_id("worker")?),
+            None => None,
+        };
         let mut st = self.lock();
-        // A rejoin under the same name replaces the old entry (the process restarted).
-        let old: Vec<WorkerId> = st
+        let holders: Vec<(WorkerId, bool, bool)> = st
             .workers
             .values()
             .filter(|w| w.name == info.name)
-            .map(|w| w.id.clone())
+            .map(|w| {
+                let own = info
+                    .previous_session_token
+                    .as_deref()
+                    .is_some_and(|t| constant_time_eq(t, w.session_token.expose()));
+                (w.id.clone(), w.is_present(), own)
+            })
             .collect();
-        for id in old {
-            st.workers.remove(&id);
+        if let Some((live, ..)) = holders.iter().find(|(_, present, own)| *present && !own) {
+            let silent = Instant::now().duration_since(st.workers[live].last_seen);
+            return Err(ServerError::NameInUse {
+                name: info.name,
+                holder: live.clone(),
+                silent_for: silent,
+                released_after: self.settings.heartbeat_timeout.saturating_sub(silent),
+            });
+        }
+        // The same worker rejoining, or a gone one's name: the old entry (and any task it
+        // held) is replaced.
+        for (id, ..) in &holders {
+            st.workers.remove(id);
         }
         st.next_worker += 1;
-        let seq = match &self.store {
-            Some(store) => store.next_id("worker")?,
-            None => st.next_worker,
-        };
-        let id = WorkerId::new(format!("w-{seq}"));
-        if let Some(store) = &self.store {
-            store.record_worker(id.as_str(), &info.name, info.num_samples)?;
-        }
+        let id = WorkerId::new(format!("w-{}", stored_seq.unwrap_or(st.next_worker)));
         let session_token = random_hex();
         st.workers.insert(
             id.clone(),
@@ -90,12 +114,25 @@ impl Coordinator {
                 num_classes: info.num_classes,
                 last_seen: Instant::now(),
                 gone: false,
+                gone_at: None,
+                left: false,
+                told_done: false,
                 assignment: None,
                 rounds_contributed: 0,
                 busy: false,
             },
         );
         drop(st);
+        // The workers table is a record of sessions: written after the fact, outside the lock.
+        if let Some(store) = &self.store {
+            let replaced: Vec<&str> = holders.iter().map(|(id, ..)| id.as_str()).collect();
+            let written = store
+                .forget_workers(&replaced)
+                .and_then(|()| store.record_worker(id.as_str(), &info.name, info.num_samples));
+            if let Err(e) = written {
+                tracing::warn!(worker_id = %id, error = %e, "cannot record the worker in the state store");
+            }
+        }
         info!(worker_id = %id, name = %info.name, samples = info.num_samples, "worker joined");
         self.wake.notify_one();
         Ok(Joined {
@@ -111,6 +148,11 @@ impl Coordinator {
         let entry = st.workers.get_mut(worker).ok_or_else(|| {
             ServerError::unauthenticated(format!("unknown worker {worker}: join again"))
         })?;
+        if entry.left {
+            return Err(ServerError::unauthenticated(format!(
+                "worker {worker} left: its session is closed; join again"
+            )));
+        }
         match token {
             Some(t) if constant_time_eq(t, entry.session_token.expose()) => {}
             Some(_) => {
@@ -128,6 +170,7 @@ impl Coordinator {
         if entry.gone {
             info!(worker_id = %worker, "worker is back");
             entry.gone = false;
+            entry.gone_at = None;
         }
         Ok(())
     }
@@ -152,18 +195,24 @@ impl Coordinator {
         })
     }
 
+    /// Ends a worker's session: its token is refused from now on and its name is free.
     pub fn leave(&self, worker: &WorkerId) {
         let mut st = self.lock();
         if let Some(w) = st.workers.get_mut(worker) {
-            w.gone = true;
-            w.assignment = None;
+            w.mark_gone(Instant::now());
+            w.left = true;
             info!(worker_id = %worker, "worker left");
         }
+        drop(st);
+        self.wake.notify_one();
     }
 
     pub fn next_task(&self, worker: &WorkerId) -> Result<Task> {
-        let st = self.lock();
+        let mut st = self.lock();
         if st.shutting_down {
+            if let Some(w) = st.workers.get_mut(worker) {
+                w.told_done = true;
+            }
             return Ok(Task::Done {
                 reason: "coordinator is shutting down".into(),
             });
@@ -216,6 +265,38 @@ impl Coordinator {
         })
     }
 
+    /// Forgets workers gone (or left) for longer than the retention period, in memory and in
+    /// the store.
+    pub(super) fn forget_gone_workers(&self, st: &mut super::state::State, now: Instant) {
+        let retention = self.settings.gone_worker_retention;
+        let expired: Vec<WorkerId> = st
+            .workers
+            .values()
+            .filter(|w| w.gone_at.is_some_and(|t| now.duration_since(t) > retention))
+            .map(|w| w.id.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for id in &expired {
+            st.workers.remove(id);
+        }
+        info!(workers = expired.len(), retention = ?retention, "forgot gone workers");
+        st.queued_writes
+            .push(super::store_writes::QueuedWrite::ForgetWorkers(
+                expired.iter().map(WorkerId::to_string).collect(),
+            ));
+    }
+
+    /// Present workers that have not been told "done" since shutdown began.
+    pub fn workers_not_yet_told_done(&self) -> usize {
+        self.lock()
+            .workers
+            .values()
+            .filter(|w| w.is_present() && !w.told_done)
+            .count()
+    }
+
     pub fn list_workers(&self) -> Vec<WorkerView> {
         let now = Instant::now();
         self.lock()
@@ -225,7 +306,9 @@ impl Coordinator {
                 id: w.id.clone(),
                 name: w.name.clone(),
                 num_samples: w.num_samples,
-                state: if w.gone {
+                state: if w.left {
+                    "left"
+                } else if w.gone {
                     "gone"
                 } else {
                     match w.assignment.as_ref().map(|a| &a.kind) {

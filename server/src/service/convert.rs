@@ -64,6 +64,10 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
             .lr_schedule
             .parse()
             .map_err(|e| bad(format!("spec.lr_schedule: {e}")))?,
+        quorum: s.quorum.map(|q| q as usize),
+        max_round_retries: s
+            .max_round_retries
+            .unwrap_or(JobSpec::DEFAULT_MAX_ROUND_RETRIES),
     };
     spec.validate().map_err(bad)?;
     Ok(spec)
@@ -163,6 +167,8 @@ pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
         clipping: s.clipping.map(clipping_to_proto),
         max_weight_share: s.max_weight_share,
         lr_schedule: s.lr_schedule.to_string(),
+        quorum: Some(s.quorum() as u32),
+        max_round_retries: Some(s.max_round_retries),
     }
 }
 
@@ -220,6 +226,7 @@ pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundE
             p10_accuracy: e.p10_accuracy,
             loss: e.loss,
         }),
+        job_message: String::new(),
     }
 }
 

@@ -14,40 +14,64 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::bearer;
-use super::convert::{job_spec_from_proto, job_to_proto, round_to_proto};
+use super::convert::{job_spec_from_proto, job_state_to_proto, job_to_proto, round_to_proto};
+use super::refusals::RefusalLog;
 use super::worker_api::model_stream;
 use crate::coordinator::{Coordinator, constant_time_eq};
 use crate::error::ServerError;
 use crate::ids::JobId;
+use crate::job::JobState;
 
 pub struct OperatorApi {
     coordinator: Arc<Coordinator>,
     admin_token: Option<Secret>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl OperatorApi {
-    pub fn new(coordinator: Arc<Coordinator>, admin_token: Option<Secret>) -> Self {
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        admin_token: Option<Secret>,
+        refusals: Arc<RefusalLog>,
+    ) -> Self {
         Self {
             coordinator,
             admin_token,
+            refusals,
         }
     }
 
-    fn auth<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    /// Checks the admin token (when one is configured); a refusal is logged.
+    fn auth<T>(&self, method: &str, req: &Request<T>) -> Result<(), Status> {
         let Some(expected) = &self.admin_token else {
             return Ok(());
         };
-        match bearer(req.metadata()) {
-            Some(t) if constant_time_eq(t, expected.expose()) => Ok(()),
-            Some(_) => Err(ServerError::PermissionDenied {
+        let refusal = match bearer(req.metadata()) {
+            Some(t) if constant_time_eq(t, expected.expose()) => return Ok(()),
+            Some(_) => ServerError::PermissionDenied {
                 why: "this token may not use the operator API".into(),
-            }
-            .into()),
-            None => Err(ServerError::unauthenticated(
+            },
+            None => ServerError::unauthenticated(
                 "admin token missing: send authorization: Bearer <token>",
-            )
-            .into()),
-        }
+            ),
+        };
+        Err(self
+            .refusals
+            .note(method, req.remote_addr(), refusal.into()))
+    }
+}
+
+/// The event that ends a watch on a job finished without a new round: round 0, the final state
+/// and the job's message.
+fn state_event(coordinator: &Coordinator, id: &JobId, state: JobState) -> pb::RoundEvent {
+    pb::RoundEvent {
+        job_id: id.to_string(),
+        job_state: job_state_to_proto(state) as i32,
+        job_message: coordinator
+            .get_job(id)
+            .map(|v| v.message)
+            .unwrap_or_default(),
+        ..Default::default()
     }
 }
 
@@ -64,7 +88,7 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::CreateJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        self.auth(&req)?;
+        self.auth("CreateJob", &req)?;
         let spec = job_spec_from_proto(req.into_inner().spec)?;
         let coordinator = Arc::clone(&self.coordinator);
         // Building the initial model is CPU work: keep it off the async runtime.
@@ -78,7 +102,7 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        self.auth(&req)?;
+        self.auth("ListJobs", &req)?;
         let jobs = self
             .coordinator
             .list_jobs()
@@ -89,7 +113,7 @@ impl OperatorService for OperatorApi {
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        self.auth(&req)?;
+        self.auth("GetJob", &req)?;
         let view = self.coordinator.get_job(&job_id(&req.get_ref().job_id)?)?;
         Ok(Response::new(job_to_proto(&view)))
     }
@@ -98,7 +122,7 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        self.auth(&req)?;
+        self.auth("CancelJob", &req)?;
         let view = self
             .coordinator
             .cancel_job(&job_id(&req.get_ref().job_id)?)?;
@@ -111,12 +135,13 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        self.auth(&req)?;
+        self.auth("WatchJob", &req)?;
         let id = job_id(&req.get_ref().job_id)?;
         // Subscribe before the snapshot so no round falls between the two.
         let mut events = self.coordinator.subscribe();
         let view = self.coordinator.get_job(&id)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let coordinator = Arc::clone(&self.coordinator);
         tokio::spawn(async move {
             let mut last = 0;
             for r in &view.records {
@@ -135,8 +160,10 @@ impl OperatorService for OperatorApi {
             loop {
                 match events.recv().await {
                     Ok(e) if e.job == id => {
+                        let mut sent = false;
                         if let Some(r) = e.record.filter(|r| r.round > last) {
                             last = r.round;
+                            sent = true;
                             if tx
                                 .send(Ok(round_to_proto(id.as_str(), &r, e.state)))
                                 .await
@@ -146,6 +173,10 @@ impl OperatorService for OperatorApi {
                             }
                         }
                         if e.state.is_finished() {
+                            if !sent {
+                                // Failed or cancelled between rounds: say so, and why.
+                                let _ = tx.send(Ok(state_event(&coordinator, &id, e.state))).await;
+                            }
                             return;
                         }
                     }
@@ -167,7 +198,7 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
-        self.auth(&req)?;
+        self.auth("ListWorkers", &req)?;
         let workers = self
             .coordinator
             .list_workers()
@@ -190,7 +221,7 @@ impl OperatorService for OperatorApi {
         &self,
         req: Request<pb::ExportModelRequest>,
     ) -> Result<Response<Self::ExportModelStream>, Status> {
-        self.auth(&req)?;
+        self.auth("ExportModel", &req)?;
         let id = job_id(&req.get_ref().job_id)?;
         let (round, state, sha) = self.coordinator.export(&id)?;
         let (metas, chunks) = encode_state(&state);

@@ -15,6 +15,7 @@ use tracing::{Instrument, info_span, instrument, warn};
 
 use super::bearer;
 use super::convert::task_to_proto;
+use super::refusals::RefusalLog;
 use super::validate::{self, MAX_DESCRIPTION_LEN, MAX_NAME_LEN};
 use crate::coordinator::{Coordinator, JoinInfo, UpdateHeader};
 use crate::error::ServerError;
@@ -22,17 +23,23 @@ use crate::ids::{JobId, RoundToken, WorkerId};
 
 pub struct WorkerApi {
     coordinator: Arc<Coordinator>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl WorkerApi {
-    pub fn new(coordinator: Arc<Coordinator>) -> Self {
-        Self { coordinator }
+    pub fn new(coordinator: Arc<Coordinator>, refusals: Arc<RefusalLog>) -> Self {
+        Self {
+            coordinator,
+            refusals,
+        }
     }
 
-    fn auth<T>(&self, req: &Request<T>, worker_id: &str) -> Result<WorkerId, Status> {
+    /// Authenticates a worker's call with its session token; a refusal is logged.
+    fn auth<T>(&self, method: &str, req: &Request<T>, worker_id: &str) -> Result<WorkerId, Status> {
         let id = WorkerId::new(validate::id(worker_id, "worker_id")?);
         self.coordinator
-            .authenticate_worker(&id, bearer(req.metadata()))?;
+            .authenticate_worker(&id, bearer(req.metadata()))
+            .map_err(|e| self.refusals.note(method, req.remote_addr(), e.into()))?;
         Ok(id)
     }
 }
@@ -74,19 +81,30 @@ impl WorkerService for WorkerApi {
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let token = bearer(req.metadata()).map(str::to_owned);
+        let peer = req.remote_addr();
+        let refused = |e: ServerError| self.refusals.note("Join", peer, e.into());
+        // The token first: an unauthenticated caller learns nothing about the other rules.
+        self.coordinator
+            .check_enrollment(token.as_deref())
+            .map_err(refused)?;
         let r = req.into_inner();
         validate::text(&r.worker_name, "worker_name", MAX_NAME_LEN)?;
         validate::text(&r.data_description, "data_description", MAX_DESCRIPTION_LEN)?;
-        let joined = self.coordinator.join(
-            JoinInfo {
-                protocol_version: r.protocol_version,
-                name: r.worker_name,
-                num_samples: r.num_samples,
-                in_channels: r.in_channels as usize,
-                num_classes: r.num_classes as usize,
-            },
-            token.as_deref(),
-        )?;
+        let previous = validate::optional_id(&r.previous_session_token, "previous_session_token")?;
+        let joined = self
+            .coordinator
+            .join(
+                JoinInfo {
+                    protocol_version: r.protocol_version,
+                    previous_session_token: previous.map(str::to_owned),
+                    name: r.worker_name.clone(),
+                    num_samples: r.num_samples,
+                    in_channels: r.in_channels as usize,
+                    num_classes: r.num_classes as usize,
+                },
+                token.as_deref(),
+            )
+            .map_err(refused)?;
         Ok(Response::new(pb::JoinResponse {
             worker_id: joined.worker_id.to_string(),
             session_token: joined.session_token,
@@ -99,7 +117,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let id = self.auth("Heartbeat", &req, &req.get_ref().worker_id)?;
         let busy = validate::optional_id(
             &req.get_ref().busy_with_round_token,
             "busy_with_round_token",
@@ -114,9 +132,10 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
-        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let id = self.auth("GetTask", &req, &req.get_ref().worker_id)?;
+        let wait = std::time::Duration::from_millis(req.get_ref().wait_ms.into());
         Ok(Response::new(task_to_proto(
-            self.coordinator.next_task(&id)?,
+            self.coordinator.wait_for_task(&id, wait).await?,
         )))
     }
 
@@ -126,7 +145,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::DownloadModelRequest>,
     ) -> Result<Response<Self::DownloadModelStream>, Status> {
-        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let id = self.auth("DownloadModel", &req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
         let token = required(&r.round_token, "round_token")?;
@@ -149,6 +168,7 @@ impl WorkerService for WorkerApi {
         req: Request<Streaming<pb::UpdateChunk>>,
     ) -> Result<Response<pb::UploadUpdateResponse>, Status> {
         let token = bearer(req.metadata()).map(str::to_owned);
+        let peer = req.remote_addr();
         let mut stream = req.into_inner();
         let first = stream.next().await.ok_or_else(|| {
             ServerError::invalid("upload is empty: the first message must be the header")
@@ -159,7 +179,8 @@ impl WorkerService for WorkerApi {
         };
         let worker = WorkerId::new(required(&h.worker_id, "header.worker_id")?);
         self.coordinator
-            .authenticate_worker(&worker, token.as_deref())?;
+            .authenticate_worker(&worker, token.as_deref())
+            .map_err(|e| self.refusals.note("UploadUpdate", peer, e.into()))?;
         let limits = self.coordinator.settings().wire_limits;
         let header = UpdateHeader {
             worker: worker.clone(),
@@ -216,7 +237,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::ReportEvaluationRequest>,
     ) -> Result<Response<pb::ReportEvaluationResponse>, Status> {
-        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let id = self.auth("ReportEvaluation", &req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
         validate::non_negative(r.loss_sum, "loss_sum")?;
@@ -235,7 +256,7 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
-        let id = self.auth(&req, &req.get_ref().worker_id)?;
+        let id = self.auth("Leave", &req, &req.get_ref().worker_id)?;
         self.coordinator.leave(&id);
         Ok(Response::new(pb::LeaveResponse {}))
     }

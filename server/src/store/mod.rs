@@ -242,6 +242,42 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the rows of workers the coordinator no longer remembers.
+    pub fn forget_workers(&self, ids: &[&str]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut delete = tx.prepare("DELETE FROM workers WHERE id = ?1")?;
+            for id in ids {
+                delete.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the rows of workers that joined more than `age` ago (at start: every stored
+    /// session ended with the previous process).
+    pub fn forget_workers_joined_before(
+        &self,
+        age: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let cutoff = now_unix() - age.as_secs_f64();
+        let n = self.conn().execute(
+            "DELETE FROM workers WHERE joined_unix < ?1",
+            params![cutoff],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// How many workers the store remembers.
+    pub fn worker_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM workers", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// Every job with its committed rounds and the verified model of its last one.
     pub fn load_jobs(&self) -> Result<Vec<PersistedJob>, StoreError> {
         let conn = self.conn();

@@ -56,11 +56,12 @@ impl Krum {
     }
 
     /// A job's quorum must give Krum enough participants, and at least m of them.
-    pub(super) fn validate_for(&self, min_workers: usize) -> Result<(), String> {
+    /// `quorum`: the fewest updates a round may close with.
+    pub(super) fn validate_for(&self, quorum: usize) -> Result<(), String> {
         let need = self.min_participants().max(self.selected);
-        if min_workers < need {
+        if quorum < need {
             return Err(format!(
-                "krum with f = {} and m = {} needs spec.min_workers >= {need} (n > 2f + 2 and n >= m), got {min_workers}",
+                "krum with f = {} and m = {} needs a quorum (spec.quorum, or spec.min_workers when unset) >= {need} (n > 2f + 2 and n >= m), got {quorum}",
                 self.byzantine, self.selected
             ));
         }

@@ -209,7 +209,9 @@ impl Strategy {
 
     /// Checks the strategy against the job's participant bounds: a robust strategy may not need
     /// more participants than it can hold, and Krum needs more than 2f + 2.
-    pub fn validate_for(&self, min_workers: usize) -> Result<(), String> {
+    /// Checks the parameters against a job whose rounds start with at least `min_workers` and
+    /// may close with as few as `quorum` updates.
+    pub fn validate_for(&self, min_workers: usize, quorum: usize) -> Result<(), String> {
         self.validate_params()?;
         if self.needs_every_update() && min_workers > MAX_ROBUST_PARTICIPANTS {
             return Err(format!(
@@ -218,7 +220,7 @@ impl Strategy {
             ));
         }
         if let Strategy::Krum(k) = self {
-            k.validate_for(min_workers)?;
+            k.validate_for(quorum)?;
         }
         Ok(())
     }

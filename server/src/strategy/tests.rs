@@ -285,15 +285,14 @@ fn parameters_are_validated() {
     );
     assert!(e.contains("krum_selected"), "{e}");
     let krum = Strategy::from_parts("krum", &StrategyParams::default()).unwrap();
-    assert!(
-        krum.validate_for(4)
-            .unwrap_err()
-            .contains("min_workers >= 5")
-    );
-    assert!(krum.validate_for(5).is_ok());
+    assert!(krum.validate_for(4, 4).unwrap_err().contains(">= 5"));
+    assert!(krum.validate_for(5, 5).is_ok());
+    // Rounds that may close with 4 updates cannot run Krum with f = 1, whatever they start with.
+    let e = krum.validate_for(8, 4).unwrap_err();
+    assert!(e.contains("quorum") && e.contains(">= 5"), "{e}");
     assert!(
         Strategy::Median
-            .validate_for(MAX_ROBUST_PARTICIPANTS + 1)
+            .validate_for(MAX_ROBUST_PARTICIPANTS + 1, 1)
             .is_err()
     );
     // Round trip through the parameters a job reports.

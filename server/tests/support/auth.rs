@@ -49,6 +49,7 @@ pub fn join_request(name: &str) -> pb::JoinRequest {
         in_channels: 1,
         num_classes: 10,
         data_description: String::new(),
+        previous_session_token: String::new(),
     }
 }
 

@@ -24,6 +24,7 @@ pub fn join_request(name: &str) -> pb::JoinRequest {
         in_channels: 1,
         num_classes: 10,
         data_description: "bundled 1/1".into(),
+        previous_session_token: String::new(),
     }
 }
 
@@ -172,6 +173,7 @@ pub async fn round_in_training() -> RoundInTraining {
             .get_task(authed(
                 pb::GetTaskRequest {
                     worker_id: wid.clone(),
+                    wait_ms: 0,
                 },
                 &tok,
             ))

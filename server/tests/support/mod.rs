@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod fake_worker;
 pub mod hostile;
 pub mod pki;
 

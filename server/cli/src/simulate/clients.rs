@@ -60,6 +60,7 @@ impl VirtualClient {
             in_channels: data.train.channels() as u32,
             num_classes: data.train.num_classes() as u32,
             data_description: data.description.clone(),
+            previous_session_token: String::new(),
         };
         let joined = client
             .join(request)

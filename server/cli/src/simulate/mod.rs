@@ -213,6 +213,8 @@ fn in_process_config(listen: std::net::SocketAddr) -> CoordinatorConfig {
         insecure: false,
         state_dir: None,
         max_worker_samples: CoordinatorSettings::DEFAULT_MAX_WORKER_SAMPLES,
+        gone_worker_retention: CoordinatorSettings::DEFAULT_GONE_WORKER_RETENTION,
+        shutdown_grace: std::time::Duration::ZERO,
     }
 }
 
@@ -276,6 +278,10 @@ async fn simulate(
             let mut rounds = Vec::new();
             let mut elapsed = 0.0;
             while let Some(e) = stream.message().await? {
+                // Round 0 ends a watch on a job that failed or was cancelled between rounds.
+                if e.round == 0 {
+                    continue;
+                }
                 let time = report::simulated_round_time(&e, &links);
                 elapsed += time.seconds;
                 println!(

@@ -87,6 +87,7 @@ pub async fn run_tasks<T>(
                 .client()
                 .get_task(pb::GetTaskRequest {
                     worker_id: client.worker_id.clone(),
+                    wait_ms: 0,
                 })
                 .await?;
             match Assignment::from_proto(response)? {
