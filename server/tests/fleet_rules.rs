@@ -397,3 +397,49 @@ async fn a_long_polled_task_arrives_when_the_round_starts() {
         "the task waited {waited:?}"
     );
 }
+
+/// A real worker process restarted under its name while the old session still looks alive (as
+/// after a crash): its Join is refused while the old session holds the name, and it joins by
+/// itself within seconds once the old session leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_joins_once_its_old_session_is_released() {
+    use clap::Parser;
+    let (url, _stop) = coordinator(CoordinatorArgs::default()).await;
+    let mut op = operator(&url).await;
+    let mut old = FakeWorker::join(&url, "restarted").await;
+    let args = fedcsg_worker::WorkerArgs::try_parse_from([
+        "fedcsg-worker",
+        "--coordinator",
+        url.as_str(),
+        "--name",
+        "restarted",
+        "--data",
+        "bundled",
+    ])
+    .unwrap();
+    let config = fedcsg_worker::WorkerConfig::from_args(args).unwrap();
+    let (quit, quitting) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(fedcsg_worker::run(config, async move {
+        let _ = quitting.await;
+    }));
+    // Refused while the old session lives (and heartbeats).
+    for _ in 0..10 {
+        old.try_heartbeat().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = workers(&mut op).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].worker_id, old.id);
+    old.leave().await;
+    let start = Instant::now();
+    loop {
+        let list = workers(&mut op).await;
+        if list.iter().any(|w| w.worker_name == "restarted" && w.state == "idle") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = quit.send(());
+    let _ = worker.await;
+}

@@ -32,6 +32,9 @@ use fedcsg_wire::UpdateKind;
 /// sends one request per wait, and a new round reaches it at once.
 const TASK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// How often a worker whose name a live session still holds asks again.
+const NAME_IN_USE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a best-effort Leave may take at shutdown.
 const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -177,14 +180,14 @@ impl Worker {
                 Ok(response) => return self.open_session(response),
                 // The name is still held by a session of ours the coordinator thinks alive
                 // (this process restarted): it is released within the heartbeat timeout.
+                // Not a failure of the coordinator: retry every second, not with a growing
+                // backoff, so the worker joins as soon as the old session is released.
                 Err(status) if status.code() == tonic::Code::AlreadyExists => {
-                    let delay = self.backoff.next_delay(&mut rand::rng());
-                    let retry_in_ms = delay.as_millis() as u64;
                     warn!(
                         message = status.message(),
-                        retry_in_ms, "worker name in use; retrying"
+                        "worker name in use; retrying in 1 s"
                     );
-                    sleep(delay).await;
+                    sleep(NAME_IN_USE_RETRY).await;
                 }
                 Err(status) if is_transient(status.code()) => {
                     let delay = self.backoff.next_delay(&mut rand::rng());
