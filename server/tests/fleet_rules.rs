@@ -434,7 +434,10 @@ async fn a_restarted_worker_joins_once_its_old_session_is_released() {
     let start = Instant::now();
     loop {
         let list = workers(&mut op).await;
-        if list.iter().any(|w| w.worker_name == "restarted" && w.state == "idle") {
+        if list
+            .iter()
+            .any(|w| w.worker_name == "restarted" && w.state == "idle")
+        {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{list:?}");
