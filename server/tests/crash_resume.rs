@@ -8,6 +8,7 @@
 //! resuming them is exact is `strategy_resume.rs`).
 
 mod support;
+use support::bin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,16 +22,6 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 const ROUNDS: u32 = 8;
-
-fn bin(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -12,16 +12,7 @@ use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
 use tonic::transport::Channel;
 
 mod support;
-
-fn bin(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
-}
+use support::bin;
 
 /// The processes of one test, killed when it ends; their logs are printed if it failed.
 struct Procs {

@@ -19,6 +19,19 @@ use fedcsg_wire::{Accepted, ModelAssembler, WireLimits};
 use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
+/// A binary of this workspace (the end-to-end tests start the real processes), built by
+/// `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> std::path::PathBuf {
+    let path =
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_fedcsg-coordinator")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
 /// Serves a coordinator with `args` on a free loopback port until the sender is dropped or
 /// fired; returns its URL.
 pub async fn start_with(args: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
