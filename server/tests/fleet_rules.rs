@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 mod support;
 use support::fake_worker::{FakeWorker, workers};
 use support::hostile::join_request;
+use support::operator;
 use support::start_with;
 
 async fn coordinator(extra: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -25,16 +26,6 @@ async fn coordinator(extra: CoordinatorArgs) -> (String, tokio::sync::oneshot::S
         ..extra
     })
     .await
-}
-
-async fn operator(url: &str) -> OperatorServiceClient<Channel> {
-    OperatorServiceClient::new(
-        Channel::from_shared(url.to_string())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    )
 }
 
 fn spec(min_workers: u32, quorum: Option<u32>, retries: u32, deadline: u32) -> pb::JobSpec {

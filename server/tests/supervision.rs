@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 mod support;
 use support::bin;
+use support::operator;
 
 /// The processes of one test, killed when it ends; their logs are printed if it failed.
 struct Procs {
@@ -115,16 +116,6 @@ fn print_logs(dir: &Path) {
             );
         }
     }
-}
-
-async fn operator(url: &str) -> OperatorServiceClient<Channel> {
-    OperatorServiceClient::new(
-        Channel::from_shared(url.to_string())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    )
 }
 
 fn spec(name: &str, rounds: u32) -> pb::JobSpec {

@@ -10,7 +10,7 @@ use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use std::time::Duration;
 use tonic::transport::Channel;
 
-use super::hostile::join_request;
+use super::hostile::{join_request, messages};
 use super::{assemble, authed};
 
 /// A hand-driven worker over real gRPC.
@@ -97,18 +97,7 @@ impl FakeWorker {
 
     pub async fn train_task(&mut self) -> pb::TrainTask {
         loop {
-            let t = self
-                .client
-                .get_task(authed(
-                    pb::GetTaskRequest {
-                        worker_id: self.id.clone(),
-                        wait_ms: 0,
-                    },
-                    &self.token,
-                ))
-                .await
-                .unwrap()
-                .into_inner();
+            let t = self.task().await.unwrap();
             if let Some(pb::get_task_response::Task::Train(t)) = t.task {
                 return t;
             }
@@ -145,12 +134,7 @@ impl FakeWorker {
             tensors: metas.iter().map(meta_to_proto).collect(),
             kind: pb::UpdateKind::Weights as i32,
         };
-        let mut msgs = vec![pb::UpdateChunk {
-            part: Some(pb::update_chunk::Part::Header(header)),
-        }];
-        msgs.extend(chunks.into_iter().map(|c| pb::UpdateChunk {
-            part: Some(pb::update_chunk::Part::Data(c)),
-        }));
+        let msgs = messages(Some(header), chunks);
         self.client
             .upload_update(authed(tokio_stream::iter(msgs), &self.token))
             .await

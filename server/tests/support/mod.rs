@@ -32,6 +32,17 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// An operator client connected to `url`.
+pub async fn operator(url: &str) -> OperatorServiceClient<Channel> {
+    OperatorServiceClient::new(
+        Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
 /// Serves a coordinator with `args` on a free loopback port until the sender is dropped or
 /// fired; returns its URL.
 pub async fn start_with(args: CoordinatorArgs) -> (String, tokio::sync::oneshot::Sender<()>) {
