@@ -12,11 +12,15 @@ use fedcsg_core::secret::Secret;
 use fedcsg_wire::tls::ServerTls;
 
 use crate::coordinator::CoordinatorSettings;
+use crate::coordinator::transfers::TransferLimits;
 use crate::error::ServerError;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Long enough for a worker waiting on a task to hear "done" (tasks are long-polled).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Far longer than the 30 s between the coordinator's keepalive pings, which every live client
+/// answers.
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Flags (each also readable from its FEDCSG_* variable).
 #[derive(Debug, Args, Default)]
@@ -75,6 +79,26 @@ pub struct CoordinatorArgs {
     /// closes its listener (default 3000).
     #[arg(long, env = "FEDCSG_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Milliseconds a model upload or download may go without moving data before it is cut off
+    /// and its buffer freed (default 30000).
+    #[arg(long, env = "FEDCSG_TRANSFER_IDLE_TIMEOUT_MS")]
+    pub transfer_idle_timeout_ms: Option<u64>,
+    /// Uploads one worker may have open at once (default 2).
+    #[arg(long, env = "FEDCSG_MAX_UPLOADS_PER_WORKER")]
+    pub max_uploads_per_worker: Option<usize>,
+    /// Model downloads one worker may have open at once (default 2).
+    #[arg(long, env = "FEDCSG_MAX_DOWNLOADS_PER_WORKER")]
+    pub max_downloads_per_worker: Option<usize>,
+    /// Uploads receiving data at once over the fleet; the rest wait (default 64).
+    #[arg(long, env = "FEDCSG_MAX_RECEIVING_UPLOADS")]
+    pub max_receiving_uploads: Option<usize>,
+    /// Uploads decoded at once over the fleet (default: the number of cores).
+    #[arg(long, env = "FEDCSG_MAX_DECODING_UPLOADS")]
+    pub max_decoding_uploads: Option<usize>,
+    /// Seconds a connection may send nothing (not even an answer to the coordinator's HTTP/2
+    /// keepalive ping, sent every 30 s) before it is closed (default 120).
+    #[arg(long, env = "FEDCSG_IDLE_CONNECTION_TIMEOUT_SECS")]
+    pub idle_connection_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -96,6 +120,12 @@ struct FileConfig {
     max_worker_samples: Option<u64>,
     gone_worker_retention_secs: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    transfer_idle_timeout_ms: Option<u64>,
+    max_uploads_per_worker: Option<usize>,
+    max_downloads_per_worker: Option<usize>,
+    max_receiving_uploads: Option<usize>,
+    max_decoding_uploads: Option<usize>,
+    idle_connection_timeout_secs: Option<u64>,
 }
 
 /// The validated configuration.
@@ -121,6 +151,10 @@ pub struct CoordinatorConfig {
     pub gone_worker_retention: Duration,
     /// How long shutdown keeps answering "done" before the listener closes.
     pub shutdown_grace: Duration,
+    /// Caps on concurrent transfers and their idle timeout.
+    pub transfers: TransferLimits,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_connection_timeout: Duration,
 }
 
 impl CoordinatorArgs {
@@ -216,6 +250,42 @@ impl CoordinatorArgs {
                 return Err(ServerError::config("--tls-key needs --tls-cert"));
             }
         };
+        let defaults = TransferLimits::default();
+        let transfers = TransferLimits {
+            uploads_per_worker: self
+                .max_uploads_per_worker
+                .or(file.max_uploads_per_worker)
+                .unwrap_or(defaults.uploads_per_worker),
+            downloads_per_worker: self
+                .max_downloads_per_worker
+                .or(file.max_downloads_per_worker)
+                .unwrap_or(defaults.downloads_per_worker),
+            receiving_uploads: self
+                .max_receiving_uploads
+                .or(file.max_receiving_uploads)
+                .unwrap_or(defaults.receiving_uploads),
+            decoding_uploads: self
+                .max_decoding_uploads
+                .or(file.max_decoding_uploads)
+                .unwrap_or(defaults.decoding_uploads),
+            idle_timeout: self
+                .transfer_idle_timeout_ms
+                .or(file.transfer_idle_timeout_ms)
+                .map_or(defaults.idle_timeout, Duration::from_millis),
+        };
+        transfers.validate()?;
+        let idle_connection_timeout = match self
+            .idle_connection_timeout_secs
+            .or(file.idle_connection_timeout_secs)
+        {
+            Some(s) if !(1..=86_400).contains(&s) => {
+                return Err(ServerError::config(
+                    "idle_connection_timeout_secs must be 1..=86400",
+                ));
+            }
+            Some(s) => Duration::from_secs(s),
+            None => DEFAULT_IDLE_CONNECTION_TIMEOUT,
+        };
         let insecure = self.insecure || file.insecure.unwrap_or(false);
         check_plaintext_listen(listen, tls.is_some(), insecure)?;
         Ok(CoordinatorConfig {
@@ -254,6 +324,8 @@ impl CoordinatorArgs {
                 Some(ms) => Duration::from_millis(ms),
                 None => DEFAULT_SHUTDOWN_GRACE,
             },
+            transfers,
+            idle_connection_timeout,
         })
     }
 }

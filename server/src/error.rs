@@ -56,6 +56,16 @@ pub enum ServerError {
     #[error("job {job} does not exist")]
     UnknownJob { job: JobId },
 
+    // ----- more at once than a worker may have: RESOURCE_EXHAUSTED -----
+    #[error("{why}")]
+    ResourceExhausted { why: String },
+    /// A transfer that moved no data for the idle timeout: cut off, its buffer freed.
+    #[error("{what} moved no data for {idle:?} (the transfer idle timeout): cut off")]
+    TransferIdle {
+        what: &'static str,
+        idle: std::time::Duration,
+    },
+
     // ----- who is asking: UNAUTHENTICATED, PERMISSION_DENIED -----
     /// A token is missing or wrong.
     #[error("{why}")]
@@ -196,6 +206,8 @@ impl ServerError {
             Unauthenticated { .. } => Code::Unauthenticated,
             PermissionDenied { .. } => Code::PermissionDenied,
             WatcherLagged { .. } => Code::DataLoss,
+            ResourceExhausted { .. } => Code::ResourceExhausted,
+            TransferIdle { .. } => Code::DeadlineExceeded,
             Store { .. }
             | Model { .. }
             | StoredModel { .. }

@@ -11,6 +11,7 @@
 //! - [`ids`]: identifier newtypes.
 //! - [`service`]: the gRPC edge (worker and operator services, conversions).
 //! - [`server`]: `run(listener, config, shutdown)`, serving everything on one port.
+//! - [`idle_connection`]: accepted connections closed after a silence.
 //! - [`store`]: durable state in SQLite plus atomically written model files.
 //! - [`fault`]: fault injection points for crash tests.
 //! - [`error`]: the error type and its single mapping to gRPC statuses.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod fault;
+pub mod idle_connection;
 pub mod ids;
 pub mod job;
 pub mod lr_schedule;

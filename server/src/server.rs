@@ -10,7 +10,6 @@ use fedcsg_wire::proto::v1::{
     worker_service_server::WorkerServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 use crate::config::CoordinatorConfig;
@@ -44,6 +43,7 @@ pub fn build_coordinator(config: &CoordinatorConfig) -> Result<Arc<Coordinator>>
         enrollment_token: config.enrollment_token.clone(),
         max_worker_samples: config.max_worker_samples,
         gone_worker_retention: config.gone_worker_retention,
+        transfers: config.transfers,
         ..CoordinatorSettings::default()
     };
     let store = match &config.state_dir {
@@ -151,7 +151,10 @@ pub async fn run_with(
         }
         info!(waited = ?started.elapsed(), not_told = coord.workers_not_yet_told_done(), "closing the listener");
     };
-    let mut builder = tonic::transport::Server::builder();
+    let idle = config.idle_connection_timeout;
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::idle_connection::keepalive_interval(idle)))
+        .http2_keepalive_timeout(Some(crate::idle_connection::keepalive_interval(idle)));
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(tls.config())
@@ -162,7 +165,10 @@ pub async fn run_with(
         .add_service(reflection)
         .add_service(worker)
         .add_service(operator)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), serve_shutdown)
+        .serve_with_incoming_shutdown(
+            crate::idle_connection::incoming(listener, idle),
+            serve_shutdown,
+        )
         .await?;
     let _ = driver.await;
     Ok(())

@@ -45,7 +45,7 @@ async fn try_list_workers(endpoint: Endpoint) -> Result<usize, String> {
         .map_err(|e| format!("connect: {e:?}"))?;
     let mut op = OperatorServiceClient::new(channel);
     let r = op
-        .list_workers(with_token(pb::ListWorkersRequest {}, Some(ADMIN)))
+        .list_workers(with_token(pb::ListWorkersRequest::default(), Some(ADMIN)))
         .await
         .map_err(|s| format!("call: {s:?}"))?;
     Ok(r.into_inner().workers.len())
@@ -202,7 +202,7 @@ async fn mutual_tls_requires_a_client_certificate() {
     let mut op = OperatorServiceClient::new(channel.clone());
     assert_refused(
         "ListJobs over mTLS without the admin token",
-        op.list_jobs(pb::ListJobsRequest {}).await,
+        op.list_jobs(pb::ListJobsRequest::default()).await,
         &[Code::Unauthenticated],
     );
     let mut w = WorkerServiceClient::new(channel);

@@ -34,13 +34,13 @@ async fn snapshot(
     op: &mut OperatorServiceClient<Channel>,
 ) -> (Vec<(String, i32)>, Vec<(String, String)>) {
     let jobs = op
-        .list_jobs(with_token(pb::ListJobsRequest {}, Some(ADMIN)))
+        .list_jobs(with_token(pb::ListJobsRequest::default(), Some(ADMIN)))
         .await
         .unwrap()
         .into_inner()
         .jobs;
     let workers = op
-        .list_workers(with_token(pb::ListWorkersRequest {}, Some(ADMIN)))
+        .list_workers(with_token(pb::ListWorkersRequest::default(), Some(ADMIN)))
         .await
         .unwrap()
         .into_inner()
@@ -77,14 +77,20 @@ async fn operator_refuses(
     );
     assert_refused(
         &format!("{who}: ListJobs"),
-        op.list_jobs(with_token(pb::ListJobsRequest {}, token))
+        op.list_jobs(with_token(pb::ListJobsRequest::default(), token))
             .await,
         &c,
     );
     assert_refused(
         &format!("{who}: GetJob"),
-        op.get_job(with_token(pb::GetJobRequest { job_id: id() }, token))
-            .await,
+        op.get_job(with_token(
+            pb::GetJobRequest {
+                job_id: id(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await,
         &c,
     );
     assert_refused(
@@ -95,7 +101,7 @@ async fn operator_refuses(
     );
     assert_refused(
         &format!("{who}: ListWorkers"),
-        op.list_workers(with_token(pb::ListWorkersRequest {}, token))
+        op.list_workers(with_token(pb::ListWorkersRequest::default(), token))
             .await,
         &c,
     );

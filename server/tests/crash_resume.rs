@@ -269,6 +269,7 @@ async fn coordinator_killed_eight_times_loses_no_round() {
     let done = op
         .get_job(pb::GetJobRequest {
             job_id: "job-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -326,7 +327,7 @@ async fn coordinator_killed_eight_times_loses_no_round() {
         assert!(w.try_wait().unwrap().is_none(), "a worker exited");
     }
     let workers = op
-        .list_workers(pb::ListWorkersRequest {})
+        .list_workers(pb::ListWorkersRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -134,7 +134,7 @@ impl Cluster {
         let start = Instant::now();
         loop {
             let workers = op
-                .list_workers(pb::ListWorkersRequest {})
+                .list_workers(pb::ListWorkersRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -234,6 +234,7 @@ async fn three_workers_three_rounds() {
     let done = op
         .get_job(pb::GetJobRequest {
             job_id: job.job_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -328,13 +329,14 @@ async fn killed_worker_does_not_stall_the_job() {
     let done = op
         .get_job(pb::GetJobRequest {
             job_id: job.job_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(done.state, pb::JobState::Succeeded as i32);
     let workers = op
-        .list_workers(pb::ListWorkersRequest {})
+        .list_workers(pb::ListWorkersRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -48,10 +48,13 @@ fn spec(min_workers: u32, quorum: Option<u32>, retries: u32, deadline: u32) -> p
 }
 
 async fn job(op: &mut OperatorServiceClient<Channel>, id: &str) -> pb::Job {
-    op.get_job(pb::GetJobRequest { job_id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
+    op.get_job(pb::GetJobRequest {
+        job_id: id.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 /// Waits (polling) until the job is in a finished state; panics after `within`.

@@ -317,7 +317,7 @@ async fn malformed_job_specs_are_refused_and_create_nothing() {
         );
     }
     assert!(
-        op.list_jobs(pb::ListJobsRequest {})
+        op.list_jobs(pb::ListJobsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -360,7 +360,11 @@ async fn operator_calls_naming_a_bad_job_are_refused_and_change_nothing() {
     ] {
         refused.check(
             &format!("GetJob: {case}"),
-            op.get_job(pb::GetJobRequest { job_id: id.clone() }).await,
+            op.get_job(pb::GetJobRequest {
+                job_id: id.clone(),
+                ..Default::default()
+            })
+            .await,
             code,
             needle,
         );

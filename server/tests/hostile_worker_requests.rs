@@ -165,7 +165,7 @@ async fn malformed_joins_are_refused_and_register_nothing() {
         refused.check(&format!("Join: {case}"), w.join(req).await, code, needle);
     }
     assert!(
-        op.list_workers(pb::ListWorkersRequest {})
+        op.list_workers(pb::ListWorkersRequest::default())
             .await
             .unwrap()
             .into_inner()

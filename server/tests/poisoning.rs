@@ -155,7 +155,7 @@ async fn federation(s: &Scenario) -> (Vec<f64>, Vec<u32>) {
 async fn wait_for_workers(op: &mut OperatorServiceClient<Channel>, n: usize) {
     loop {
         let joined = op
-            .list_workers(pb::ListWorkersRequest {})
+            .list_workers(pb::ListWorkersRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -101,6 +101,7 @@ async fn client(url: String, who: usize, job: String, rounds: u64) {
         let done = op
             .get_job(pb::GetJobRequest {
                 job_id: job.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -144,7 +144,10 @@ async fn wait_state(
     let start = Instant::now();
     loop {
         let j = op
-            .get_job(pb::GetJobRequest { job_id: job.into() })
+            .get_job(pb::GetJobRequest {
+                job_id: job.into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();

@@ -193,14 +193,7 @@ async fn wait_for_joined(
     let mut op = Operator::connect_local(url).await?;
     let started = Instant::now();
     loop {
-        let req = op.request(pb::ListWorkersRequest {});
-        let joined = op
-            .client()
-            .list_workers(req)
-            .await?
-            .into_inner()
-            .workers
-            .len();
+        let joined = op.all_workers().await?.len();
         if joined >= n {
             return Ok(());
         }

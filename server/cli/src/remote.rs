@@ -98,10 +98,47 @@ impl Operator {
         Ok(self.client.watch_job(req).await?.into_inner())
     }
 
+    /// Every worker the coordinator lists, page after page.
+    pub async fn all_workers(&mut self) -> anyhow::Result<Vec<pb::WorkerInfo>> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let req = self.request(pb::ListWorkersRequest {
+                page_size: 0,
+                page_token,
+            });
+            let page = self.client.list_workers(req).await?.into_inner();
+            all.extend(page.workers);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every job the coordinator lists (without rounds), page after page.
+    pub async fn all_jobs(&mut self) -> anyhow::Result<Vec<pb::Job>> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let req = self.request(pb::ListJobsRequest {
+                page_size: 0,
+                page_token,
+            });
+            let page = self.client.list_jobs(req).await?.into_inner();
+            all.extend(page.jobs);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// The job and the name of its state.
     pub async fn job_state(&mut self, job_id: &str) -> anyhow::Result<(pb::Job, &'static str)> {
         let req = self.request(pb::GetJobRequest {
             job_id: job_id.to_string(),
+            last_rounds: Some(0),
         });
         let job = self.client.get_job(req).await?.into_inner();
         let state = pb::JobState::try_from(job.state)
@@ -119,12 +156,7 @@ pub struct StatusArgs {
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut op = Operator::connect(&args.remote).await?;
-    let jobs = op
-        .client
-        .list_jobs(op.request(pb::ListJobsRequest {}))
-        .await?
-        .into_inner()
-        .jobs;
+    let jobs = op.all_jobs().await.context("ListJobs")?;
     println!(
         "{:<10} {:<10} {:>8} {:<36} message",
         "job", "state", "rounds", "model"
@@ -147,12 +179,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             j.job_id, state, j.rounds_completed, spec.rounds, model, j.message
         );
     }
-    let workers = op
-        .client
-        .list_workers(op.request(pb::ListWorkersRequest {}))
-        .await?
-        .into_inner()
-        .workers;
+    let workers = op.all_workers().await.context("ListWorkers")?;
     println!(
         "\n{:<8} {:<20} {:>8} {:<11} {:>10} {:>7}",
         "worker", "name", "samples", "state", "heartbeat", "rounds"
@@ -184,6 +211,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .client
         .get_job(op.request(pb::GetJobRequest {
             job_id: args.job.clone(),
+            last_rounds: Some(0),
         }))
         .await?
         .into_inner();
@@ -211,7 +239,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let job = op
         .client
-        .get_job(op.request(pb::GetJobRequest { job_id: args.job }))
+        .get_job(op.request(pb::GetJobRequest {
+            job_id: args.job,
+            last_rounds: Some(0),
+        }))
         .await?
         .into_inner();
     println!(

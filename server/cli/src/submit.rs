@@ -99,14 +99,7 @@ async fn existing_job(op: &mut Operator, args: &SubmitArgs) -> anyhow::Result<Op
     if !args.reuse {
         return Ok(None);
     }
-    let req = op.request(pb::ListJobsRequest {});
-    let jobs = op
-        .client()
-        .list_jobs(req)
-        .await
-        .context("ListJobs")?
-        .into_inner()
-        .jobs;
+    let jobs = op.all_jobs().await.context("ListJobs")?;
     let alive = [
         pb::JobState::Pending,
         pb::JobState::Running,
@@ -145,14 +138,7 @@ async fn wait_for_workers(
     let started = Instant::now();
     let mut reported = usize::MAX;
     loop {
-        let req = op.request(pb::ListWorkersRequest {});
-        let workers = op
-            .client()
-            .list_workers(req)
-            .await
-            .context("ListWorkers")?
-            .into_inner()
-            .workers;
+        let workers = op.all_workers().await.context("ListWorkers")?;
         let connected = workers.iter().filter(|w| w.state != "gone").count();
         if connected >= wanted {
             println!("{connected} workers connected");
@@ -209,6 +195,7 @@ async fn follow_once(
     let mut op = Operator::connect(remote).await?;
     let req = op.request(pb::GetJobRequest {
         job_id: job_id.to_string(),
+        last_rounds: Some(0),
     });
     let job = op.client().get_job(req).await.map_err(|s| {
         let gone = s.code() == Code::NotFound;
@@ -237,6 +224,7 @@ async fn follow_once(
     }
     let req = op.request(pb::GetJobRequest {
         job_id: job_id.to_string(),
+        last_rounds: Some(0),
     });
     Ok(op.client().get_job(req).await?.into_inner())
 }

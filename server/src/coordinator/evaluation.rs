@@ -3,7 +3,9 @@
 //! (samples, correct). A report is taken once; its identical retry is idempotent.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fedcsg_core::tensor::StateDict;
 use fedcsg_ml::model::{Model, ModelSpec};

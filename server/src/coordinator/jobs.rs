@@ -1,6 +1,7 @@
 //! Jobs as the operator sees them: create (building the initial global model), list, get,
 //! cancel and export; and rebuilding a stored job when the coordinator restarts.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use fedcsg_core::tensor::StateDict;
@@ -12,7 +13,7 @@ use super::state::JobEntry;
 use super::{Coordinator, JobEvent, JobView};
 use crate::error::{Result, ServerError};
 use crate::ids::JobId;
-use crate::job::{JobSpec, JobState};
+use crate::job::{JobSpec, JobState, RoundRecord};
 use crate::store::PersistedJob;
 use crate::strategy::ServerState;
 
@@ -67,7 +68,7 @@ impl Coordinator {
             clip_norm: spec_clip_norm,
             download: Default::default(),
         };
-        let view = view_of(&entry);
+        let view = view_of(&entry, RoundsWanted::None);
         info!(job_id = %id, model = %entry.spec.model, rounds = entry.spec.rounds, "job created");
         st.jobs.insert(id, entry);
         drop(st);
@@ -75,16 +76,47 @@ impl Coordinator {
         Ok(view)
     }
 
-    pub fn list_jobs(&self) -> Vec<JobView> {
-        self.lock().jobs.values().map(view_of).collect()
+    /// Up to `limit` jobs after `after` in id order, without rounds, and whether more follow.
+    pub fn list_jobs(&self, after: Option<&JobId>, limit: usize) -> (Vec<JobView>, bool) {
+        let st = self.lock();
+        let mut page: Vec<JobView> = st
+            .jobs
+            .range::<JobId, _>((
+                after.map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+            ))
+            .take(limit + 1)
+            .map(|(_, j)| view_of(j, RoundsWanted::None))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
     }
 
-    pub fn get_job(&self, job: &JobId) -> Result<JobView> {
+    pub fn get_job(&self, job: &JobId, rounds: RoundsWanted) -> Result<JobView> {
         self.lock()
             .jobs
             .get(job)
-            .map(view_of)
+            .map(|j| view_of(j, rounds))
             .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })
+    }
+
+    /// Up to `limit` of the job's committed rounds from round `first` (1-based) on, and the
+    /// job's state.
+    pub fn list_rounds(
+        &self,
+        job: &JobId,
+        first: u64,
+        limit: usize,
+    ) -> Result<(Vec<RoundRecord>, JobState, u64)> {
+        let st = self.lock();
+        let j = st
+            .jobs
+            .get(job)
+            .ok_or_else(|| ServerError::UnknownJob { job: job.clone() })?;
+        let from = usize::try_from(first.max(1) - 1).unwrap_or(usize::MAX);
+        let records = j.records.iter().skip(from).take(limit).cloned().collect();
+        Ok((records, j.state, j.rounds_completed()))
     }
 
     pub fn cancel_job(&self, job: &JobId) -> Result<JobView> {
@@ -112,7 +144,7 @@ impl Coordinator {
             j.message = message.into();
             j.active = None;
         }
-        let view = view_of(j);
+        let view = view_of(j, RoundsWanted::Last(1));
         for w in st.workers.values_mut() {
             if w.assignment.as_ref().is_some_and(|a| &a.job == job) {
                 w.assignment = None;
@@ -211,13 +243,28 @@ pub(super) fn exchanged_part(global: &StateDict, names: &[String]) -> Arc<StateD
     Arc::new(global.restricted_to(&names))
 }
 
-fn view_of(j: &JobEntry) -> JobView {
+/// Which of a job's committed rounds a [`JobView`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundsWanted {
+    None,
+    /// The last this many.
+    Last(usize),
+    All,
+}
+
+fn view_of(j: &JobEntry, rounds: RoundsWanted) -> JobView {
+    let skip = match rounds {
+        RoundsWanted::None => j.records.len(),
+        RoundsWanted::Last(n) => j.records.len().saturating_sub(n),
+        RoundsWanted::All => 0,
+    };
     JobView {
         id: j.id.clone(),
         spec: j.spec.clone(),
         state: j.state,
         message: j.message.clone(),
-        records: j.records.clone(),
+        records: j.records[skip..].to_vec(),
+        rounds_completed: j.rounds_completed(),
         exchanged_values: j.exchanged_values,
         full_filter_exchanged_values: j.full_filter_exchanged_values,
     }

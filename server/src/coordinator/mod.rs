@@ -15,10 +15,12 @@ mod rounds;
 mod seeds;
 pub mod state;
 mod store_writes;
+pub mod transfers;
 mod uploads;
 mod workers;
 
 pub use downloads::{DownloadSource, EncodedModel};
+pub use jobs::RoundsWanted;
 pub use uploads::PendingUpload;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +39,7 @@ use crate::ids::{JobId, RoundToken, WorkerId};
 use crate::job::{JobSpec, JobState, LocalTraining, RoundRecord};
 use crate::store::Store;
 use state::State;
+use transfers::{TransferLimits, Transfers};
 
 /// How the coordinator behaves; built from the validated configuration.
 #[derive(Debug, Clone)]
@@ -52,6 +55,8 @@ pub struct CoordinatorSettings {
     pub max_worker_samples: u64,
     /// How long a gone or departed worker is remembered (in memory and the store).
     pub gone_worker_retention: Duration,
+    /// Caps on concurrent transfers and their idle timeout.
+    pub transfers: TransferLimits,
 }
 
 impl CoordinatorSettings {
@@ -72,6 +77,7 @@ impl Default for CoordinatorSettings {
             wire_limits: WireLimits::default(),
             max_worker_samples: Self::DEFAULT_MAX_WORKER_SAMPLES,
             gone_worker_retention: Self::DEFAULT_GONE_WORKER_RETENTION,
+            transfers: TransferLimits::default(),
         }
     }
 }
@@ -165,7 +171,9 @@ pub struct JobView {
     pub spec: JobSpec,
     pub state: JobState,
     pub message: String,
+    /// The committed rounds asked for (see [`RoundsWanted`]), oldest first.
     pub records: Vec<RoundRecord>,
+    pub rounds_completed: u64,
     pub exchanged_values: u64,
     pub full_filter_exchanged_values: u64,
 }
@@ -192,6 +200,8 @@ pub struct Coordinator {
     /// Notified whenever tasks may have been handed out (a round or an evaluation opened, the
     /// coordinator began shutting down): long-polling GetTask calls look again.
     tasks_changed: Notify,
+    /// Open uploads and downloads per worker, fleet-wide permits, buffered upload bytes.
+    transfers: Arc<Transfers>,
 }
 
 impl Coordinator {
@@ -222,11 +232,12 @@ impl Coordinator {
             state: Mutex::new(state),
             store: store.map(Arc::new),
             store_writes: Mutex::new(()),
-            settings,
             test_set: test_set.map(Arc::new),
             events,
             wake: Notify::new(),
             tasks_changed: Notify::new(),
+            transfers: Transfers::new(settings.transfers),
+            settings,
         }))
     }
 
@@ -236,6 +247,10 @@ impl Coordinator {
 
     pub fn settings(&self) -> &CoordinatorSettings {
         &self.settings
+    }
+
+    pub fn transfers(&self) -> &Arc<Transfers> {
+        &self.transfers
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fedcsg_core::tensor::StateDict;
 use rand::SeedableRng;
@@ -118,7 +120,8 @@ impl Coordinator {
     /// Aggregates a closing round with its strategy, evaluates the new global model and writes
     /// its files. Nothing in memory changes here; [`Coordinator::commit`] applies the result.
     fn close_round(&self, c: Closing) -> Result<Closed, String> {
-        let started = Instant::now();
+        // CPU time spent, measured on the wall clock even when the coordinator's clock is paused.
+        let started = std::time::Instant::now();
         let exchanged = c.exchanged;
         let mut state = (*c.state).clone();
         let outcome = c

@@ -1,7 +1,10 @@
 //! Workers: joining with the enrollment token, session authentication, heartbeats, leaving,
 //! handing out the current task, and the operator's worker list.
 
-use std::time::{Duration, Instant};
+use std::ops::Bound;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fedcsg_core::secret::Secret;
 use fedcsg_wire::proto::PROTOCOL_VERSION;
@@ -297,12 +300,18 @@ impl Coordinator {
             .count()
     }
 
-    pub fn list_workers(&self) -> Vec<WorkerView> {
+    /// Up to `limit` workers after `after` in id order, and whether more follow.
+    pub fn list_workers(&self, after: Option<&WorkerId>, limit: usize) -> (Vec<WorkerView>, bool) {
         let now = Instant::now();
-        self.lock()
+        let st = self.lock();
+        let mut page: Vec<WorkerView> = st
             .workers
-            .values()
-            .map(|w| WorkerView {
+            .range::<WorkerId, _>((
+                after.map_or(Bound::Unbounded, Bound::Excluded),
+                Bound::Unbounded,
+            ))
+            .take(limit + 1)
+            .map(|(_, w)| WorkerView {
                 id: w.id.clone(),
                 name: w.name.clone(),
                 num_samples: w.num_samples,
@@ -320,6 +329,9 @@ impl Coordinator {
                 seconds_since_heartbeat: now.duration_since(w.last_seen).as_secs_f64(),
                 rounds_contributed: w.rounds_contributed,
             })
-            .collect()
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
     }
 }

@@ -235,7 +235,7 @@ pub fn job_to_proto(v: &JobView) -> pb::Job {
         job_id: v.id.to_string(),
         spec: Some(job_spec_to_proto(&v.spec)),
         state: job_state_to_proto(v.state) as i32,
-        rounds_completed: v.records.len() as u64,
+        rounds_completed: v.rounds_completed,
         message: v.message.clone(),
         rounds: v
             .records

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod operator_api;
+pub mod paging;
 pub mod refusals;
 pub mod validate;
 pub mod worker_api;

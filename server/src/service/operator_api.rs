@@ -15,11 +15,12 @@ use tonic::{Request, Response, Status};
 
 use super::bearer;
 use super::convert::{job_spec_from_proto, job_state_to_proto, job_to_proto, round_to_proto};
+use super::paging::{self, within_budget};
 use super::refusals::RefusalLog;
 use super::worker_api::model_stream;
-use crate::coordinator::{Coordinator, constant_time_eq};
+use crate::coordinator::{Coordinator, RoundsWanted, constant_time_eq};
 use crate::error::ServerError;
-use crate::ids::JobId;
+use crate::ids::{JobId, WorkerId};
 use crate::job::JobState;
 
 pub struct OperatorApi {
@@ -68,7 +69,7 @@ fn state_event(coordinator: &Coordinator, id: &JobId, state: JobState) -> pb::Ro
         job_id: id.to_string(),
         job_state: job_state_to_proto(state) as i32,
         job_message: coordinator
-            .get_job(id)
+            .get_job(id, RoundsWanted::None)
             .map(|v| v.message)
             .unwrap_or_default(),
         ..Default::default()
@@ -77,6 +78,11 @@ fn state_event(coordinator: &Coordinator, id: &JobId, state: JobState) -> pb::Ro
 
 fn job_id(s: &str) -> Result<JobId, Status> {
     Ok(JobId::new(super::validate::id(s, "job_id")?))
+}
+
+/// A page token that names the last id of the previous page, or nothing.
+fn optional_id(s: &str, field: &str) -> Result<Option<String>, Status> {
+    Ok(super::validate::optional_id(s, field)?.map(str::to_owned))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RoundEvent, Status>> + Send>>;
@@ -103,19 +109,64 @@ impl OperatorService for OperatorApi {
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         self.auth("ListJobs", &req)?;
-        let jobs = self
-            .coordinator
-            .list_jobs()
-            .iter()
-            .map(job_to_proto)
-            .collect();
-        Ok(Response::new(pb::ListJobsResponse { jobs }))
+        let r = req.into_inner();
+        let limit = paging::JOBS.resolve(r.page_size)?;
+        let after = optional_id(&r.page_token, "page_token")?.map(JobId::new);
+        let (views, more) = self.coordinator.list_jobs(after.as_ref(), limit);
+        let mut jobs: Vec<pb::Job> = views.iter().map(job_to_proto).collect();
+        let kept = within_budget(&jobs);
+        let next_page_token = if kept < jobs.len() || more {
+            jobs[kept - 1].job_id.clone()
+        } else {
+            String::new()
+        };
+        jobs.truncate(kept);
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs,
+            next_page_token,
+        }))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         self.auth("GetJob", &req)?;
-        let view = self.coordinator.get_job(&job_id(&req.get_ref().job_id)?)?;
-        Ok(Response::new(job_to_proto(&view)))
+        let r = req.get_ref();
+        let last = paging::LAST_ROUNDS.resolve(r.last_rounds.unwrap_or(0))?;
+        let last = if r.last_rounds == Some(0) { 0 } else { last };
+        let view = self
+            .coordinator
+            .get_job(&job_id(&r.job_id)?, RoundsWanted::Last(last))?;
+        let mut job = job_to_proto(&view);
+        // The newest rounds first into the budget.
+        job.rounds.reverse();
+        let kept = within_budget(&job.rounds);
+        job.rounds.truncate(kept);
+        job.rounds.reverse();
+        Ok(Response::new(job))
+    }
+
+    async fn list_rounds(
+        &self,
+        req: Request<pb::ListRoundsRequest>,
+    ) -> Result<Response<pb::ListRoundsResponse>, Status> {
+        self.auth("ListRounds", &req)?;
+        let r = req.into_inner();
+        let id = job_id(&r.job_id)?;
+        let limit = paging::ROUNDS.resolve(r.page_size)?;
+        let first = paging::round_token(&r.page_token)?;
+        let (records, state, completed) = self.coordinator.list_rounds(&id, first, limit)?;
+        let mut rounds: Vec<pb::RoundEvent> = records
+            .iter()
+            .map(|rec| round_to_proto(id.as_str(), rec, state))
+            .collect();
+        rounds.truncate(within_budget(&rounds));
+        let next_page_token = match rounds.last() {
+            Some(last) if last.round < completed => paging::next_round_token(last.round + 1),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListRoundsResponse {
+            rounds,
+            next_page_token,
+        }))
     }
 
     async fn cancel_job(
@@ -139,7 +190,7 @@ impl OperatorService for OperatorApi {
         let id = job_id(&req.get_ref().job_id)?;
         // Subscribe before the snapshot so no round falls between the two.
         let mut events = self.coordinator.subscribe();
-        let view = self.coordinator.get_job(&id)?;
+        let view = self.coordinator.get_job(&id, RoundsWanted::All)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let coordinator = Arc::clone(&self.coordinator);
         tokio::spawn(async move {
@@ -199,9 +250,11 @@ impl OperatorService for OperatorApi {
         req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         self.auth("ListWorkers", &req)?;
-        let workers = self
-            .coordinator
-            .list_workers()
+        let r = req.into_inner();
+        let limit = paging::WORKERS.resolve(r.page_size)?;
+        let after = optional_id(&r.page_token, "page_token")?.map(WorkerId::new);
+        let (views, more) = self.coordinator.list_workers(after.as_ref(), limit);
+        let mut workers: Vec<pb::WorkerInfo> = views
             .into_iter()
             .map(|w| pb::WorkerInfo {
                 worker_id: w.id.to_string(),
@@ -212,7 +265,17 @@ impl OperatorService for OperatorApi {
                 rounds_contributed: w.rounds_contributed,
             })
             .collect();
-        Ok(Response::new(pb::ListWorkersResponse { workers }))
+        let kept = within_budget(&workers);
+        let next_page_token = if kept < workers.len() || more {
+            workers[kept - 1].worker_id.clone()
+        } else {
+            String::new()
+        };
+        workers.truncate(kept);
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers,
+            next_page_token,
+        }))
     }
 
     type ExportModelStream = ChunkStream;
@@ -233,6 +296,7 @@ impl OperatorService for OperatorApi {
             model_sha256: sha,
         };
         let chunks: Vec<bytes::Bytes> = chunks.into_iter().map(Into::into).collect();
-        Ok(Response::new(model_stream(header, &chunks).0))
+        let idle = self.coordinator.transfers().limits().idle_timeout;
+        Ok(Response::new(model_stream(header, &chunks, idle, ()).0))
     }
 }

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fedcsg_wire::convert::{meta_to_proto, metas_from_proto, update_kind_from_proto};
@@ -17,6 +18,7 @@ use super::bearer;
 use super::convert::task_to_proto;
 use super::refusals::RefusalLog;
 use super::validate::{self, MAX_DESCRIPTION_LEN, MAX_NAME_LEN};
+use crate::coordinator::transfers::Direction;
 use crate::coordinator::{Coordinator, JoinInfo, UpdateHeader};
 use crate::error::ServerError;
 use crate::ids::{JobId, RoundToken, WorkerId};
@@ -51,8 +53,14 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
 
 /// Streams a model as a header and data chunks; returns the stream and its encoded size. The
-/// chunks are shared, not copied.
-pub fn model_stream(header: pb::ModelHeader, chunks: &[Bytes]) -> (ChunkStream, u64) {
+/// chunks are shared, not copied. `hold` (a transfer slot) lives as long as the stream; a reader
+/// that takes no chunk for `idle` is cut off.
+pub fn model_stream(
+    header: pb::ModelHeader,
+    chunks: &[Bytes],
+    idle: Duration,
+    hold: impl Send + 'static,
+) -> (ChunkStream, u64) {
     let mut messages = Vec::with_capacity(chunks.len() + 1);
     messages.push(pb::ModelChunk {
         part: Some(pb::model_chunk::Part::Header(header)),
@@ -63,14 +71,38 @@ pub fn model_stream(header: pb::ModelHeader, chunks: &[Bytes]) -> (ChunkStream, 
     let bytes: u64 = messages.iter().map(|m| m.encoded_len() as u64).sum();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
+        let _hold = hold;
         for m in messages {
-            // A failed send means the peer went away.
-            if tx.send(Ok(m)).await.is_err() {
-                break;
+            match tokio::time::timeout(idle, tx.send(Ok(m))).await {
+                Ok(Ok(())) => {}
+                // The peer went away.
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    let cut = ServerError::TransferIdle {
+                        what: "the model download",
+                        idle,
+                    };
+                    warn!(error = %cut, "model download cut off");
+                    // The channel is full: the status goes out if the reader ever reads again.
+                    let _ = tx.try_send(Err(cut.into()));
+                    break;
+                }
             }
         }
     });
     (Box::pin(ReceiverStream::new(rx)), bytes)
+}
+
+/// The next message of an upload, or the error that cuts it off after `idle` without one.
+async fn next_within<T>(stream: &mut Streaming<T>, idle: Duration) -> Result<Option<T>, Status> {
+    match tokio::time::timeout(idle, stream.next()).await {
+        Ok(next) => next.transpose(),
+        Err(_) => Err(ServerError::TransferIdle {
+            what: "the upload",
+            idle,
+        }
+        .into()),
+    }
 }
 
 #[tonic::async_trait]
@@ -149,6 +181,10 @@ impl WorkerService for WorkerApi {
         let r = req.into_inner();
         let job = JobId::new(required(&r.job_id, "job_id")?);
         let token = required(&r.round_token, "round_token")?;
+        let slot = self
+            .coordinator
+            .transfers()
+            .open(&id, Direction::Download)?;
         let source = self.coordinator.model_for_download(&id, &job, token)?;
         let encoded = source.encoded().await?;
         let header = pb::ModelHeader {
@@ -158,7 +194,8 @@ impl WorkerService for WorkerApi {
             tensors: encoded.metas.iter().map(meta_to_proto).collect(),
             model_sha256: source.model_sha256,
         };
-        let (stream, bytes) = model_stream(header, &encoded.chunks);
+        let idle = self.coordinator.transfers().limits().idle_timeout;
+        let (stream, bytes) = model_stream(header, &encoded.chunks, idle, slot);
         self.coordinator.record_download(&job, token, &id, bytes);
         Ok(Response::new(stream))
     }
@@ -170,9 +207,11 @@ impl WorkerService for WorkerApi {
         let token = bearer(req.metadata()).map(str::to_owned);
         let peer = req.remote_addr();
         let mut stream = req.into_inner();
-        let first = stream.next().await.ok_or_else(|| {
+        let transfers = Arc::clone(self.coordinator.transfers());
+        let idle = transfers.limits().idle_timeout;
+        let first = next_within(&mut stream, idle).await?.ok_or_else(|| {
             ServerError::invalid("upload is empty: the first message must be the header")
-        })??;
+        })?;
         let mut bytes_up = first.encoded_len() as u64;
         let Some(pb::update_chunk::Part::Header(h)) = first.part else {
             return Err(ServerError::invalid("the first upload message must be the header").into());
@@ -181,6 +220,7 @@ impl WorkerService for WorkerApi {
         self.coordinator
             .authenticate_worker(&worker, token.as_deref())
             .map_err(|e| self.refusals.note("UploadUpdate", peer, e.into()))?;
+        let _slot = transfers.open(&worker, Direction::Upload)?;
         let limits = self.coordinator.settings().wire_limits;
         let header = UpdateHeader {
             worker: worker.clone(),
@@ -197,8 +237,11 @@ impl WorkerService for WorkerApi {
             info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
         async move {
             let mut pending = self.coordinator.begin_upload(&header)?;
-            while let Some(msg) = stream.next().await {
-                let msg = msg?;
+            // A bounded number of uploads receive at once; the others wait here, their data
+            // held back by flow control.
+            let receiving = transfers.receive_permit().await;
+            let mut buffered = transfers.buffer();
+            while let Some(msg) = next_within(&mut stream, idle).await? {
                 bytes_up += msg.encoded_len() as u64;
                 match msg.part {
                     // An empty chunk carries nothing and would only keep the stream open.
@@ -206,7 +249,8 @@ impl WorkerService for WorkerApi {
                         return Err(ServerError::invalid("empty data chunk").into());
                     }
                     Some(pb::update_chunk::Part::Data(d)) => {
-                        pending.assembler.push(&d).map_err(ServerError::from)?
+                        pending.assembler.push(&d).map_err(ServerError::from)?;
+                        buffered.add(d.len() as u64);
                     }
                     _ => {
                         return Err(
@@ -215,10 +259,18 @@ impl WorkerService for WorkerApi {
                     }
                 }
             }
-            // Checksums, decoding and the delta's addition are CPU work: off the runtime.
-            let update = tokio::task::spawn_blocking(move || pending.finish())
-                .await
-                .map_err(ServerError::from)??;
+            drop(receiving);
+            // Checksums, decoding and the delta's addition are CPU work: off the runtime, and
+            // no more at once than the decode permits allow.
+            let decoding = transfers.decode_permit().await;
+            let update = tokio::task::spawn_blocking(move || {
+                let update = pending.finish();
+                drop(buffered);
+                update
+            })
+            .await
+            .map_err(ServerError::from)??;
+            drop(decoding);
             let duplicate = self
                 .coordinator
                 .finish_upload(&header, update, bytes_up)

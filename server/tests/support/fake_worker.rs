@@ -143,7 +143,7 @@ impl FakeWorker {
 }
 
 pub async fn workers(op: &mut OperatorServiceClient<Channel>) -> Vec<pb::WorkerInfo> {
-    op.list_workers(pb::ListWorkersRequest {})
+    op.list_workers(pb::ListWorkersRequest::default())
         .await
         .unwrap()
         .into_inner()

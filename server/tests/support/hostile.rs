@@ -70,13 +70,13 @@ impl Refusals {
 /// The jobs (id, state, rounds), the workers (id, name, state) and the global model's hash.
 pub async fn snapshot(op: &mut OperatorServiceClient<Channel>, job: &str) -> Snapshot {
     let jobs = op
-        .list_jobs(pb::ListJobsRequest {})
+        .list_jobs(pb::ListJobsRequest::default())
         .await
         .unwrap()
         .into_inner()
         .jobs;
     let workers = op
-        .list_workers(pb::ListWorkersRequest {})
+        .list_workers(pb::ListWorkersRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -144,16 +144,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         .collect();
     let mut op = Operator::connect_local(&url).await?;
     loop {
-        let req = op.request(pb::ListWorkersRequest::default());
-        if op
-            .client()
-            .list_workers(req)
-            .await?
-            .into_inner()
-            .workers
-            .len()
-            >= args.workers
-        {
+        if op.all_workers().await?.len() >= args.workers {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

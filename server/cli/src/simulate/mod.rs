@@ -215,6 +215,8 @@ fn in_process_config(listen: std::net::SocketAddr) -> CoordinatorConfig {
         max_worker_samples: CoordinatorSettings::DEFAULT_MAX_WORKER_SAMPLES,
         gone_worker_retention: CoordinatorSettings::DEFAULT_GONE_WORKER_RETENTION,
         shutdown_grace: std::time::Duration::ZERO,
+        transfers: Default::default(),
+        idle_connection_timeout: fedcsg_server::config::DEFAULT_IDLE_CONNECTION_TIMEOUT,
     }
 }
 

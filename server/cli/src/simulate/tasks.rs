@@ -64,13 +64,7 @@ pub async fn run_tasks<T>(
                 }
             }
         }
-        let listed = {
-            let req = op.request(pb::ListWorkersRequest {});
-            op.client().list_workers(req)
-        }
-        .await?
-        .into_inner()
-        .workers;
+        let listed = op.all_workers().await?;
         let mut trains = Vec::new();
         for w in listed {
             if w.state != "training" && w.state != "evaluating" {
