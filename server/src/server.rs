@@ -154,7 +154,11 @@ pub async fn run_with(
     let idle = config.idle_connection_timeout;
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::idle_connection::keepalive_interval(idle)))
-        .http2_keepalive_timeout(Some(crate::idle_connection::keepalive_interval(idle)));
+        .http2_keepalive_timeout(Some(crate::idle_connection::keepalive_interval(idle)))
+        // Windows grow with the measured bandwidth-delay product from 64 KiB, instead of a
+        // fixed 1 MiB per stream: an upload waiting for a receive slot holds back at most its
+        // window, so a thousand of them cost tens of MB, not a thousand updates.
+        .http2_adaptive_window(Some(true));
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(tls.config())
