@@ -89,12 +89,17 @@ pub struct CoordinatorArgs {
     /// Model downloads one worker may have open at once (default 2).
     #[arg(long, env = "FEDCSG_MAX_DOWNLOADS_PER_WORKER")]
     pub max_downloads_per_worker: Option<usize>,
-    /// Uploads receiving data at once over the fleet; the rest wait (default 64).
-    #[arg(long, env = "FEDCSG_MAX_RECEIVING_UPLOADS")]
-    pub max_receiving_uploads: Option<usize>,
+    /// MiB of upload data (declared sizes) received and decoded at once over the fleet; an
+    /// upload beyond it is refused with RESOURCE_EXHAUSTED and sent again by its worker
+    /// (default 128).
+    #[arg(long, env = "FEDCSG_MAX_UPLOAD_BUFFER_MIB")]
+    pub max_upload_buffer_mib: Option<u64>,
     /// Uploads decoded at once over the fleet (default: the number of cores).
     #[arg(long, env = "FEDCSG_MAX_DECODING_UPLOADS")]
     pub max_decoding_uploads: Option<usize>,
+    /// Model downloads sending at once over the fleet; the rest wait (default 128).
+    #[arg(long, env = "FEDCSG_MAX_SENDING_DOWNLOADS")]
+    pub max_sending_downloads: Option<usize>,
     /// Seconds a connection may send nothing (not even an answer to the coordinator's HTTP/2
     /// keepalive ping, sent every 30 s) before it is closed (default 120).
     #[arg(long, env = "FEDCSG_IDLE_CONNECTION_TIMEOUT_SECS")]
@@ -123,8 +128,9 @@ struct FileConfig {
     transfer_idle_timeout_ms: Option<u64>,
     max_uploads_per_worker: Option<usize>,
     max_downloads_per_worker: Option<usize>,
-    max_receiving_uploads: Option<usize>,
+    max_upload_buffer_mib: Option<u64>,
     max_decoding_uploads: Option<usize>,
+    max_sending_downloads: Option<usize>,
     idle_connection_timeout_secs: Option<u64>,
 }
 
@@ -260,14 +266,20 @@ impl CoordinatorArgs {
                 .max_downloads_per_worker
                 .or(file.max_downloads_per_worker)
                 .unwrap_or(defaults.downloads_per_worker),
-            receiving_uploads: self
-                .max_receiving_uploads
-                .or(file.max_receiving_uploads)
-                .unwrap_or(defaults.receiving_uploads),
+            upload_buffer_bytes: self
+                .max_upload_buffer_mib
+                .or(file.max_upload_buffer_mib)
+                .map_or(defaults.upload_buffer_bytes, |mib| {
+                    mib.saturating_mul(1 << 20)
+                }),
             decoding_uploads: self
                 .max_decoding_uploads
                 .or(file.max_decoding_uploads)
                 .unwrap_or(defaults.decoding_uploads),
+            sending_downloads: self
+                .max_sending_downloads
+                .or(file.max_sending_downloads)
+                .unwrap_or(defaults.sending_downloads),
             idle_timeout: self
                 .transfer_idle_timeout_ms
                 .or(file.transfer_idle_timeout_ms)

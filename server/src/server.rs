@@ -155,9 +155,9 @@ pub async fn run_with(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::idle_connection::keepalive_interval(idle)))
         .http2_keepalive_timeout(Some(crate::idle_connection::keepalive_interval(idle)))
-        // Windows grow with the measured bandwidth-delay product from 64 KiB, instead of a
-        // fixed 1 MiB per stream: an upload waiting for a receive slot holds back at most its
-        // window, so a thousand of them cost tens of MB, not a thousand updates.
+        // Windows follow each connection's measured bandwidth-delay product, so a worker far
+        // away uploads at its link's speed; uploads are read as they arrive (or refused at the
+        // header when the upload budget is full), so no unread stream holds a window.
         .http2_adaptive_window(Some(true));
     if let Some(tls) = &config.tls {
         builder = builder

@@ -21,6 +21,16 @@ use crate::error::{WorkerError, is_transient};
 /// Attempts at sending one update while the coordinator is unreachable (the update is kept and
 /// re-sent; the coordinator recognises a duplicate).
 const UPLOAD_ATTEMPTS: u32 = 4;
+/// How often an upload refused because the coordinator's upload budget is full
+/// (RESOURCE_EXHAUSTED) is sent again; the round's close ends the tries sooner.
+const BUSY_ATTEMPTS: u32 = 1200;
+
+/// The pause before sending an upload the coordinator was too busy to take: short, jittered
+/// and growing to at most 2 s, so a crowd of refused workers spreads out.
+fn busy_delay(attempt: u32, rng: &mut impl rand::Rng) -> Duration {
+    let base = Duration::from_millis(100) * attempt.clamp(1, 20);
+    base.mul_f64(rng.random_range(0.5..=1.0))
+}
 
 /// A downloaded global model.
 #[derive(Debug)]
@@ -143,9 +153,17 @@ pub async fn send_update(
     max_retry: Duration,
 ) -> Result<pb::UploadUpdateResponse, WorkerError> {
     let mut backoff = Backoff::new(max_retry);
+    let mut busy = 0;
     loop {
         match client.upload_update(chunks.clone()).await {
             Ok(response) => return Ok(response),
+            Err(status)
+                if status.code() == tonic::Code::ResourceExhausted && busy < BUSY_ATTEMPTS =>
+            {
+                busy += 1;
+                let delay = busy_delay(busy, &mut rand::rng());
+                sleep(delay).await;
+            }
             Err(status)
                 if is_transient(status.code()) && backoff.failures() + 1 < UPLOAD_ATTEMPTS =>
             {

@@ -1,9 +1,12 @@
 //! Bounds on model transfers, so that no worker and no crowd of uploads can hold the
 //! coordinator's memory or CPU: a per-worker cap on concurrent uploads and downloads, a
-//! fleet-wide cap on uploads receiving data at once (the rest wait, held back by HTTP/2 flow
-//! control, costing one stream window each) and on uploads decoded at once (decoding is CPU work
-//! on blocking threads; more at once than cores only adds copies of updates in memory), and the
-//! idle timeout after which a stalled transfer is cut off and its buffer freed.
+//! fleet-wide budget of upload bytes being received (an upload that would exceed it is refused
+//! at its header with RESOURCE_EXHAUSTED and sent again by the worker: refused, not kept
+//! waiting, because a waiting upload's unread data would hold its connection's HTTP/2 window and
+//! stall every other stream on that connection); caps on uploads decoded at once (decoding is
+//! CPU work on blocking threads; more at once than cores only adds copies of updates in memory)
+//! and on downloads sending at once (each buffers encoded model in its stream's send buffer);
+//! and the idle timeout after which a stalled transfer is cut off and its buffer freed.
 //!
 //! Kept apart from the coordinator's state lock: taking a slot never waits on a round.
 
@@ -24,10 +27,12 @@ pub struct TransferLimits {
     pub uploads_per_worker: usize,
     /// Model downloads one worker may have open at once.
     pub downloads_per_worker: usize,
-    /// Uploads receiving data at once, over all workers.
-    pub receiving_uploads: usize,
+    /// Declared bytes of the uploads being received or decoded, over all workers.
+    pub upload_buffer_bytes: u64,
     /// Uploads decoded and checked at once, over all workers.
     pub decoding_uploads: usize,
+    /// Model downloads sending at once, over all workers; the rest wait their turn.
+    pub sending_downloads: usize,
     /// A transfer that moves no data for this long is cut off.
     pub idle_timeout: Duration,
 }
@@ -35,7 +40,9 @@ pub struct TransferLimits {
 impl TransferLimits {
     pub const DEFAULT_UPLOADS_PER_WORKER: usize = 2;
     pub const DEFAULT_DOWNLOADS_PER_WORKER: usize = 2;
-    pub const DEFAULT_RECEIVING_UPLOADS: usize = 64;
+    pub const DEFAULT_UPLOAD_BUFFER_BYTES: u64 = 128 << 20;
+    /// Enough streams to fill any coordinator's uplink; each holds up to a stream's send buffer.
+    pub const DEFAULT_SENDING_DOWNLOADS: usize = 128;
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Checks each limit is usable; names the setting that is not.
@@ -43,14 +50,20 @@ impl TransferLimits {
         for (value, name) in [
             (self.uploads_per_worker, "max_uploads_per_worker"),
             (self.downloads_per_worker, "max_downloads_per_worker"),
-            (self.receiving_uploads, "max_receiving_uploads"),
             (self.decoding_uploads, "max_decoding_uploads"),
+            (self.sending_downloads, "max_sending_downloads"),
         ] {
             if !(1..=100_000).contains(&value) {
                 return Err(ServerError::config(format!(
                     "{name} must be in 1..=100000, got {value}"
                 )));
             }
+        }
+        if !(1 << 20..=1 << 40).contains(&self.upload_buffer_bytes) {
+            return Err(ServerError::config(format!(
+                "max_upload_buffer_mib must be in 1..=1048576, got {} bytes",
+                self.upload_buffer_bytes
+            )));
         }
         if self.idle_timeout < Duration::from_millis(10)
             || self.idle_timeout > Duration::from_secs(3600)
@@ -69,8 +82,9 @@ impl Default for TransferLimits {
         Self {
             uploads_per_worker: Self::DEFAULT_UPLOADS_PER_WORKER,
             downloads_per_worker: Self::DEFAULT_DOWNLOADS_PER_WORKER,
-            receiving_uploads: Self::DEFAULT_RECEIVING_UPLOADS,
+            upload_buffer_bytes: Self::DEFAULT_UPLOAD_BUFFER_BYTES,
             decoding_uploads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            sending_downloads: Self::DEFAULT_SENDING_DOWNLOADS,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
         }
     }
@@ -96,8 +110,10 @@ impl Direction {
 pub struct Transfers {
     limits: TransferLimits,
     open: Mutex<HashMap<(WorkerId, Direction), usize>>,
-    receiving: Arc<Semaphore>,
+    /// Declared bytes of the uploads holding a reservation.
+    reserved: Arc<Mutex<u64>>,
     decoding: Arc<Semaphore>,
+    sending: Arc<Semaphore>,
     buffered: Arc<AtomicU64>,
 }
 
@@ -106,8 +122,9 @@ impl Transfers {
         Arc::new(Self {
             limits,
             open: Mutex::default(),
-            receiving: Arc::new(Semaphore::new(limits.receiving_uploads)),
+            reserved: Arc::default(),
             decoding: Arc::new(Semaphore::new(limits.decoding_uploads)),
+            sending: Arc::new(Semaphore::new(limits.sending_downloads)),
             buffered: Arc::default(),
         })
     }
@@ -141,17 +158,45 @@ impl Transfers {
         })
     }
 
-    /// Waits for one of the fleet-wide slots for receiving an upload's data.
-    pub async fn receive_permit(&self) -> OwnedSemaphorePermit {
-        Arc::clone(&self.receiving)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+    /// Reserves `bytes` (an upload's declared size) of the fleet-wide upload budget until the
+    /// returned reservation is dropped; refuses (RESOURCE_EXHAUSTED, worth retrying shortly)
+    /// when the budget is taken. One upload alone is always admitted.
+    pub fn reserve_upload(&self, bytes: u64) -> Result<UploadReservation> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        let budget = self.limits.upload_buffer_bytes;
+        if *reserved > 0 && *reserved + bytes > budget {
+            return Err(ServerError::ResourceExhausted {
+                why: format!(
+                    "the coordinator is receiving {:.1} MiB of uploads, and this one ({:.1} MiB) would exceed its budget of {} MiB (max_upload_buffer_mib): send it again shortly",
+                    *reserved as f64 / f64::from(1 << 20),
+                    bytes as f64 / f64::from(1 << 20),
+                    budget >> 20
+                ),
+            });
+        }
+        *reserved += bytes;
+        Ok(UploadReservation {
+            reserved: Arc::clone(&self.reserved),
+            bytes,
+        })
+    }
+
+    /// Declared bytes of the uploads now admitted.
+    pub fn reserved_upload_bytes(&self) -> u64 {
+        *self.reserved.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits for one of the fleet-wide slots for decoding an upload.
     pub async fn decode_permit(&self) -> OwnedSemaphorePermit {
         Arc::clone(&self.decoding)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Waits for one of the fleet-wide slots for sending a model download.
+    pub async fn send_permit(&self) -> OwnedSemaphorePermit {
+        Arc::clone(&self.sending)
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
@@ -199,6 +244,20 @@ impl Drop for TransferSlot {
                 open.remove(&key);
             }
         }
+    }
+}
+
+/// One upload's share of the upload budget; given back when dropped.
+#[derive(Debug)]
+pub struct UploadReservation {
+    reserved: Arc<Mutex<u64>>,
+    bytes: u64,
+}
+
+impl Drop for UploadReservation {
+    fn drop(&mut self) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        *reserved -= self.bytes;
     }
 }
 
@@ -274,16 +333,37 @@ mod tests {
     }
 
     #[test]
+    fn the_upload_budget_admits_until_full_and_always_admits_one() {
+        let t = Transfers::new(TransferLimits {
+            upload_buffer_bytes: 10 << 20,
+            ..limits()
+        });
+        let a = t.reserve_upload(6 << 20).unwrap();
+        let b = t.reserve_upload(4 << 20).unwrap();
+        let err = t.reserve_upload(1).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.to_string().contains("max_upload_buffer_mib"), "{err}");
+        drop(a);
+        assert_eq!(t.reserved_upload_bytes(), 4 << 20);
+        let _c = t.reserve_upload(5 << 20).unwrap();
+        drop(b);
+        // Alone, even an upload larger than the budget is admitted.
+        let t = Transfers::new(limits());
+        let _huge = t.reserve_upload(1 << 30).unwrap();
+        assert!(t.reserve_upload(1).is_err());
+    }
+
+    #[test]
     fn limits_out_of_range_are_refused_by_name() {
         let bad = TransferLimits {
-            receiving_uploads: 0,
+            decoding_uploads: 0,
             ..limits()
         };
         assert!(
             bad.validate()
                 .unwrap_err()
                 .to_string()
-                .contains("max_receiving_uploads")
+                .contains("max_decoding_uploads")
         );
         let bad = TransferLimits {
             idle_timeout: Duration::ZERO,

@@ -114,13 +114,7 @@ impl OperatorService for OperatorApi {
         let after = optional_id(&r.page_token, "page_token")?.map(JobId::new);
         let (views, more) = self.coordinator.list_jobs(after.as_ref(), limit);
         let mut jobs: Vec<pb::Job> = views.iter().map(job_to_proto).collect();
-        let kept = within_budget(&jobs);
-        let next_page_token = if kept < jobs.len() || more {
-            jobs[kept - 1].job_id.clone()
-        } else {
-            String::new()
-        };
-        jobs.truncate(kept);
+        let next_page_token = paging::cut_by_id(&mut jobs, more, |j| &j.job_id);
         Ok(Response::new(pb::ListJobsResponse {
             jobs,
             next_page_token,
@@ -265,13 +259,7 @@ impl OperatorService for OperatorApi {
                 rounds_contributed: w.rounds_contributed,
             })
             .collect();
-        let kept = within_budget(&workers);
-        let next_page_token = if kept < workers.len() || more {
-            workers[kept - 1].worker_id.clone()
-        } else {
-            String::new()
-        };
-        workers.truncate(kept);
+        let next_page_token = paging::cut_by_id(&mut workers, more, |w| &w.worker_id);
         Ok(Response::new(pb::ListWorkersResponse {
             workers,
             next_page_token,

@@ -87,6 +87,22 @@ pub fn within_budget<M: Message>(items: &[M]) -> usize {
     items.len()
 }
 
+/// Cuts a page of items listed in id order to the byte budget; returns the next page's token
+/// (the id of the last item kept) when items were cut or `more` follow, else empty.
+pub fn cut_by_id<M: Message>(items: &mut Vec<M>, more: bool, id: impl Fn(&M) -> &str) -> String {
+    let kept = within_budget(items);
+    let next = if kept < items.len() || more {
+        items
+            .get(kept.wrapping_sub(1))
+            .map(|m| id(m).to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    items.truncate(kept);
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

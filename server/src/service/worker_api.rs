@@ -52,6 +52,9 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ModelChunk, Status>> + Send>>;
 
+/// The data bytes of one model-download message.
+const DOWNLOAD_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Streams a model as a header and data chunks; returns the stream and its encoded size. The
 /// chunks are shared, not copied. `hold` (a transfer slot) lives as long as the stream; a reader
 /// that takes no chunk for `idle` is cut off.
@@ -65,8 +68,16 @@ pub fn model_stream(
     messages.push(pb::ModelChunk {
         part: Some(pb::model_chunk::Part::Header(header)),
     });
-    messages.extend(chunks.iter().map(|c| pb::ModelChunk {
-        part: Some(pb::model_chunk::Part::Data(c.clone())),
+    // Slices of the shared chunks, not copies: each message is encoded into the stream's send
+    // buffer, so small messages keep a thousand concurrent downloads to a small buffer each.
+    messages.extend(chunks.iter().flat_map(|c| {
+        (0..c.len())
+            .step_by(DOWNLOAD_MESSAGE_BYTES)
+            .map(|at| pb::ModelChunk {
+                part: Some(pb::model_chunk::Part::Data(
+                    c.slice(at..(at + DOWNLOAD_MESSAGE_BYTES).min(c.len())),
+                )),
+            })
     }));
     let bytes: u64 = messages.iter().map(|m| m.encoded_len() as u64).sum();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -194,8 +205,11 @@ impl WorkerService for WorkerApi {
             tensors: encoded.metas.iter().map(meta_to_proto).collect(),
             model_sha256: source.model_sha256,
         };
-        let idle = self.coordinator.transfers().limits().idle_timeout;
-        let (stream, bytes) = model_stream(header, &encoded.chunks, idle, slot);
+        let transfers = self.coordinator.transfers();
+        let idle = transfers.limits().idle_timeout;
+        // A bounded number of downloads send at once; this one waits its turn here.
+        let sending = transfers.send_permit().await;
+        let (stream, bytes) = model_stream(header, &encoded.chunks, idle, (slot, sending));
         self.coordinator.record_download(&job, token, &id, bytes);
         Ok(Response::new(stream))
     }
@@ -237,9 +251,9 @@ impl WorkerService for WorkerApi {
             info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
         async move {
             let mut pending = self.coordinator.begin_upload(&header)?;
-            // A bounded number of uploads receive at once; the others wait here, their data
-            // held back by flow control.
-            let receiving = transfers.receive_permit().await;
+            // Within the fleet-wide budget of upload bytes, or refused at once (the worker sends
+            // it again shortly).
+            let reservation = transfers.reserve_upload(pending.assembler.expected_bytes())?;
             let mut buffered = transfers.buffer();
             while let Some(msg) = next_within(&mut stream, idle).await? {
                 bytes_up += msg.encoded_len() as u64;
@@ -259,13 +273,12 @@ impl WorkerService for WorkerApi {
                     }
                 }
             }
-            drop(receiving);
             // Checksums, decoding and the delta's addition are CPU work: off the runtime, and
             // no more at once than the decode permits allow.
             let decoding = transfers.decode_permit().await;
             let update = tokio::task::spawn_blocking(move || {
                 let update = pending.finish();
-                drop(buffered);
+                drop((buffered, reservation));
                 update
             })
             .await

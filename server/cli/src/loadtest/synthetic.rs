@@ -13,8 +13,8 @@ use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
 use fedcsg_wire::{WireLimits, encode_state};
 use rand::{Rng, SeedableRng};
 use tokio::sync::OnceCell;
+use tonic::Request;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 /// What every synthetic worker records.
 #[derive(Debug, Default)]
@@ -270,9 +270,20 @@ async fn train(
     messages.extend(chunks.iter().map(|c| pb::UpdateChunk {
         part: Some(pb::update_chunk::Part::Data(c.clone())),
     }));
-    client
-        .upload_update(authed(tokio_stream::iter(messages), token))
-        .await
-        .map_err(|s: Status| anyhow::anyhow!("upload refused: {}", s.message()))?;
-    Ok(())
+    // Sent again while the coordinator's upload budget is full, as a real worker does.
+    let mut busy = 0u32;
+    loop {
+        match client
+            .upload_update(authed(tokio_stream::iter(messages.clone()), token))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted && busy < 1200 => {
+                busy += 1;
+                let pause = Duration::from_millis(100) * busy.min(20);
+                tokio::time::sleep(pause.mul_f64(rand::random_range(0.5..=1.0))).await;
+            }
+            Err(s) => return Err(anyhow::anyhow!("upload refused: {}", s.message())),
+        }
+    }
 }
