@@ -91,7 +91,7 @@ pub struct CoordinatorArgs {
     pub max_downloads_per_worker: Option<usize>,
     /// MiB of upload data (declared sizes) received and decoded at once over the fleet; an
     /// upload beyond it is refused with RESOURCE_EXHAUSTED and sent again by its worker
-    /// (default 128).
+    /// (default 64).
     #[arg(long, env = "FEDCSG_MAX_UPLOAD_BUFFER_MIB")]
     pub max_upload_buffer_mib: Option<u64>,
     /// Uploads decoded at once over the fleet (default: the number of cores).

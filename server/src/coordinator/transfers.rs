@@ -40,7 +40,7 @@ pub struct TransferLimits {
 impl TransferLimits {
     pub const DEFAULT_UPLOADS_PER_WORKER: usize = 2;
     pub const DEFAULT_DOWNLOADS_PER_WORKER: usize = 2;
-    pub const DEFAULT_UPLOAD_BUFFER_BYTES: u64 = 128 << 20;
+    pub const DEFAULT_UPLOAD_BUFFER_BYTES: u64 = 64 << 20;
     /// Enough streams to fill any coordinator's uplink; each holds up to a stream's send buffer.
     pub const DEFAULT_SENDING_DOWNLOADS: usize = 128;
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
