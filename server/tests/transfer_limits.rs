@@ -1,6 +1,7 @@
 //! What a crowd of slow or hostile clients may hold, over real gRPC against an in-process
 //! coordinator: a stalled upload is cut off after the transfer idle timeout and its buffer is
-//! freed; a worker may not hold more uploads open than its cap; a connection that never speaks
+//! freed; a worker may not hold more uploads open than its cap; an upload beyond the fleet-wide
+//! upload budget is refused and admitted once there is room; a connection that never speaks
 //! HTTP/2 is closed after the idle-connection timeout, while a quiet but live client (a watch on
 //! a job that has not started) is kept by the keepalive pings.
 
@@ -262,4 +263,70 @@ async fn a_silent_connection_is_closed_and_a_quiet_live_client_is_kept() {
         .expect("the watch stream is intact")
         .expect("an event, not the end of the stream");
     assert_eq!(event.job_state, pb::JobState::Cancelled as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_beyond_the_fleet_budget_is_refused_and_admitted_once_there_is_room() {
+    // 1 MiB of budget; a full-filter update (about 1.1 MB) is admitted alone, not beside another.
+    let s = serve(CoordinatorArgs {
+        max_upload_buffer_mib: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let mut op = operator(&s.url).await;
+    let mut job = spec(2);
+    if let Some(m) = job.model.as_mut() {
+        m.csg = "full".into();
+    }
+    op.create_job(pb::CreateJobRequest { spec: Some(job) })
+        .await
+        .unwrap();
+    let mut a = FakeWorker::join(&s.url, "first").await;
+    let mut b = FakeWorker::join(&s.url, "second").await;
+    let (ta, tb) = (a.train_task().await, b.train_task().await);
+    let global = a.download(&ta).await;
+    let update = |w: &FakeWorker, t: &pb::TrainTask| {
+        let (header, chunks) = header_of(&global, &w.id, &t.job_id, t.round, &t.round_token);
+        messages(Some(header), chunks)
+    };
+    let (msgs_a, msgs_b) = (update(&a, &ta), update(&b, &tb));
+    let transfers = Arc::clone(s.coordinator.transfers());
+    let (first, keep_open) = stalled_upload(&a, &msgs_a);
+    until("the first upload to be admitted", || {
+        transfers.buffered_bytes() > 0
+    })
+    .await;
+
+    let err = b
+        .client
+        .upload_update(authed(tokio_stream::iter(msgs_b.clone()), &b.token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("max_upload_buffer_mib"),
+        "{}",
+        err.message()
+    );
+
+    drop(keep_open);
+    first.await.unwrap().unwrap_err();
+    until("the budget to be given back", || {
+        transfers.reserved_upload_bytes() == 0
+    })
+    .await;
+    let ok = b
+        .client
+        .upload_update(authed(tokio_stream::iter(msgs_b), &b.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.accepted);
+    let ok = a
+        .client
+        .upload_update(authed(tokio_stream::iter(msgs_a), &a.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.accepted);
 }
