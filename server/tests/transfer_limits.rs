@@ -112,6 +112,15 @@ fn stalled_upload(
     (call, tx)
 }
 
+/// Sends a complete upload of `msgs` as worker `w`.
+async fn upload(
+    w: &mut FakeWorker,
+    msgs: Vec<pb::UpdateChunk>,
+) -> Result<pb::UploadUpdateResponse, tonic::Status> {
+    let req = authed(tokio_stream::iter(msgs), &w.token);
+    w.client.upload_update(req).await.map(|r| r.into_inner())
+}
+
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -151,12 +160,7 @@ async fn a_stalled_upload_is_cut_off_after_the_idle_timeout_and_its_buffer_freed
     );
 
     // Nothing was credited: the same worker's complete upload is accepted afterwards.
-    let ok = w
-        .client
-        .upload_update(authed(tokio_stream::iter(msgs), &w.token))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = upload(&mut w, msgs).await.unwrap();
     assert!(ok.accepted && !ok.duplicate);
     let _ = task;
 }
@@ -176,11 +180,7 @@ async fn a_worker_may_not_hold_more_uploads_open_than_its_cap() {
     })
     .await;
 
-    let err = w
-        .client
-        .upload_update(authed(tokio_stream::iter(msgs.clone()), &w.token))
-        .await
-        .unwrap_err();
+    let err = upload(&mut w, msgs.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
         err.message().contains("already has 1 uploads open"),
@@ -198,12 +198,7 @@ async fn a_worker_may_not_hold_more_uploads_open_than_its_cap() {
         "a truncated update: {refused:?}"
     );
     until("the buffer to be freed", || transfers.buffered_bytes() == 0).await;
-    let ok = w
-        .client
-        .upload_update(authed(tokio_stream::iter(msgs), &w.token))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = upload(&mut w, msgs).await.unwrap();
     assert!(ok.accepted);
 }
 
@@ -297,11 +292,7 @@ async fn an_upload_beyond_the_fleet_budget_is_refused_and_admitted_once_there_is
     })
     .await;
 
-    let err = b
-        .client
-        .upload_update(authed(tokio_stream::iter(msgs_b.clone()), &b.token))
-        .await
-        .unwrap_err();
+    let err = upload(&mut b, msgs_b.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
         err.message().contains("max_upload_buffer_mib"),
@@ -315,18 +306,8 @@ async fn an_upload_beyond_the_fleet_budget_is_refused_and_admitted_once_there_is
         transfers.reserved_upload_bytes() == 0
     })
     .await;
-    let ok = b
-        .client
-        .upload_update(authed(tokio_stream::iter(msgs_b), &b.token))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = upload(&mut b, msgs_b).await.unwrap();
     assert!(ok.accepted);
-    let ok = a
-        .client
-        .upload_update(authed(tokio_stream::iter(msgs_a), &a.token))
-        .await
-        .unwrap()
-        .into_inner();
+    let ok = upload(&mut a, msgs_a).await.unwrap();
     assert!(ok.accepted);
 }

@@ -23,11 +23,11 @@ use crate::error::{WorkerError, is_transient};
 const UPLOAD_ATTEMPTS: u32 = 4;
 /// How often an upload refused because the coordinator's upload budget is full
 /// (RESOURCE_EXHAUSTED) is sent again; the round's close ends the tries sooner.
-const BUSY_ATTEMPTS: u32 = 1200;
+pub const BUSY_ATTEMPTS: u32 = 1200;
 
 /// The pause before sending an upload the coordinator was too busy to take: short, jittered
 /// and growing to at most 2 s, so a crowd of refused workers spreads out.
-fn busy_delay(attempt: u32, rng: &mut impl rand::Rng) -> Duration {
+pub fn busy_delay(attempt: u32, rng: &mut impl rand::Rng) -> Duration {
     let base = Duration::from_millis(100) * attempt.clamp(1, 20);
     base.mul_f64(rng.random_range(0.5..=1.0))
 }

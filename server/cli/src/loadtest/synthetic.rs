@@ -278,10 +278,13 @@ async fn train(
             .await
         {
             Ok(_) => return Ok(()),
-            Err(s) if s.code() == tonic::Code::ResourceExhausted && busy < 1200 => {
+            Err(s)
+                if s.code() == tonic::Code::ResourceExhausted
+                    && busy < fedcsg_worker::transfer::BUSY_ATTEMPTS =>
+            {
                 busy += 1;
-                let pause = Duration::from_millis(100) * busy.min(20);
-                tokio::time::sleep(pause.mul_f64(rand::random_range(0.5..=1.0))).await;
+                let pause = fedcsg_worker::transfer::busy_delay(busy, &mut rand::rng());
+                tokio::time::sleep(pause).await;
             }
             Err(s) => return Err(anyhow::anyhow!("upload refused: {}", s.message())),
         }
