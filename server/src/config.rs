@@ -21,6 +21,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Far longer than the 30 s between the coordinator's keepalive pings, which every live client
 /// answers.
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Generous for an upload on a slow link; the transfer idle timeout catches a stalled one.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Flags (each also readable from its FEDCSG_* variable).
 #[derive(Debug, Args, Default)]
@@ -104,6 +106,20 @@ pub struct CoordinatorArgs {
     /// keepalive ping, sent every 30 s) before it is closed (default 120).
     #[arg(long, env = "FEDCSG_IDLE_CONNECTION_TIMEOUT_SECS")]
     pub idle_connection_timeout_secs: Option<u64>,
+    /// Seconds the coordinator gives one gRPC call to produce its response (an upload: to be
+    /// read whole) unless the client asks for less (default 300; at least 61, above the longest
+    /// task wait). Streamed responses are bounded by the transfer idle timeout instead.
+    #[arg(long, env = "FEDCSG_RPC_TIMEOUT_SECS")]
+    pub rpc_timeout_secs: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default). Plain HTTP without
+    /// authentication: bind it to an address only your monitoring reaches.
+    #[arg(long, env = "FEDCSG_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Serve the live dashboard at http://ADDR/ (off by default; may equal --metrics-listen).
+    /// Its data needs the admin token when one is set; plain HTTP, so a non-loopback address
+    /// needs --insecure.
+    #[arg(long, env = "FEDCSG_DASHBOARD_LISTEN")]
+    pub dashboard_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -132,6 +148,9 @@ struct FileConfig {
     max_decoding_uploads: Option<usize>,
     max_sending_downloads: Option<usize>,
     idle_connection_timeout_secs: Option<u64>,
+    rpc_timeout_secs: Option<u64>,
+    metrics_listen: Option<String>,
+    dashboard_listen: Option<String>,
 }
 
 /// The validated configuration.
@@ -161,6 +180,12 @@ pub struct CoordinatorConfig {
     pub transfers: TransferLimits,
     /// A connection that sends nothing for this long is closed.
     pub idle_connection_timeout: Duration,
+    /// The longest one gRPC call may take to produce its response.
+    pub rpc_timeout: Duration,
+    /// Where to serve `/metrics`; `None` = nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the dashboard; `None` = nowhere.
+    pub dashboard_listen: Option<SocketAddr>,
 }
 
 impl CoordinatorArgs {
@@ -298,8 +323,29 @@ impl CoordinatorArgs {
             Some(s) => Duration::from_secs(s),
             None => DEFAULT_IDLE_CONNECTION_TIMEOUT,
         };
+        let rpc_timeout = match self.rpc_timeout_secs.or(file.rpc_timeout_secs) {
+            Some(s) if !(61..=86_400).contains(&s) => {
+                return Err(ServerError::config(
+                    "rpc_timeout_secs must be 61..=86400 (above the 60 s a task request may wait)",
+                ));
+            }
+            Some(s) => Duration::from_secs(s),
+            None => DEFAULT_RPC_TIMEOUT,
+        };
+        let http_address = |text: Option<String>| -> Result<Option<SocketAddr>, ServerError> {
+            text.map(|t| {
+                t.parse()
+                    .map_err(|source| ServerError::ListenAddress { text: t, source })
+            })
+            .transpose()
+        };
+        let metrics_listen = http_address(self.metrics_listen.or(file.metrics_listen))?;
+        let dashboard_listen = http_address(self.dashboard_listen.or(file.dashboard_listen))?;
         let insecure = self.insecure || file.insecure.unwrap_or(false);
         check_plaintext_listen(listen, tls.is_some(), insecure)?;
+        if let Some(addr) = dashboard_listen.filter(|a| !insecure && !a.ip().is_loopback()) {
+            return Err(ServerError::PlaintextDashboard { listen: addr });
+        }
         Ok(CoordinatorConfig {
             listen,
             data,
@@ -338,6 +384,9 @@ impl CoordinatorArgs {
             },
             transfers,
             idle_connection_timeout,
+            rpc_timeout,
+            metrics_listen,
+            dashboard_listen,
         })
     }
 }

@@ -146,6 +146,19 @@ pub enum ServerError {
          --tls-cert and --tls-key, or --insecure (FEDCSG_INSECURE=true) to send tokens unencrypted"
     )]
     PlaintextListen { listen: SocketAddr },
+    #[error(
+        "configuration: the dashboard serves plain HTTP (the admin token would cross the network \
+         in the clear): refusing the non-loopback address {listen} without --insecure (put it \
+         behind a TLS-terminating proxy)"
+    )]
+    PlaintextDashboard { listen: SocketAddr },
+    #[error("cannot listen on {listen} for {what}: {source}")]
+    HttpListen {
+        what: &'static str,
+        listen: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// `--data` names no data set.
     #[error("configuration: data: {source}")]
     DataSource {
@@ -220,6 +233,8 @@ impl ServerError {
             | ConfigSyntax { .. }
             | ListenAddress { .. }
             | PlaintextListen { .. }
+            | PlaintextDashboard { .. }
+            | HttpListen { .. }
             | DataSource { .. }
             | TestData { .. }
             | Tls { .. }

@@ -16,6 +16,8 @@
 //! - [`fault`]: fault injection points for crash tests.
 //! - [`error`]: the error type and its single mapping to gRPC statuses.
 //! - [`telemetry`]: tracing setup shared by the binaries.
+//! - [`metrics`]: Prometheus metrics of the coordinator and the RPC timing layer.
+//! - [`http`]: the HTTP endpoints beside the gRPC port: `/metrics` and the [`dashboard`].
 
 #![forbid(unsafe_code)]
 
@@ -23,12 +25,15 @@ pub mod aggregate;
 pub mod client_evaluation;
 pub mod config;
 pub mod coordinator;
+pub mod dashboard;
 pub mod error;
 pub mod fault;
+pub mod http;
 pub mod idle_connection;
 pub mod ids;
 pub mod job;
 pub mod lr_schedule;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::CoordinatorConfig;
 use crate::coordinator::{Coordinator, CoordinatorSettings, TestSet};
 use crate::error::{Result, ServerError};
+use crate::metrics::RpcTimingLayer;
 use crate::service::{operator_api::OperatorApi, refusals::RefusalLog, worker_api::WorkerApi};
 use crate::store::Store;
 
@@ -79,6 +80,8 @@ pub async fn run_with(
     let addr = listener.local_addr()?;
     // Checked again on the bound address: a caller may hand over any listener.
     crate::config::check_plaintext_listen(addr, config.tls.is_some(), config.insecure)?;
+    // Bound first, so that a taken port fails the start before anything is served.
+    let http_endpoints = crate::http::bind(&config, &coordinator).await?;
     if let Some(path) = &config.addr_file {
         // Write then rename, so a reader never sees a partial address.
         let tmp = path.with_extension("tmp");
@@ -153,6 +156,9 @@ pub async fn run_with(
     };
     let idle = config.idle_connection_timeout;
     let mut builder = tonic::transport::Server::builder()
+        // The default deadline of a call whose client set none (tonic honours a client's
+        // shorter `grpc-timeout`).
+        .timeout(config.rpc_timeout)
         .http2_keepalive_interval(Some(crate::idle_connection::keepalive_interval(idle)))
         .http2_keepalive_timeout(Some(crate::idle_connection::keepalive_interval(idle)))
         // Windows follow each connection's measured bandwidth-delay product, so a worker far
@@ -164,7 +170,19 @@ pub async fn run_with(
             .tls_config(tls.config())
             .map_err(|source| ServerError::TlsServe { source })?;
     }
-    builder
+    // The HTTP endpoints stay up through the shutdown grace period (the dashboard shows it).
+    let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
+    let http_tasks: Vec<_> = http_endpoints
+        .into_iter()
+        .map(|endpoint| {
+            let mut rx = http_stop_rx.clone();
+            endpoint.spawn(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+        })
+        .collect();
+    let served = builder
+        .layer(RpcTimingLayer::new(Arc::clone(coordinator.metrics())))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(worker)
@@ -173,7 +191,12 @@ pub async fn run_with(
             crate::idle_connection::incoming(listener, idle),
             serve_shutdown,
         )
-        .await?;
+        .await;
+    let _ = http_stop_tx.send(true);
+    for task in http_tasks {
+        let _ = task.await;
+    }
+    served?;
     let _ = driver.await;
     Ok(())
 }

@@ -92,6 +92,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "FEDCSG_THREADS")]
     pub threads: Option<usize>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; plain HTTP without
+    /// authentication: bind it to an address only your monitoring reaches).
+    #[arg(long, env = "FEDCSG_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub tls: ClientTlsArgs,
 }
@@ -128,6 +133,8 @@ pub struct WorkerConfig {
     pub conv: ConvBackend,
     /// Threads of the training kernels' pool; `None`: one per core.
     pub threads: Option<usize>,
+    /// Where to serve `/metrics`; `None` = nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl WorkerConfig {
@@ -202,6 +209,7 @@ impl WorkerConfig {
             connect_timeout: CONNECT_TIMEOUT,
             conv: args.conv,
             threads: args.threads,
+            metrics_listen: args.metrics_listen,
         })
     }
 

@@ -14,6 +14,7 @@
 //! - [`local_data`]: this worker's train and test partitions.
 //! - [`local_work`]: the models kept per job and the training / evaluation run off the runtime.
 //! - [`tls_args`]: the client TLS flags, shared with the operator CLI.
+//! - [`metrics`]: Prometheus metrics of local training and transfers (`--metrics-listen`).
 //! - [`heartbeat`]: the task that tells the coordinator this worker is alive (and hears "abandon").
 //! - [`run`](mod@run): the loop tying these together, with reconnects and graceful shutdown.
 
@@ -28,6 +29,7 @@ pub mod feedback;
 pub mod heartbeat;
 pub mod local_data;
 pub mod local_work;
+pub mod metrics;
 pub mod run;
 pub mod tls_args;
 pub mod transfer;

@@ -101,6 +101,10 @@ pub struct TrainOutcome {
     pub update: StateDict,
     pub summary: UpdateSummary,
     pub epochs: Vec<EpochReport>,
+    /// Seconds of each training step (forward, backward, optimiser), in order.
+    pub step_seconds: Vec<f64>,
+    /// Images trained on (samples times epochs).
+    pub images: u64,
 }
 
 fn check_classes(model: &Model, data: &LocalData) -> Result<(), WorkerError> {
@@ -136,7 +140,12 @@ pub fn train_round(
         _ => &data.train,
     };
     let start = Instant::now();
+    let mut step_seconds = Vec::new();
+    let mut last_step = start;
     let mut on_step = |p: fedcsg_ml::train::StepProgress| {
+        let now = Instant::now();
+        step_seconds.push(now.duration_since(last_step).as_secs_f64());
+        last_step = now;
         if p.step.is_multiple_of(50) {
             debug!(
                 epoch = p.epoch,
@@ -157,6 +166,7 @@ pub fn train_round(
     )?;
     let train_seconds = start.elapsed().as_secs_f64();
     let train_loss = epochs.last().map_or(f64::NAN, |e| e.train_loss);
+    let images = samples.len() as u64 * epochs.len() as u64;
     let update = model.exchanged_state(task.bn_stats)?;
     Ok(TrainOutcome {
         update,
@@ -166,6 +176,8 @@ pub fn train_round(
             train_seconds,
         },
         epochs,
+        step_seconds,
+        images,
     })
 }
 

@@ -25,6 +25,7 @@ use crate::feedback::{FeedbackMemory, Residual, prepare_update};
 use crate::heartbeat::{BusySlot, Heartbeat, interval_from_ms};
 use crate::local_data::LocalData;
 use crate::local_work::{ModelCache, evaluate_round, on_blocking_thread, train_round};
+use crate::metrics::WorkerMetrics;
 use crate::transfer::{self, update_chunks};
 use fedcsg_wire::UpdateKind;
 
@@ -53,6 +54,12 @@ async fn run_worker(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     tokio::pin!(shutdown);
+    let metrics = Arc::new(WorkerMetrics::new());
+    // Bound before the data loads, so a taken port fails the start at once.
+    let metrics_endpoint = match config.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, &metrics).await?),
+        None => None,
+    };
     let loading = config.clone();
     let data = tokio::select! {
         biased;
@@ -63,7 +70,7 @@ async fn run_worker(
         data = on_blocking_thread("data loading", move || LocalData::load(&loading)) => data?,
     };
     info!(data = %data.description, coordinator = %config.coordinator, "local data ready");
-    let mut worker = Worker::new(config, data)?;
+    let mut worker = Worker::new(config, data, metrics)?;
     let stopping = Arc::clone(&worker.stopping);
     let result = tokio::select! {
         biased;
@@ -76,7 +83,36 @@ async fn run_worker(
         result = worker.serve() => result,
     };
     worker.leave().await;
+    if let Some(endpoint) = metrics_endpoint {
+        endpoint.abort();
+    }
     result
+}
+
+/// Serves the worker's `/metrics` on `addr` until the worker stops.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: &WorkerMetrics,
+) -> Result<tokio::task::JoinHandle<()>, WorkerError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| WorkerError::Config {
+            flag: "--metrics-listen",
+            why: format!("cannot listen on {addr}: {e}"),
+        })?;
+    let bound = listener.local_addr().map_err(|e| WorkerError::Config {
+        flag: "--metrics-listen",
+        why: e.to_string(),
+    })?;
+    info!(addr = %bound, "metrics listening");
+    let router = fedcsg_wire::metrics_http::router(Arc::clone(metrics.registry()));
+    Ok(tokio::spawn(async move {
+        if let Err(e) =
+            fedcsg_wire::metrics_http::serve(listener, router, std::future::pending()).await
+        {
+            warn!(error = %e, "the metrics endpoint stopped");
+        }
+    }))
 }
 
 /// A joined worker's identity with the coordinator.
@@ -109,10 +145,15 @@ struct Worker {
     backoff: Backoff,
     busy: BusySlot,
     stopping: Arc<AtomicBool>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Worker {
-    fn new(config: WorkerConfig, data: LocalData) -> Result<Self, WorkerError> {
+    fn new(
+        config: WorkerConfig,
+        data: LocalData,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Result<Self, WorkerError> {
         Ok(Self {
             client: CoordinatorClient::connect_lazy(&config)?,
             data: Arc::new(data),
@@ -123,6 +164,7 @@ impl Worker {
             backoff: Backoff::new(config.max_retry),
             busy: BusySlot::default(),
             stopping: Arc::new(AtomicBool::new(false)),
+            metrics,
             config,
         })
     }
@@ -153,11 +195,14 @@ impl Worker {
             let attempt = self.backoff.failures();
             if recovery == Recovery::Rejoin {
                 warn!(%error, "the coordinator does not know this session; joining again");
+                self.metrics.reconnecting();
                 self.session = None;
             } else if matches!(&error, WorkerError::Rpc { code, .. } if is_transient(*code)) {
                 warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "the coordinator is unreachable; retrying");
+                self.metrics.reconnecting();
             } else {
                 warn!(%error, attempt, retry_in_ms = delay.as_millis() as u64, "task failed; asking for the next one");
+                self.metrics.task_failed();
             }
             sleep(delay).await;
         }
@@ -231,6 +276,7 @@ impl Worker {
         let interval = interval_from_ms(response.heartbeat_interval_ms);
         let span = info_span!("session", worker_id = %response.worker_id);
         info!(parent: &span, heartbeat_ms = interval.as_millis() as u64, "joined");
+        self.metrics.joined();
         self.last_session_token = Some(response.session_token.clone()).filter(|t| !t.is_empty());
         let heartbeat = Heartbeat::spawn(
             client.clone(),
@@ -292,6 +338,7 @@ impl Worker {
         let busy = self.busy.start(&task.round.round_token);
         info!(model = %task.spec, epochs = task.epochs, batch_size = task.batch_size, deadline_s = task.deadline.as_secs(), "training task");
         let global = transfer::download(client, worker_id, &task.round).await?;
+        self.metrics.downloaded(global.encoded_bytes);
         debug!(bytes_down = global.encoded_bytes, tensors = global.state.len(), sha256 = %global.model_sha256, "global model received");
         let model = self.models.model_for(&task.round.job_id, task.spec).await?;
         let should_stop = {
@@ -329,6 +376,7 @@ impl Worker {
             info!("the round no longer needs this update; not sending it");
             return Ok(());
         }
+        self.metrics.trained(&outcome);
         let summary = outcome.summary;
         if prepared.encoded.saturated > 0 {
             warn!(
@@ -346,6 +394,7 @@ impl Worker {
             prepared.encoded,
         );
         let response = transfer::send_update(client, chunks, self.config.max_retry).await?;
+        self.metrics.uploaded(bytes_up);
         info!(
             samples = summary.num_samples,
             train_loss = summary.train_loss,
@@ -380,6 +429,7 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let _busy = self.busy.start(&task.round.round_token);
         let global = transfer::download(client, worker_id, &task.round).await?;
+        self.metrics.downloaded(global.encoded_bytes);
         let model = self.models.model_for(&task.round.job_id, task.spec).await?;
         let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
         let report = on_blocking_thread("evaluation", move || {
@@ -398,6 +448,7 @@ impl Worker {
             .report_evaluation(request)
             .await
             .map_err(|s| WorkerError::rpc("ReportEvaluation", s))?;
+        self.metrics.evaluated();
         info!(
             samples = report.samples,
             accuracy = report.accuracy(),

@@ -11,6 +11,7 @@
 //! - [`convert`]: the one place where wire (proto) types become domain types and back.
 //! - [`limits`]: message, tensor and transfer size limits both ends enforce.
 //! - [`tls`]: TLS material for the coordinator and its clients.
+//! - [`metrics_http`]: the Prometheus `/metrics` endpoint both binaries serve.
 //!
 //! No unsafe code; it depends on `fedcsg-core` only, never on `fedcsg-ml`.
 
@@ -22,6 +23,7 @@ pub mod delta;
 pub mod encode;
 pub mod encoding;
 pub mod limits;
+pub mod metrics_http;
 pub mod proto;
 pub mod rounding;
 pub mod sparse;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use plotters::prelude::*;
+
+use crate::chart::register_font;
 use serde_json::Value;
 
 #[derive(Args)]
@@ -208,17 +210,6 @@ fn table(groups: &BTreeMap<String, Vec<Run>>, target_fraction: f64) -> String {
         ));
     }
     out
-}
-
-/// Registers the embedded font for the plot's text (once).
-fn register_font() -> anyhow::Result<()> {
-    static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let ok = *ONCE.get_or_init(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
-    });
-    anyhow::ensure!(ok, "the embedded font could not be loaded");
-    Ok(())
 }
 
 /// Test accuracy against cumulative MB per client, the mean over seeds per label.

@@ -8,6 +8,8 @@
 //! - [`simulate`]: a federation of many virtual clients in one process, with the real
 //!   coordinator and worker code and a link model.
 //! - [`frontier_cmd`]: accuracy per byte over simulation summaries (table and plot).
+//! - [`plot_cmd`]: one job's rounds as a picture (accuracy, loss, bytes, training times).
+//! - [`chart`]: what the plots share (the embedded font).
 //! - [`remote`], [`submit`], [`job_args`]: talking to a running coordinator over gRPC (status,
 //!   watch, export, submit), exactly as any other gRPC client would.
 //!
@@ -16,11 +18,13 @@
 #![forbid(unsafe_code)]
 
 pub mod bench_cmd;
+pub mod chart;
 pub mod frontier_cmd;
 pub mod job_args;
 pub mod loadtest;
 pub mod local;
 pub mod model_cmd;
+pub mod plot_cmd;
 pub mod remote;
 pub mod simulate;
 pub mod submit;
@@ -57,6 +61,9 @@ pub enum Command {
     Loadtest(loadtest::LoadtestArgs),
     /// Accuracy per byte from simulation summaries: a markdown table and a PNG plot.
     Frontier(frontier_cmd::FrontierArgs),
+    /// Plot a job's rounds (accuracy, loss, bytes, per-worker training time) as PNG or SVG,
+    /// from a summary JSON or a running coordinator.
+    Plot(plot_cmd::PlotArgs),
     /// Jobs and workers of a running coordinator.
     Status(remote::StatusArgs),
     /// Follow a job's rounds with a progress bar until it ends.
@@ -76,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Local(args) => runtime()?.block_on(local::run(args)),
         Command::Simulate(args) => runtime()?.block_on(simulate::run(args)),
         Command::Frontier(args) => frontier_cmd::run(args),
+        Command::Plot(args) => runtime()?.block_on(plot_cmd::run(args)),
         Command::Loadtest(args) => runtime()?.block_on(loadtest::run(args)),
         Command::Status(args) => runtime()?.block_on(remote::status(args)),
         Command::Watch(args) => runtime()?.block_on(remote::watch(args)),
@@ -109,7 +117,8 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .collect();
         for name in [
-            "model", "train", "bench", "local", "simulate", "status", "watch", "export", "submit",
+            "model", "train", "bench", "local", "simulate", "plot", "status", "watch", "export",
+            "submit",
         ] {
             assert!(
                 names.iter().any(|n| n == name),

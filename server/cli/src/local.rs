@@ -341,7 +341,7 @@ pub fn summary_json(
 }
 
 /// One round of the summary JSON.
-fn round_json(e: &pb::RoundEvent) -> serde_json::Value {
+pub fn round_json(e: &pb::RoundEvent) -> serde_json::Value {
     serde_json::json!({
         "round": e.round,
         "test_accuracy": (e.test_accuracy >= 0.0).then_some(e.test_accuracy),

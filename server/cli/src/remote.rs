@@ -17,6 +17,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
+/// The longest the CLI waits for the coordinator to answer one call.
+pub const OPERATOR_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Args, Clone, Default)]
 pub struct Remote {
     /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with --ca-cert.
@@ -50,6 +53,12 @@ impl Operator {
         };
         let channel = endpoint
             .connect_timeout(std::time::Duration::from_secs(5))
+            // A deadline for each call's response (a stream's first message: watching a job
+            // or exporting a model is not cut short), and pings that notice a dead peer.
+            .timeout(OPERATOR_CALL_TIMEOUT)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .keep_alive_timeout(std::time::Duration::from_secs(20))
+            .keep_alive_while_idle(true)
             .connect()
             .await
             .with_context(|| format!("cannot reach the coordinator at {}", remote.coordinator))?;
@@ -127,6 +136,25 @@ impl Operator {
             });
             let page = self.client.list_jobs(req).await?.into_inner();
             all.extend(page.jobs);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every committed round of the job, oldest first, page after page.
+    pub async fn all_rounds(&mut self, job_id: &str) -> anyhow::Result<Vec<pb::RoundEvent>> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let req = self.request(pb::ListRoundsRequest {
+                job_id: job_id.to_string(),
+                page_size: 1000,
+                page_token,
+            });
+            let page = self.client.list_rounds(req).await?.into_inner();
+            all.extend(page.rounds);
             if page.next_page_token.is_empty() {
                 return Ok(all);
             }

@@ -265,6 +265,7 @@ fn view_of(j: &JobEntry, rounds: RoundsWanted) -> JobView {
         message: j.message.clone(),
         records: j.records[skip..].to_vec(),
         rounds_completed: j.rounds_completed(),
+        latest_test_accuracy: j.records.last().and_then(|r| r.test_accuracy),
         exchanged_values: j.exchanged_values,
         full_filter_exchanged_values: j.full_filter_exchanged_values,
     }

@@ -37,6 +37,7 @@ use tracing::info;
 use crate::error::Result;
 use crate::ids::{JobId, RoundToken, WorkerId};
 use crate::job::{JobSpec, JobState, LocalTraining, RoundRecord};
+use crate::metrics::{Census, CoordinatorMetrics};
 use crate::store::Store;
 use state::State;
 use transfers::{TransferLimits, Transfers};
@@ -174,6 +175,8 @@ pub struct JobView {
     /// The committed rounds asked for (see [`RoundsWanted`]), oldest first.
     pub records: Vec<RoundRecord>,
     pub rounds_completed: u64,
+    /// The coordinator-side test accuracy of the last committed round.
+    pub latest_test_accuracy: Option<f64>,
     pub exchanged_values: u64,
     pub full_filter_exchanged_values: u64,
 }
@@ -202,6 +205,8 @@ pub struct Coordinator {
     tasks_changed: Notify,
     /// Open uploads and downloads per worker, fleet-wide permits, buffered upload bytes.
     transfers: Arc<Transfers>,
+    /// Counters and histograms of what happened, for `/metrics`.
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Coordinator {
@@ -237,6 +242,7 @@ impl Coordinator {
             wake: Notify::new(),
             tasks_changed: Notify::new(),
             transfers: Transfers::new(settings.transfers),
+            metrics: Arc::new(CoordinatorMetrics::new()),
             settings,
         }))
     }
@@ -251,6 +257,37 @@ impl Coordinator {
 
     pub fn transfers(&self) -> &Arc<Transfers> {
         &self.transfers
+    }
+
+    pub fn metrics(&self) -> &Arc<CoordinatorMetrics> {
+        &self.metrics
+    }
+
+    /// Jobs and workers by state, and the upload bytes buffered now.
+    pub fn census(&self) -> Census {
+        let st = self.lock();
+        let mut census = Census {
+            upload_buffered_bytes: self.transfers.buffered_bytes(),
+            ..Census::default()
+        };
+        for job in st.jobs.values() {
+            match census.jobs.iter_mut().find(|(s, _)| *s == job.state) {
+                Some((_, n)) => *n += 1,
+                None => census.jobs.push((job.state, 1)),
+            }
+        }
+        for worker in st.workers.values() {
+            let state = worker.state_name();
+            match census.workers.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => census.workers.push((state, 1)),
+            }
+        }
+        census
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.lock().shutting_down
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -266,6 +266,7 @@ impl Coordinator {
         let job = st.jobs.get_mut(id).expect("exists");
         job.retries += 1;
         job.round_retries += 1;
+        self.metrics.round_retried();
         if job.round_retries > job.spec.max_round_retries {
             let reason = format!(
                 "round {} failed {} times (max_round_retries {}); last: {why}",
@@ -342,7 +343,9 @@ impl Coordinator {
             } else {
                 (JobState::Running, format!("round {round} committed"))
             };
+            let writing = std::time::Instant::now();
             let committed = store.commit_round(id.as_str(), &record, files, state, &message);
+            self.metrics.store_committed(writing.elapsed());
             if let Err(e) = committed {
                 // The round is not durable: do not pretend it happened. Retry it later.
                 error!(job_id = %id, round, error = %e, "cannot commit the round");
@@ -367,6 +370,7 @@ impl Coordinator {
             aggregation_seconds = record.aggregation_seconds, clipped = record.clipped_updates,
             "round committed"
         );
+        self.metrics.round_committed(&record);
         job.global_sha256 = record.model_sha256.clone();
         job.global = Arc::new(closed.global);
         job.exchanged = closed.exchanged;

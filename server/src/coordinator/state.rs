@@ -57,6 +57,22 @@ impl WorkerEntry {
         !self.gone && !self.left
     }
 
+    /// What the worker is doing, as the operator API, the dashboard and the metrics name it
+    /// (one of [`crate::metrics::WORKER_STATES`]).
+    pub fn state_name(&self) -> &'static str {
+        if self.left {
+            "left"
+        } else if self.gone {
+            "gone"
+        } else {
+            match self.assignment.as_ref().map(|a| &a.kind) {
+                Some(TaskKind::Train) => "training",
+                Some(TaskKind::Evaluate) => "evaluating",
+                None => "idle",
+            }
+        }
+    }
+
     /// Marks the worker gone and drops its task.
     pub fn mark_gone(&mut self, now: Instant) {
         if !self.gone {

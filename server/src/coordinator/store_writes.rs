@@ -42,6 +42,7 @@ impl Coordinator {
         let _order = self.store_writes.lock().unwrap_or_else(|p| p.into_inner());
         let queued = std::mem::take(&mut self.lock().queued_writes);
         for write in queued {
+            let writing = std::time::Instant::now();
             let result = match &write {
                 QueuedWrite::JobState {
                     job,
@@ -54,6 +55,7 @@ impl Coordinator {
                     store.forget_workers(&ids)
                 }
             };
+            self.metrics.store_committed(writing.elapsed());
             if let Err(e) = result {
                 warn!(error = %e, write = ?write, "cannot write to the state store");
             }

@@ -315,17 +315,7 @@ impl Coordinator {
                 id: w.id.clone(),
                 name: w.name.clone(),
                 num_samples: w.num_samples,
-                state: if w.left {
-                    "left"
-                } else if w.gone {
-                    "gone"
-                } else {
-                    match w.assignment.as_ref().map(|a| &a.kind) {
-                        Some(TaskKind::Train) => "training",
-                        Some(TaskKind::Evaluate) => "evaluating",
-                        None => "idle",
-                    }
-                },
+                state: w.state_name(),
                 seconds_since_heartbeat: now.duration_since(w.last_seen).as_secs_f64(),
                 rounds_contributed: w.rounds_contributed,
             })

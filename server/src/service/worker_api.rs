@@ -36,6 +36,91 @@ impl WorkerApi {
         }
     }
 
+    /// Receives, checks and folds in one update (counted as accepted or rejected by the caller).
+    async fn receive_update(
+        &self,
+        req: Request<Streaming<pb::UpdateChunk>>,
+    ) -> Result<Response<pb::UploadUpdateResponse>, Status> {
+        let token = bearer(req.metadata()).map(str::to_owned);
+        let peer = req.remote_addr();
+        let mut stream = req.into_inner();
+        let transfers = Arc::clone(self.coordinator.transfers());
+        let idle = transfers.limits().idle_timeout;
+        let first = next_within(&mut stream, idle).await?.ok_or_else(|| {
+            ServerError::invalid("upload is empty: the first message must be the header")
+        })?;
+        let mut bytes_up = first.encoded_len() as u64;
+        let Some(pb::update_chunk::Part::Header(h)) = first.part else {
+            return Err(ServerError::invalid("the first upload message must be the header").into());
+        };
+        let worker = WorkerId::new(required(&h.worker_id, "header.worker_id")?);
+        self.coordinator
+            .authenticate_worker(&worker, token.as_deref())
+            .map_err(|e| self.refusals.note("UploadUpdate", peer, e.into()))?;
+        let _slot = transfers.open(&worker, Direction::Upload)?;
+        let limits = self.coordinator.settings().wire_limits;
+        let header = UpdateHeader {
+            worker: worker.clone(),
+            job: JobId::new(required(&h.job_id, "header.job_id")?),
+            round: h.round,
+            token: RoundToken::new(required(&h.round_token, "header.round_token")?),
+            num_samples: h.num_samples,
+            train_loss: validate::non_negative(h.train_loss, "header.train_loss")?,
+            train_seconds: validate::non_negative(h.train_seconds, "header.train_seconds")?,
+            kind: update_kind_from_proto(h.kind).map_err(ServerError::from)?,
+            tensors: metas_from_proto(&h.tensors, &limits).map_err(ServerError::from)?,
+        };
+        let span =
+            info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
+        async move {
+            let mut pending = self.coordinator.begin_upload(&header)?;
+            // Within the fleet-wide budget of upload bytes, or refused at once (the worker sends
+            // it again shortly).
+            let reservation = transfers.reserve_upload(pending.assembler.expected_bytes())?;
+            let mut buffered = transfers.buffer();
+            while let Some(msg) = next_within(&mut stream, idle).await? {
+                bytes_up += msg.encoded_len() as u64;
+                match msg.part {
+                    // An empty chunk carries nothing and would only keep the stream open.
+                    Some(pb::update_chunk::Part::Data(d)) if d.is_empty() => {
+                        return Err(ServerError::invalid("empty data chunk").into());
+                    }
+                    Some(pb::update_chunk::Part::Data(d)) => {
+                        pending.assembler.push(&d).map_err(ServerError::from)?;
+                        buffered.add(d.len() as u64);
+                    }
+                    _ => {
+                        return Err(
+                            ServerError::invalid("only data chunks may follow the header").into(),
+                        );
+                    }
+                }
+            }
+            // Checksums, decoding and the delta's addition are CPU work: off the runtime, and
+            // no more at once than the decode permits allow.
+            let decoding = transfers.decode_permit().await;
+            let update = tokio::task::spawn_blocking(move || {
+                let update = pending.finish();
+                drop((buffered, reservation));
+                update
+            })
+            .await
+            .map_err(ServerError::from)??;
+            drop(decoding);
+            let duplicate = self
+                .coordinator
+                .finish_upload(&header, update, bytes_up)
+                .inspect_err(|e| warn!(error = %e, "update refused"))?;
+            Ok(Response::new(pb::UploadUpdateResponse {
+                accepted: true,
+                duplicate,
+                bytes_received: bytes_up,
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
     /// Authenticates a worker's call with its session token; a refusal is logged.
     fn auth<T>(&self, method: &str, req: &Request<T>, worker_id: &str) -> Result<WorkerId, Status> {
         let id = WorkerId::new(validate::id(worker_id, "worker_id")?);
@@ -218,84 +303,14 @@ impl WorkerService for WorkerApi {
         &self,
         req: Request<Streaming<pb::UpdateChunk>>,
     ) -> Result<Response<pb::UploadUpdateResponse>, Status> {
-        let token = bearer(req.metadata()).map(str::to_owned);
-        let peer = req.remote_addr();
-        let mut stream = req.into_inner();
-        let transfers = Arc::clone(self.coordinator.transfers());
-        let idle = transfers.limits().idle_timeout;
-        let first = next_within(&mut stream, idle).await?.ok_or_else(|| {
-            ServerError::invalid("upload is empty: the first message must be the header")
-        })?;
-        let mut bytes_up = first.encoded_len() as u64;
-        let Some(pb::update_chunk::Part::Header(h)) = first.part else {
-            return Err(ServerError::invalid("the first upload message must be the header").into());
-        };
-        let worker = WorkerId::new(required(&h.worker_id, "header.worker_id")?);
-        self.coordinator
-            .authenticate_worker(&worker, token.as_deref())
-            .map_err(|e| self.refusals.note("UploadUpdate", peer, e.into()))?;
-        let _slot = transfers.open(&worker, Direction::Upload)?;
-        let limits = self.coordinator.settings().wire_limits;
-        let header = UpdateHeader {
-            worker: worker.clone(),
-            job: JobId::new(required(&h.job_id, "header.job_id")?),
-            round: h.round,
-            token: RoundToken::new(required(&h.round_token, "header.round_token")?),
-            num_samples: h.num_samples,
-            train_loss: validate::non_negative(h.train_loss, "header.train_loss")?,
-            train_seconds: validate::non_negative(h.train_seconds, "header.train_seconds")?,
-            kind: update_kind_from_proto(h.kind).map_err(ServerError::from)?,
-            tensors: metas_from_proto(&h.tensors, &limits).map_err(ServerError::from)?,
-        };
-        let span =
-            info_span!("upload", job_id = %header.job, round = header.round, worker_id = %worker);
-        async move {
-            let mut pending = self.coordinator.begin_upload(&header)?;
-            // Within the fleet-wide budget of upload bytes, or refused at once (the worker sends
-            // it again shortly).
-            let reservation = transfers.reserve_upload(pending.assembler.expected_bytes())?;
-            let mut buffered = transfers.buffer();
-            while let Some(msg) = next_within(&mut stream, idle).await? {
-                bytes_up += msg.encoded_len() as u64;
-                match msg.part {
-                    // An empty chunk carries nothing and would only keep the stream open.
-                    Some(pb::update_chunk::Part::Data(d)) if d.is_empty() => {
-                        return Err(ServerError::invalid("empty data chunk").into());
-                    }
-                    Some(pb::update_chunk::Part::Data(d)) => {
-                        pending.assembler.push(&d).map_err(ServerError::from)?;
-                        buffered.add(d.len() as u64);
-                    }
-                    _ => {
-                        return Err(
-                            ServerError::invalid("only data chunks may follow the header").into(),
-                        );
-                    }
-                }
-            }
-            // Checksums, decoding and the delta's addition are CPU work: off the runtime, and
-            // no more at once than the decode permits allow.
-            let decoding = transfers.decode_permit().await;
-            let update = tokio::task::spawn_blocking(move || {
-                let update = pending.finish();
-                drop((buffered, reservation));
-                update
-            })
-            .await
-            .map_err(ServerError::from)??;
-            drop(decoding);
-            let duplicate = self
-                .coordinator
-                .finish_upload(&header, update, bytes_up)
-                .inspect_err(|e| warn!(error = %e, "update refused"))?;
-            Ok(Response::new(pb::UploadUpdateResponse {
-                accepted: true,
-                duplicate,
-                bytes_received: bytes_up,
-            }))
+        let result = self.receive_update(req).await;
+        let metrics = self.coordinator.metrics();
+        match &result {
+            Ok(response) if !response.get_ref().duplicate => metrics.update_accepted(),
+            Ok(_) => {}
+            Err(status) => metrics.update_rejected(status.code()),
         }
-        .instrument(span)
-        .await
+        result
     }
 
     async fn report_evaluation(

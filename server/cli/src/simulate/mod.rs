@@ -217,6 +217,9 @@ fn in_process_config(listen: std::net::SocketAddr) -> CoordinatorConfig {
         shutdown_grace: std::time::Duration::ZERO,
         transfers: Default::default(),
         idle_connection_timeout: fedcsg_server::config::DEFAULT_IDLE_CONNECTION_TIMEOUT,
+        rpc_timeout: fedcsg_server::config::DEFAULT_RPC_TIMEOUT,
+        metrics_listen: None,
+        dashboard_listen: None,
     }
 }
 
