@@ -29,6 +29,15 @@ pub struct LocalArgs {
     /// Write the run's summary here (schema in README).
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Write a plot of the rounds here at the end (.png or .svg; see `fedcsg plot`).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The coordinator serves Prometheus metrics here (HOST:PORT).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// The coordinator serves its live dashboard here (HOST:PORT; may equal --metrics-listen).
+    #[arg(long)]
+    dashboard_listen: Option<String>,
     /// Directory for process logs (default: a temporary directory).
     #[arg(long)]
     log_dir: Option<PathBuf>,
@@ -88,6 +97,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.threads.is_none_or(|t| (1..=1024).contains(&t)),
         "--threads must be 1..=1024"
     );
+    if let Some(path) = &args.plot {
+        crate::plot_cmd::check_out(path)?;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args
         .threads
@@ -102,7 +114,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let addr_file = log_dir.join("coordinator.addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut children: Vec<Child> = Vec::new();
-    let coordinator_args = vec![
+    let mut coordinator_args = vec![
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--addr-file".into(),
@@ -112,6 +124,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "--test-limit".into(),
         args.test_limit.to_string(),
     ];
+    for (flag, value) in [
+        ("--metrics-listen", &args.metrics_listen),
+        ("--dashboard-listen", &args.dashboard_listen),
+    ] {
+        if let Some(v) = value {
+            coordinator_args.extend([flag.to_string(), v.clone()]);
+        }
+    }
     children.push(spawn(
         &coordinator_bin,
         &coordinator_args,
@@ -232,6 +252,9 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
         job.full_filter_exchanged_values * 4,
         args.job.exchange_description()
     );
+    if let Some(addr) = &args.dashboard_listen {
+        println!("dashboard: http://{addr}/");
+    }
     let started = Instant::now();
     let mut stream = op.watch_job(&job.job_id).await?;
     let mut rounds = Vec::new();
@@ -253,17 +276,21 @@ async fn drive_job(args: &LocalArgs, url: &str, children: &[Child]) -> anyhow::R
     );
     let coordinator_rss = peak_rss_kib(children[0].id());
     let worker_rss: Vec<Option<u64>> = children[1..].iter().map(|c| peak_rss_kib(c.id())).collect();
+    let summary = summary_json(
+        &args.job,
+        args.workers,
+        &job,
+        state,
+        started.elapsed().as_secs_f64(),
+        (coordinator_rss, &worker_rss),
+        &rounds,
+    );
     if let Some(path) = &args.summary_json {
-        let summary = summary_json(
-            &args.job,
-            args.workers,
-            &job,
-            state,
-            started.elapsed().as_secs_f64(),
-            (coordinator_rss, &worker_rss),
-            &rounds,
-        );
         write_summary(path, &summary)?;
+    }
+    if let Some(path) = &args.plot {
+        crate::plot_cmd::write(&crate::plot_cmd::from_summary(&summary)?, path)?;
+        println!("plot written to {}", path.display());
     }
     ensure_succeeded(&final_job, state)
 }

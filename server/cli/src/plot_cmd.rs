@@ -73,6 +73,11 @@ fn format_of(path: &Path) -> anyhow::Result<Format> {
     }
 }
 
+/// Refuses an output path whose format the plot cannot write (before any work is done).
+pub fn check_out(path: &Path) -> anyhow::Result<()> {
+    format_of(path).map(|_| ())
+}
+
 fn optional_number(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
 }
@@ -353,7 +358,7 @@ fn panel<DB: DrawingBackend>(
 }
 
 pub async fn run(args: PlotArgs) -> anyhow::Result<()> {
-    format_of(&args.out)?;
+    check_out(&args.out)?;
     let source = Path::new(&args.source);
     let plot = if source.is_file() {
         let text = std::fs::read_to_string(source)

@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod fake_worker;
 pub mod hostile;
+pub mod http;
 pub mod pki;
 
 use fedcsg_core::tensor::StateDict;
