@@ -266,13 +266,16 @@ def check_against_compose(by_kind: dict, workloads: dict, services: dict) -> Non
         if command not in shipped:
             problem(f"{where}: runs {command!r}, which the image does not install ({sorted(shipped)})")
 
-    # The coordinator: port, listen address, how workers reach it.
+    # The coordinator: ports (gRPC, and HTTP for metrics and the dashboard), listen addresses,
+    # how workers reach it.
     coord = svcs["coordinator"]
-    published = [str(p).rsplit(":", 1)[-1] for p in coord.get("ports", [])]
+    published = sorted(int(str(p).rsplit(":", 1)[-1]) for p in coord.get("ports", []))
     listen = coord["environment"]["FEDCSG_LISTEN"]
     port = int(listen.rsplit(":", 1)[1])
-    if published != [str(port)]:
-        problem(f"compose coordinator listens on {listen} but publishes container port(s) {published}")
+    http_env = ("FEDCSG_METRICS_LISTEN", "FEDCSG_DASHBOARD_LISTEN")
+    http_ports = {int(coord["environment"][n].rsplit(":", 1)[1]) for n in http_env if n in coord["environment"]}
+    if published != sorted({port} | http_ports):
+        problem(f"compose coordinator listens on {listen} (HTTP on {sorted(http_ports)}) but publishes container port(s) {published}")
     k8s_coord = by_kind.get("StatefulSet", {}).get("fedcsg-coordinator")
     if k8s_coord is None:
         problem("no StatefulSet fedcsg-coordinator")
@@ -280,8 +283,11 @@ def check_against_compose(by_kind: dict, workloads: dict, services: dict) -> Non
     c = containers(k8s_coord)[0]
     if env_of(c).get("FEDCSG_LISTEN") != listen:
         problem(f"k8s coordinator FEDCSG_LISTEN {env_of(c).get('FEDCSG_LISTEN')!r} != compose {listen!r}")
-    if [p["containerPort"] for p in c.get("ports", [])] != [port]:
-        problem(f"k8s coordinator container ports {c.get('ports')} != compose port {port}")
+    if sorted(p["containerPort"] for p in c.get("ports", [])) != published:
+        problem(f"k8s coordinator container ports {c.get('ports')} != compose ports {published}")
+    for name in http_env:
+        if str(env_of(c).get(name)) != str(coord["environment"].get(name)):
+            problem(f"coordinator {name}: k8s {env_of(c).get(name)!r}, compose {coord['environment'].get(name)!r}")
     claims = {t["metadata"]["name"] for t in k8s_coord["spec"].get("volumeClaimTemplates", [])}
     mounts = {m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in claims}
     compose_mounts = {v.split(":")[1] for v in coord.get("volumes", []) if v.split(":")[0] in compose.get("volumes", {})}

@@ -61,7 +61,9 @@ fedcsg_cli="$target/$profile/fedcsg"
 
 work="$(mktemp -d)"
 project="fedcsg-ci-$$"
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port="$(free_port)"
+http_port="$(free_port)"
 token() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
 admin_token="$(token)"
 cat >"$work/env" <<ENV
@@ -70,6 +72,7 @@ FEDCSG_ENROLLMENT_TOKEN=$(token)
 FEDCSG_ADMIN_TOKEN=$admin_token
 FEDCSG_PUBLISH=127.0.0.1
 FEDCSG_PORT=$port
+FEDCSG_HTTP_PORT=$http_port
 FEDCSG_TEST_LIMIT=$test_limit
 FEDCSG_HEARTBEAT_TIMEOUT_SECS=6
 FEDCSG_ROUNDS=$rounds
@@ -165,6 +168,15 @@ for i in 0 1 2; do
   log_has "worker-$i" "partition $i/3 " || fail "worker-$i did not train partition $i/3"
 done
 check "worker-i trained partition i/3 (i = 0, 1, 2)"
+# The published HTTP port: Prometheus metrics agree with the job, the dashboard needs the token.
+metrics="$(curl -fsS "http://127.0.0.1:$http_port/metrics")" || fail "no /metrics on the published port $http_port"
+grep -qx "fedcsg_rounds_committed_total $rounds" <<<"$metrics" || fail "/metrics does not count $rounds committed rounds"
+check "/metrics on the published port counts $rounds committed rounds"
+status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$http_port/api/overview")"
+[ "$status" = 401 ] || fail "the dashboard API answered $status without the admin token"
+curl -fsS -H "Authorization: Bearer $admin_token" "http://127.0.0.1:$http_port/api/overview" | grep -q '"state":"succeeded"' \
+  || fail "the dashboard API does not show the succeeded job"
+check "the dashboard API needs the admin token (401 without) and shows the succeeded job with it"
 compose down --volumes --timeout 10 >/dev/null 2>&1
 
 # ---------------------------------------------------------------------------------------------

@@ -455,4 +455,49 @@ mod tests {
         assert!(err.contains("twice"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    fn refusal(args: CoordinatorArgs) -> String {
+        args.resolve().unwrap_err().to_string()
+    }
+
+    /// The HTTP endpoints: off by default; the dashboard (plain HTTP with the admin token) only
+    /// on loopback unless --insecure; bad addresses and RPC timeouts are explained.
+    #[test]
+    fn http_endpoints_and_rpc_timeout() {
+        let c = CoordinatorArgs::default().resolve().unwrap();
+        assert_eq!((c.metrics_listen, c.dashboard_listen), (None, None));
+        assert_eq!(c.rpc_timeout, DEFAULT_RPC_TIMEOUT);
+        let c = CoordinatorArgs {
+            metrics_listen: Some("0.0.0.0:9464".into()),
+            dashboard_listen: Some("127.0.0.1:8080".into()),
+            rpc_timeout_secs: Some(120),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.metrics_listen.unwrap().port(), 9464);
+        assert_eq!(c.dashboard_listen.unwrap().port(), 8080);
+        assert_eq!(c.rpc_timeout, Duration::from_secs(120));
+        let err = refusal(CoordinatorArgs {
+            dashboard_listen: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        });
+        assert!(err.contains("dashboard serves plain HTTP") && err.contains("--insecure"), "{err}");
+        let insecure = CoordinatorArgs {
+            dashboard_listen: Some("0.0.0.0:8080".into()),
+            insecure: true,
+            ..Default::default()
+        };
+        assert!(insecure.resolve().is_ok());
+        let err = refusal(CoordinatorArgs {
+            metrics_listen: Some("localhost".into()),
+            ..Default::default()
+        });
+        assert!(err.contains("\"localhost\""), "{err}");
+        let err = refusal(CoordinatorArgs {
+            rpc_timeout_secs: Some(30),
+            ..Default::default()
+        });
+        assert!(err.contains("rpc_timeout_secs must be 61..=86400"), "{err}");
+    }
 }

@@ -216,6 +216,22 @@ async fn metrics_follow_a_real_job() {
         .sum();
     assert_eq!(listed, workers);
 
+    // `fedcsg plot` against the live coordinator draws the same three rounds.
+    let svg = cluster.dir.join("job.svg");
+    let plot = Command::new(support::bin("fedcsg"))
+        .args(["plot", &job, "--coordinator", &cluster.url, "--out"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        plot.status.success(),
+        "fedcsg plot: {}",
+        String::from_utf8_lossy(&plot.stderr)
+    );
+    assert!(String::from_utf8_lossy(&plot.stdout).contains("plot of 3 rounds"));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.contains("MB per round") && svg.contains(&job), "an SVG of the job");
+
     // The worker with --metrics-listen trained every round and counted its bytes as the
     // coordinator did.
     let w = scrape(&worker_metrics).await;

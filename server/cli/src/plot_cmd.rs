@@ -204,10 +204,11 @@ pub fn write(plot: &JobPlot, path: &Path) -> anyhow::Result<()> {
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
-/// One line of a panel: its name, colour, whether dashed, and its points.
+/// One line of a panel: its name, colour, width, whether dashed, and its points.
 struct Line {
     name: String,
     color: RGBAColor,
+    width: u32,
     dashed: bool,
     points: Vec<(f64, f64)>,
 }
@@ -216,9 +217,21 @@ fn line(name: &str, color: RGBColor, points: Vec<(f64, f64)>) -> Line {
     Line {
         name: name.to_string(),
         color: color.to_rgba(),
+        width: 2,
         dashed: false,
         points,
     }
+}
+
+/// A panel's vertical range and where its legend goes.
+struct Axis {
+    /// Fixed bounds, or `None` to fit the values.
+    fixed: Option<(f64, f64)>,
+    /// Starts at zero when fitted.
+    from_zero: bool,
+    /// Room above the highest value, as a fraction of the range (for the legend).
+    headroom: f64,
+    legend: SeriesLabelPosition,
 }
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> DrawResult<DB> {
@@ -241,15 +254,32 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> Dr
     if !federated.is_empty() {
         accuracy.push(line("federated accuracy (workers' data)", GREEN, federated));
     }
-    panel(&panels[0], "Test accuracy (%)", rounds, accuracy, Some((0.0, 100.0)))?;
+    let axis = |fixed, from_zero, headroom, legend| Axis {
+        fixed,
+        from_zero,
+        headroom,
+        legend,
+    };
+    panel(
+        &panels[0],
+        "Test accuracy (%)",
+        rounds,
+        accuracy,
+        axis(Some((0.0, 100.0)), true, 0.0, SeriesLabelPosition::LowerRight),
+    )?;
     let loss = vec![
         line("train loss", RED, series(&|r| r.train_loss)),
         line("test loss", BLUE, series(&|r| r.test_loss)),
     ];
-    panel(&panels[1], "Loss", rounds, loss, None)?;
+    let upper_right = SeriesLabelPosition::UpperRight;
+    panel(&panels[1], "Loss", rounds, loss, axis(None, false, 0.08, upper_right))?;
     let mb = |b: u64| b as f64 / 1e6;
+    // Up under down, wider, so that both show where they are equal.
     let mut bytes = vec![
-        line("up", RED, series(&|r| Some(mb(r.bytes_up)))),
+        Line {
+            width: 6,
+            ..line("up", RGBColor(240, 120, 120), series(&|r| Some(mb(r.bytes_up))))
+        },
         line("down", BLUE, series(&|r| Some(mb(r.bytes_down)))),
     ];
     let reference = series(&|r| (r.full_filter_f32_bytes_up > 0).then(|| mb(r.full_filter_f32_bytes_up)));
@@ -259,7 +289,14 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> Dr
             ..line("up as full filters, f32", BLACK, reference)
         });
     }
-    panel(&panels[2], "MB per round (all workers)", rounds, bytes, Some((0.0, f64::NAN)))?;
+    let upper_left = SeriesLabelPosition::UpperLeft;
+    panel(
+        &panels[2],
+        "MB per round (all workers)",
+        rounds,
+        bytes,
+        axis(None, true, 0.45, upper_left),
+    )?;
     let mut per_worker: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for r in rounds {
         for (worker, seconds) in &r.train_seconds {
@@ -275,6 +312,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> Dr
         .map(|(i, (worker, points))| Line {
             name: worker.to_string(),
             color: Palette99::pick(i).to_rgba(),
+            width: 2,
             dashed: false,
             points,
         })
@@ -284,7 +322,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> Dr
         "Local training seconds per worker",
         rounds,
         workers,
-        Some((0.0, f64::NAN)),
+        axis(None, true, 0.08, SeriesLabelPosition::LowerRight),
     )?;
     Ok(())
 }
@@ -292,13 +330,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> Dr
 /// The most lines a panel names in its legend.
 const MAX_LEGEND: usize = 10;
 
-/// One chart against the round number; `y` fixes the lower and (unless NaN) the upper bound.
+/// One chart against the round number.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     rounds: &[PlotRound],
     lines: Vec<Line>,
-    y: Option<(f64, f64)>,
+    axis: Axis,
 ) -> DrawResult<DB> {
     let first = rounds.iter().map(|r| r.round).min().unwrap_or(1) as f64;
     let last = rounds.iter().map(|r| r.round).max().unwrap_or(1) as f64;
@@ -307,11 +345,12 @@ fn panel<DB: DrawingBackend>(
         (lo.min(v), hi.max(v))
     });
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let margin = ((hi - lo) * 0.08).max(1e-3);
-    let (y_lo, y_hi) = match y {
-        Some((l, h)) if h.is_nan() => (l, hi + margin),
-        Some((l, h)) => (l, h),
-        None => ((lo - margin).max(0.0), hi + margin),
+    let span = if axis.from_zero { hi } else { hi - lo };
+    let margin = (span * 0.08).max(1e-3);
+    let (y_lo, y_hi) = match axis.fixed {
+        Some(bounds) => bounds,
+        None if axis.from_zero => (0.0, hi + (span * axis.headroom).max(1e-3)),
+        None => ((lo - margin).max(0.0), hi + (span * axis.headroom).max(1e-3)),
     };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
@@ -329,16 +368,16 @@ fn panel<DB: DrawingBackend>(
         .draw()?;
     let named = lines.len() <= MAX_LEGEND;
     for l in lines.iter().filter(|l| !l.points.is_empty()) {
-        let style = l.color.stroke_width(2);
+        let style = l.color.stroke_width(l.width);
         let drawn = if l.dashed {
             chart.draw_series(DashedLineSeries::new(l.points.clone(), 8, 6, style))?
         } else {
             chart.draw_series(LineSeries::new(l.points.clone(), style))?
         };
         if named {
-            let color = l.color;
+            let (color, width) = (l.color, l.width);
             drawn.label(l.name.as_str()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
             });
         }
         if !l.dashed {
@@ -348,7 +387,7 @@ fn panel<DB: DrawingBackend>(
     if named && lines.iter().any(|l| !l.points.is_empty()) {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(axis.legend)
             .label_font(("sans-serif", 14))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
