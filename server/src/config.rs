@@ -482,7 +482,10 @@ mod tests {
             dashboard_listen: Some("0.0.0.0:8080".into()),
             ..Default::default()
         });
-        assert!(err.contains("dashboard serves plain HTTP") && err.contains("--insecure"), "{err}");
+        assert!(
+            err.contains("dashboard serves plain HTTP") && err.contains("--insecure"),
+            "{err}"
+        );
         let insecure = CoordinatorArgs {
             dashboard_listen: Some("0.0.0.0:8080".into()),
             insecure: true,

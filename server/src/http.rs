@@ -57,7 +57,9 @@ pub async fn bind(
         )
     });
     let wanted: Vec<(SocketAddr, Router, &'static str)> = match (metrics, dashboard) {
-        (Some((m, mr)), Some((d, dr))) if m == d => vec![(m, mr.merge(dr), "metrics and dashboard")],
+        (Some((m, mr)), Some((d, dr))) if m == d => {
+            vec![(m, mr.merge(dr), "metrics and dashboard")]
+        }
         (m, d) => m
             .map(|(a, r)| (a, r, "metrics"))
             .into_iter()
@@ -66,13 +68,14 @@ pub async fn bind(
     };
     let mut endpoints = Vec::new();
     for (listen, router, serves) in wanted {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServerError::HttpListen {
-                what: serves,
-                listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(listen)
+                .await
+                .map_err(|source| ServerError::HttpListen {
+                    what: serves,
+                    listen,
+                    source,
+                })?;
         let addr = listener.local_addr()?;
         endpoints.push(HttpEndpoint {
             addr,

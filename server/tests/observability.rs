@@ -125,14 +125,24 @@ async fn metrics_follow_a_real_job() {
     loop {
         let during = scrape(&metrics).await;
         if value(&during, "fedcsg_rounds_committed_total", &[]) >= 1.0 {
-            assert_eq!(value(&during, "fedcsg_jobs", &[("state", "running")]) + value(&during, "fedcsg_jobs", &[("state", "succeeded")]), 1.0);
+            assert_eq!(
+                value(&during, "fedcsg_jobs", &[("state", "running")])
+                    + value(&during, "fedcsg_jobs", &[("state", "succeeded")]),
+                1.0
+            );
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "no round committed\n{}", cluster.logs());
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no round committed\n{}",
+            cluster.logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut watch = op
-        .watch_job(pb::WatchJobRequest { job_id: job.clone() })
+        .watch_job(pb::WatchJobRequest {
+            job_id: job.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -149,8 +159,14 @@ async fn metrics_follow_a_real_job() {
     let after = scrape(&metrics).await;
     let sum = |f: fn(&pb::RoundEvent) -> u64| rounds.iter().map(f).sum::<u64>() as f64;
     assert_eq!(value(&after, "fedcsg_rounds_committed_total", &[]), 3.0);
-    assert_eq!(value(&after, "fedcsg_round_up_bytes_total", &[]), sum(|e| e.bytes_up));
-    assert_eq!(value(&after, "fedcsg_round_down_bytes_total", &[]), sum(|e| e.bytes_down));
+    assert_eq!(
+        value(&after, "fedcsg_round_up_bytes_total", &[]),
+        sum(|e| e.bytes_up)
+    );
+    assert_eq!(
+        value(&after, "fedcsg_round_down_bytes_total", &[]),
+        sum(|e| e.bytes_down)
+    );
     assert_eq!(
         value(&after, "fedcsg_round_full_filter_f32_up_bytes_total", &[]),
         sum(|e| e.full_filter_f32_bytes_up)
@@ -162,11 +178,23 @@ async fn metrics_follow_a_real_job() {
     assert_eq!(value(&after, "fedcsg_round_participants_count", &[]), 3.0);
     assert_eq!(value(&after, "fedcsg_round_participants_sum", &[]), 9.0);
     assert_eq!(value(&after, "fedcsg_jobs", &[("state", "succeeded")]), 1.0);
-    assert_eq!(value(&after, "fedcsg_round_duration_seconds_count", &[]), 3.0);
-    let heartbeat = [("service", "fedcsg.v1.WorkerService"), ("method", "Heartbeat")];
+    assert_eq!(
+        value(&after, "fedcsg_round_duration_seconds_count", &[]),
+        3.0
+    );
+    let heartbeat = [
+        ("service", "fedcsg.v1.WorkerService"),
+        ("method", "Heartbeat"),
+    ];
     assert!(value(&after, "fedcsg_rpc_duration_seconds_count", &heartbeat) > 0.0);
-    let uploads = [("service", "fedcsg.v1.WorkerService"), ("method", "UploadUpdate")];
-    assert_eq!(value(&after, "fedcsg_rpc_duration_seconds_count", &uploads), 9.0);
+    let uploads = [
+        ("service", "fedcsg.v1.WorkerService"),
+        ("method", "UploadUpdate"),
+    ];
+    assert_eq!(
+        value(&after, "fedcsg_rpc_duration_seconds_count", &uploads),
+        9.0
+    );
     assert!(has(&after, "fedcsg_aggregation_duration_seconds_bucket"));
 
     // Hostile uploads: data before any header, and a header with a wrong session token.
@@ -177,7 +205,10 @@ async fn metrics_follow_a_real_job() {
     }];
     let refused = hostile
         .client
-        .upload_update(support::authed(tokio_stream::iter(data_first), &hostile.token))
+        .upload_update(support::authed(
+            tokio_stream::iter(data_first),
+            &hostile.token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
@@ -193,7 +224,10 @@ async fn metrics_follow_a_real_job() {
     }];
     let refused = hostile
         .client
-        .upload_update(support::authed(tokio_stream::iter(forged), "not-the-session-token"))
+        .upload_update(support::authed(
+            tokio_stream::iter(forged),
+            "not-the-session-token",
+        ))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
@@ -206,9 +240,18 @@ async fn metrics_follow_a_real_job() {
             "{reason}"
         );
     }
-    assert_eq!(value(&hostile_after, "fedcsg_updates_accepted_total", &[]), 9.0);
-    assert_eq!(value(&hostile_after, "fedcsg_rounds_committed_total", &[]), 3.0);
-    assert_eq!(support::export(&mut op, &job).await.fingerprint(), model_before);
+    assert_eq!(
+        value(&hostile_after, "fedcsg_updates_accepted_total", &[]),
+        9.0
+    );
+    assert_eq!(
+        value(&hostile_after, "fedcsg_rounds_committed_total", &[]),
+        3.0
+    );
+    assert_eq!(
+        support::export(&mut op, &job).await.fingerprint(),
+        model_before
+    );
     let workers = support::fake_worker::workers(&mut op).await.len() as f64;
     let listed: f64 = ["idle", "training", "evaluating", "gone", "left"]
         .iter()
@@ -230,7 +273,10 @@ async fn metrics_follow_a_real_job() {
     );
     assert!(String::from_utf8_lossy(&plot.stdout).contains("plot of 3 rounds"));
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(svg.contains("MB per round") && svg.contains(&job), "an SVG of the job");
+    assert!(
+        svg.contains("MB per round") && svg.contains(&job),
+        "an SVG of the job"
+    );
 
     // The worker with --metrics-listen trained every round and counted its bytes as the
     // coordinator did.
@@ -281,7 +327,10 @@ async fn the_dashboard_api_needs_the_admin_token() {
     let (status, body) = get(&dashboard, "/api/overview", None).await;
     assert_eq!(status, 401, "{body}");
     let error: Value = serde_json::from_str(&body).unwrap();
-    assert!(error["error"].as_str().unwrap().contains("admin token"), "{body}");
+    assert!(
+        error["error"].as_str().unwrap().contains("admin token"),
+        "{body}"
+    );
     let (status, body) = get(&dashboard, "/api/overview", Some("wrong-token-1234")).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("not valid"), "{body}");
@@ -294,7 +343,12 @@ async fn the_dashboard_api_needs_the_admin_token() {
     assert_eq!(overview["coordinator"]["token_required"], true);
     assert_eq!(overview["jobs"][0]["id"], job.as_str());
     assert_eq!(overview["jobs"][0]["state"], "pending");
-    let (status, body) = get(&dashboard, &format!("/api/jobs/{job}?last_rounds=5"), Some(TOKEN)).await;
+    let (status, body) = get(
+        &dashboard,
+        &format!("/api/jobs/{job}?last_rounds=5"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let detail: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(detail["job"]["id"], job.as_str());
@@ -302,14 +356,22 @@ async fn the_dashboard_api_needs_the_admin_token() {
     let (status, body) = get(&dashboard, "/api/jobs/no-such-job", Some(TOKEN)).await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("no-such-job"), "{body}");
-    let (status, body) = get(&dashboard, &format!("/api/jobs/{job}?last_rounds=5000"), Some(TOKEN)).await;
+    let (status, body) = get(
+        &dashboard,
+        &format!("/api/jobs/{job}?last_rounds=5000"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("last_rounds"), "{body}");
 
     // The page and its assets hold no data and need no token; /metrics shares the port.
     let (status, page) = get(&dashboard, "/", None).await;
     assert_eq!(status, 200);
-    assert!(page.contains("app.js") && page.contains("token-form"), "{page}");
+    assert!(
+        page.contains("app.js") && page.contains("token-form"),
+        "{page}"
+    );
     assert_eq!(get(&dashboard, "/app.js", None).await.0, 200);
     let (status, text) = get(&dashboard, "/metrics", None).await;
     assert_eq!(status, 200);
@@ -339,7 +401,10 @@ async fn the_dashboard_in_a_real_browser() {
         },
     );
     let job = op
-        .create_job(support::authed(pb::CreateJobRequest { spec: Some(spec) }, TOKEN))
+        .create_job(support::authed(
+            pb::CreateJobRequest { spec: Some(spec) },
+            TOKEN,
+        ))
         .await
         .unwrap()
         .into_inner()

@@ -59,8 +59,7 @@ pub async fn get(addr: &str, path: &str, token: Option<&str>) -> std::io::Result
 
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
@@ -140,7 +139,10 @@ mod tests {
         assert_eq!(status, 200);
         assert!(body.contains("t_hits_total 1"), "{body}");
         assert_eq!(get(&addr, "/nothing", None).await.unwrap().0, 404);
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").as_deref(), Some("abcde"));
+        assert_eq!(
+            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").as_deref(),
+            Some("abcde")
+        );
         assert_eq!(dechunk("9\r\nabc"), None);
         server.abort();
     }

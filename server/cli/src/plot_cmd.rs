@@ -99,7 +99,10 @@ pub fn from_summary(summary: &Value) -> anyhow::Result<JobPlot> {
         .context("not a fedcsg summary: no \"rounds\" array")?;
     let title = format!(
         "{} {} csg={} ({} workers)",
-        summary.get("job_id").and_then(Value::as_str).unwrap_or("job"),
+        summary
+            .get("job_id")
+            .and_then(Value::as_str)
+            .unwrap_or("job"),
         summary.get("model").and_then(Value::as_str).unwrap_or("?"),
         summary.get("csg").and_then(Value::as_str).unwrap_or("?"),
         summary
@@ -265,24 +268,40 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, plot: &JobPlot) -> Dr
         "Test accuracy (%)",
         rounds,
         accuracy,
-        axis(Some((0.0, 100.0)), true, 0.0, SeriesLabelPosition::LowerRight),
+        axis(
+            Some((0.0, 100.0)),
+            true,
+            0.0,
+            SeriesLabelPosition::LowerRight,
+        ),
     )?;
     let loss = vec![
         line("train loss", RED, series(&|r| r.train_loss)),
         line("test loss", BLUE, series(&|r| r.test_loss)),
     ];
     let upper_right = SeriesLabelPosition::UpperRight;
-    panel(&panels[1], "Loss", rounds, loss, axis(None, false, 0.08, upper_right))?;
+    panel(
+        &panels[1],
+        "Loss",
+        rounds,
+        loss,
+        axis(None, false, 0.08, upper_right),
+    )?;
     let mb = |b: u64| b as f64 / 1e6;
     // Up under down, wider, so that both show where they are equal.
     let mut bytes = vec![
         Line {
             width: 6,
-            ..line("up", RGBColor(240, 120, 120), series(&|r| Some(mb(r.bytes_up))))
+            ..line(
+                "up",
+                RGBColor(240, 120, 120),
+                series(&|r| Some(mb(r.bytes_up))),
+            )
         },
         line("down", BLUE, series(&|r| Some(mb(r.bytes_down)))),
     ];
-    let reference = series(&|r| (r.full_filter_f32_bytes_up > 0).then(|| mb(r.full_filter_f32_bytes_up)));
+    let reference =
+        series(&|r| (r.full_filter_f32_bytes_up > 0).then(|| mb(r.full_filter_f32_bytes_up)));
     if !reference.is_empty() {
         bytes.push(Line {
             dashed: true,
@@ -350,7 +369,10 @@ fn panel<DB: DrawingBackend>(
     let (y_lo, y_hi) = match axis.fixed {
         Some(bounds) => bounds,
         None if axis.from_zero => (0.0, hi + (span * axis.headroom).max(1e-3)),
-        None => ((lo - margin).max(0.0), hi + (span * axis.headroom).max(1e-3)),
+        None => (
+            (lo - margin).max(0.0),
+            hi + (span * axis.headroom).max(1e-3),
+        ),
     };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
@@ -381,7 +403,11 @@ fn panel<DB: DrawingBackend>(
             });
         }
         if !l.dashed {
-            chart.draw_series(l.points.iter().map(|p| Circle::new(*p, 3, l.color.filled())))?;
+            chart.draw_series(
+                l.points
+                    .iter()
+                    .map(|p| Circle::new(*p, 3, l.color.filled())),
+            )?;
         }
     }
     if named && lines.iter().any(|l| !l.points.is_empty()) {
@@ -454,7 +480,10 @@ mod tests {
         assert!(err.to_string().contains("no \"rounds\" array"), "{err}");
         let err = from_summary(&serde_json::json!({"rounds": [{"round": 1, "bytes_up": -3}]}))
             .unwrap_err();
-        assert!(err.to_string().contains("bytes_up is not a byte count"), "{err}");
+        assert!(
+            err.to_string().contains("bytes_up is not a byte count"),
+            "{err}"
+        );
         let err = from_summary(&serde_json::json!({"rounds": [{"bytes_up": 3}]})).unwrap_err();
         assert!(err.to_string().contains("no round number"), "{err}");
         let err = format_of(Path::new("plot.jpg")).unwrap_err();

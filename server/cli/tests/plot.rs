@@ -73,7 +73,9 @@ fn a_summary_becomes_a_drawn_png() {
     // The lines are in colour (the series), not only black axes and text.
     let coloured = pixels
         .iter()
-        .filter(|[r, g, b]| (*r as i32 - *b as i32).abs() > 100 || (*g as i32 - *b as i32).abs() > 100)
+        .filter(|[r, g, b]| {
+            (*r as i32 - *b as i32).abs() > 100 || (*g as i32 - *b as i32).abs() > 100
+        })
         .count();
     assert!(coloured > 2_000, "only {coloured} coloured pixels");
 }
@@ -91,7 +93,8 @@ fn bad_sources_and_outputs_are_explained() {
     assert!(err.contains(".png or .svg"), "{err}");
     let err = run(&["plot", "missing-summary.json", "--out", "x.png"]);
     assert!(err.contains("no such file"), "{err}");
-    let not_a_summary = std::env::temp_dir().join(format!("fedcsg-plot-bad-{}.json", std::process::id()));
+    let not_a_summary =
+        std::env::temp_dir().join(format!("fedcsg-plot-bad-{}.json", std::process::id()));
     std::fs::write(&not_a_summary, "{\"jobs\": []}").unwrap();
     let err = run(&["plot", not_a_summary.to_str().unwrap(), "--out", "x.png"]);
     let _ = std::fs::remove_file(&not_a_summary);

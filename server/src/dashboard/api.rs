@@ -94,7 +94,9 @@ impl From<WorkerView> for WorkerSummary {
 /// `GET /api/overview`: the coordinator, its jobs and its workers.
 pub(super) async fn overview(State(d): State<Dashboard>) -> Response {
     let (jobs, _) = d.coordinator.list_jobs(None::<&JobId>, OVERVIEW_LIMIT);
-    let (workers, _) = d.coordinator.list_workers(None::<&WorkerId>, OVERVIEW_LIMIT);
+    let (workers, _) = d
+        .coordinator
+        .list_workers(None::<&WorkerId>, OVERVIEW_LIMIT);
     Json(Overview {
         coordinator: CoordinatorInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -131,7 +133,10 @@ pub(super) async fn job(
             format!("last_rounds must be at most {MAX_ROUNDS}"),
         );
     }
-    match d.coordinator.get_job(&JobId::new(id), RoundsWanted::Last(last)) {
+    match d
+        .coordinator
+        .get_job(&JobId::new(id), RoundsWanted::Last(last))
+    {
         Ok(view) => Json(JobDetail {
             job: JobSummary::from(&view),
             rounds: view.records,

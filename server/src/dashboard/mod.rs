@@ -43,7 +43,10 @@ pub fn router(coordinator: Arc<Coordinator>, admin_token: Option<Secret>) -> Rou
         ))
         .with_state(dashboard);
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -74,7 +77,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// A JSON error body: `{"error": "..."}`.
 pub(crate) fn error(status: StatusCode, why: impl Into<String>) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": why.into() }))).into_response()
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": why.into() })),
+    )
+        .into_response()
 }
 
 /// Lets a request through when no admin token is configured or it carries the right one.

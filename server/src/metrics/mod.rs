@@ -386,8 +386,17 @@ mod tests {
     #[test]
     fn unknown_paths_are_labelled_other() {
         let known = CoordinatorMetrics::rpc_labels("/fedcsg.v1.WorkerService/Heartbeat");
-        assert_eq!((known.service, known.method), ("fedcsg.v1.WorkerService", "Heartbeat"));
-        for path in ["/fedcsg.v1.WorkerService/Nope", "/x.Y/Heartbeat", "/", "", "Heartbeat"] {
+        assert_eq!(
+            (known.service, known.method),
+            ("fedcsg.v1.WorkerService", "Heartbeat")
+        );
+        for path in [
+            "/fedcsg.v1.WorkerService/Nope",
+            "/x.Y/Heartbeat",
+            "/",
+            "",
+            "Heartbeat",
+        ] {
             let l = CoordinatorMetrics::rpc_labels(path);
             assert_eq!((l.service, l.method), ("other", "other"), "{path}");
         }

@@ -9,6 +9,7 @@
 mod synthetic;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,11 @@ pub struct LoadtestArgs {
     /// Directory for the coordinator's log (default: a temporary directory).
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Observe the coordinator as operators do: it serves /metrics and the dashboard on one
+    /// port, and during the test /metrics is scraped and the dashboard's API (overview and the
+    /// job with its rounds) is polled every second (Prometheus plus an open dashboard tab).
+    #[arg(long)]
+    observe: bool,
 }
 
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
@@ -80,7 +86,13 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let addr_file = log_dir.join("coordinator.addr");
     let _ = std::fs::remove_file(&addr_file);
     let timeout_secs = (args.heartbeat_interval_ms / 1000 * 5).max(10);
-    let coordinator_args: Vec<String> = vec![
+    let observe_addr = args.observe.then(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+    });
+    let observe_addr = observe_addr.transpose()?;
+    let mut coordinator_args: Vec<String> = vec![
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--addr-file".into(),
@@ -92,6 +104,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         "--heartbeat-timeout-secs".into(),
         timeout_secs.to_string(),
     ];
+    if let Some(addr) = &observe_addr {
+        coordinator_args
+            .extend(["--metrics-listen", addr, "--dashboard-listen", addr].map(String::from));
+    }
     let mut coordinator = spawn(&bin, &coordinator_args, &log_dir.join("coordinator.log"))?;
     let pid = coordinator.id();
     let started = Instant::now();
@@ -176,6 +192,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let job = op.create_job(spec).await?;
+    let observed = Arc::new(Observed::default());
+    let observer = observe_addr
+        .clone()
+        .map(|addr| tokio::spawn(observe(addr, job.job_id.clone(), Arc::clone(&observed))));
     let job_started = Instant::now();
     let mut stream = op.watch_job(&job.job_id).await?;
     let mut commits: Vec<(u64, Instant, pb::RoundEvent)> = Vec::new();
@@ -191,6 +211,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         .zip(cpu_at_start)
         .map(|(end, start)| end - start);
     let rss_kib = peak_rss_kib(pid);
+    if let Some(task) = &observer {
+        task.abort();
+    }
     drop(coordinator);
     for w in &workers {
         w.abort();
@@ -236,6 +259,14 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         rss_kib.map_or("n/a".into(), |k| format!("{:.1} MB", k as f64 / 1024.0))
     );
     println!("| requests / s (all workers) | {rps:.0} |");
+    if let Some(addr) = &observe_addr {
+        println!(
+            "| observed on http://{addr}: scrapes / dashboard polls / failed | {} / {} / {} |",
+            observed.scrapes.load(Ordering::Relaxed),
+            observed.polls.load(Ordering::Relaxed),
+            observed.failed.load(Ordering::Relaxed)
+        );
+    }
     println!("| failed requests | {} |", stats.errors);
     println!(
         "| bytes up / down per round | {:.1} MB / {:.1} MB |",
@@ -272,6 +303,11 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             "bytes_up": bytes_up,
             "bytes_down": bytes_down,
             "aggregation_seconds": aggregation_seconds,
+            "observed": observe_addr.as_ref().map(|_| json!({
+                "scrapes": observed.scrapes.load(Ordering::Relaxed),
+                "dashboard_polls": observed.polls.load(Ordering::Relaxed),
+                "failed": observed.failed.load(Ordering::Relaxed),
+            })),
         });
         crate::local::write_summary(path, &summary)?;
     }
@@ -282,6 +318,34 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         args.rounds
     );
     Ok(())
+}
+
+/// Requests of the `--observe` poller.
+#[derive(Debug, Default)]
+struct Observed {
+    scrapes: AtomicU64,
+    polls: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Every second: `/metrics` (as Prometheus scrapes it) and the dashboard's overview and job
+/// detail (as an open dashboard polls them), until aborted.
+async fn observe(addr: String, job: String, observed: Arc<Observed>) {
+    let detail = format!("/api/jobs/{job}?last_rounds=200");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for (path, counter) in [
+            ("/metrics", &observed.scrapes),
+            ("/api/overview", &observed.polls),
+            (detail.as_str(), &observed.polls),
+        ] {
+            match fedcsg_wire::metrics_http::get(&addr, path, None).await {
+                Ok((200, _)) => counter.fetch_add(1, Ordering::Relaxed),
+                _ => observed.failed.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
 }
 
 fn ms(d: Option<f64>) -> String {
