@@ -187,9 +187,10 @@ pub fn write(plot: &JobPlot, path: &Path) -> anyhow::Result<()> {
         "nothing to plot: the job has no committed rounds"
     );
     let size = (1400, 1000);
+    // Both backends lay text out with the embedded font.
+    register_font()?;
     match format_of(path)? {
         Format::Png => {
-            register_font()?;
             let root = BitMapBackend::new(path, size).into_drawing_area();
             draw(&root, plot).map_err(|e| anyhow::anyhow!("drawing {}: {e:?}", path.display()))?;
             root.present()
