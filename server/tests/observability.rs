@@ -285,17 +285,26 @@ async fn metrics_follow_a_real_job() {
     assert_eq!(value(&w, "fedcsg_worker_joins_total", &[]), 1.0);
     assert!(value(&w, "fedcsg_worker_train_images_per_second", &[]) > 0.0);
     assert!(value(&w, "fedcsg_worker_train_step_duration_seconds_count", &[]) >= 3.0);
-    let uploaded: Vec<u64> = rounds
-        .iter()
-        .flat_map(|e| e.workers.iter().map(|s| s.bytes_up))
-        .collect();
-    let worker_up = value(&w, "fedcsg_worker_upload_bytes_total", &[]);
-    assert!(worker_up > 0.0);
-    // Worker 0's three uploads are three of the nine the coordinator counted.
-    let per_upload = worker_up / 3.0;
-    assert!(
-        uploaded.iter().any(|b| *b as f64 == per_upload),
-        "worker counted {worker_up} bytes over 3 uploads; the coordinator's per-upload counts: {uploaded:?}"
+    // Worker 0 (e2e-0) counted exactly its uploads and downloads as the coordinator did.
+    let id = support::fake_worker::workers(&mut op)
+        .await
+        .into_iter()
+        .find(|w| w.worker_name == "e2e-0")
+        .unwrap()
+        .worker_id;
+    let of_worker0 = |f: fn(&pb::WorkerRoundStats) -> u64| {
+        rounds
+            .iter()
+            .flat_map(|e| e.workers.iter().filter(|s| s.worker_id == id).map(f))
+            .sum::<u64>() as f64
+    };
+    assert_eq!(
+        value(&w, "fedcsg_worker_upload_bytes_total", &[]),
+        of_worker0(|s| s.bytes_up)
+    );
+    assert_eq!(
+        value(&w, "fedcsg_worker_download_bytes_total", &[]),
+        of_worker0(|s| s.bytes_down)
     );
 }
 
