@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::client_evaluation::ClientEvaluation;
 pub use crate::lr_schedule::LrSchedule;
 pub use crate::strategy::{Clipping, Strategy};
+pub use fedcsg_core::privacy::{DifferentialPrivacy, DpMode, RoundPrivacy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LocalTraining {
@@ -88,6 +89,9 @@ pub struct JobSpec {
     /// aggregated or committed) before the job fails.
     #[serde(default = "JobSpec::default_max_round_retries")]
     pub max_round_retries: u32,
+    /// Differential privacy; `None` = off.
+    #[serde(default)]
+    pub privacy: Option<DifferentialPrivacy>,
 }
 
 impl JobSpec {
@@ -196,12 +200,61 @@ impl JobSpec {
         if let Some(c) = &self.clipping {
             c.validate()?;
         }
+        if let Some(p) = &self.privacy {
+            self.validate_privacy(p)?;
+        }
         if let Some(s) = self.max_weight_share
             && !(s.is_finite() && s > 0.0 && s <= 1.0)
         {
             return Err(format!("spec.max_weight_share must be in (0, 1], got {s}"));
         }
         self.exchange.validate()
+    }
+
+    /// Differential privacy holds only for what it noises: the settings it cannot coexist with
+    /// are refused, each with what to do instead.
+    fn validate_privacy(&self, p: &DifferentialPrivacy) -> Result<(), String> {
+        p.validate()?;
+        if self.bn_stats != BnStatsPolicy::Local {
+            return Err(
+                "spec.privacy needs bn_stats local: batch-norm running statistics are statistics \
+                 of the workers' data and are neither clipped nor noised, so they must stay on the \
+                 workers"
+                    .into(),
+            );
+        }
+        if self.federated_evaluation {
+            return Err(
+                "spec.privacy cannot be combined with federated_evaluation: the workers' \
+                 evaluation reports (accuracy and loss on their own data) are not noised"
+                    .into(),
+            );
+        }
+        if self.clipping.is_some() {
+            return Err(
+                "spec.privacy clips updates itself (clip_norm, target_quantile): leave \
+                 spec.clipping unset"
+                    .into(),
+            );
+        }
+        if p.mode == DpMode::Central {
+            if self.strategy.needs_every_update() {
+                return Err(format!(
+                    "spec.privacy mode central averages clipped updates and noises the sum; \
+                     strategy {} looks at individual updates: use fedavg, fedavgm, fedadam, \
+                     fedyogi, fedadagrad or fedprox",
+                    self.strategy
+                ));
+            }
+            if self.max_weight_share.is_some() {
+                return Err(
+                    "spec.privacy mode central gives every update the same weight: leave \
+                     spec.max_weight_share unset"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +331,9 @@ pub struct RoundRecord {
     /// The federated evaluation of the round's global model on the clients' held-out data.
     #[serde(default)]
     pub client_evaluation: Option<ClientEvaluation>,
+    /// The round's differential privacy and the job's ε after it (`None` without DP).
+    #[serde(default)]
+    pub privacy: Option<RoundPrivacy>,
 }
 
 impl RoundRecord {
@@ -353,6 +409,7 @@ mod tests {
             lr_schedule: LrSchedule::default(),
             quorum: None,
             max_round_retries: 3,
+            privacy: None,
         };
         let mut stored = serde_json::to_value(&spec).unwrap();
         let back: JobSpec = serde_json::from_value(stored.clone()).unwrap();

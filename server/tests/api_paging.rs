@@ -62,6 +62,7 @@ fn record(round: u64, model_sha256: &str) -> RoundRecord {
         selected: None,
         learning_rate: Some(0.05),
         client_evaluation: None,
+        privacy: None,
     }
 }
 

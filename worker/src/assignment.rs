@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use fedcsg_core::privacy::LocalPrivacy;
+
 use fedcsg_ml::data::Augmentation;
 use fedcsg_ml::model::{BnStatsPolicy, ModelSpec};
 use fedcsg_ml::optim::{LrSchedule, OptimizerConfig};
@@ -51,6 +53,8 @@ pub struct TrainAssignment {
     pub upload: UploadPlan,
     /// FedProx's μ for the local loss (0 = plain local training).
     pub proximal_mu: f64,
+    /// Local DP: clip and noise the update before it is sent.
+    pub local_privacy: Option<LocalPrivacy>,
 }
 
 impl TrainAssignment {
@@ -149,6 +153,21 @@ impl Assignment {
     }
 }
 
+/// A local-DP setting the worker can apply: a positive, finite bound and noise multiplier.
+fn local_privacy_from_proto(p: pb::LocalPrivacy) -> Result<LocalPrivacy, WorkerError> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(p.clip_norm) || !positive(p.noise_multiplier) {
+        return Err(invalid(format!(
+            "train.local_privacy: clip_norm ({}) and noise_multiplier ({}) must be positive",
+            p.clip_norm, p.noise_multiplier
+        )));
+    }
+    Ok(LocalPrivacy {
+        clip_norm: p.clip_norm,
+        noise_multiplier: p.noise_multiplier,
+    })
+}
+
 fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
     let spec = model_spec_from_proto(t.model.as_ref(), "train.model").map_err(invalid)?;
     let training = t
@@ -185,6 +204,7 @@ fn train_from_proto(t: pb::TrainTask) -> Result<TrainAssignment, WorkerError> {
         deadline: Duration::from_secs(u64::from(t.deadline_seconds)),
         upload,
         proximal_mu: t.proximal_mu,
+        local_privacy: t.local_privacy.map(local_privacy_from_proto).transpose()?,
     };
     assignment
         .settings(Augmentation::none())
@@ -230,6 +250,7 @@ mod tests {
             upload_topk: 0.25,
             error_feedback: true,
             proximal_mu: 0.01,
+            local_privacy: None,
         }
     }
 
@@ -326,6 +347,16 @@ mod tests {
                     ..train_task()
                 },
                 "proximal mu",
+            ),
+            (
+                pb::TrainTask {
+                    local_privacy: Some(pb::LocalPrivacy {
+                        clip_norm: 1.0,
+                        noise_multiplier: 0.0,
+                    }),
+                    ..train_task()
+                },
+                "train.local_privacy",
             ),
             (
                 pb::TrainTask {

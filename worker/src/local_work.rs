@@ -238,6 +238,7 @@ mod tests {
             deadline: Duration::from_secs(60),
             upload: Default::default(),
             proximal_mu: 0.0,
+            local_privacy: None,
         }
     }
 

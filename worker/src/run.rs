@@ -89,6 +89,38 @@ async fn run_worker(
     result
 }
 
+/// Local DP: the update's difference from the global model (trained tensors) is clipped and
+/// noised here, before compression and upload, with noise from the operating system's seed.
+fn privatize_update(
+    update: &mut fedcsg_core::tensor::StateDict,
+    global: &fedcsg_core::tensor::StateDict,
+    settings: fedcsg_core::privacy::LocalPrivacy,
+) -> Result<(), WorkerError> {
+    let names: Vec<&str> = update.tensors().iter().map(|t| t.name.as_str()).collect();
+    let base = global.restricted_to(&names);
+    let mut noise = fedcsg_core::privacy::GaussianNoise::from_os();
+    let mut tensors = std::mem::take(update).into_tensors();
+    let protocol = |why| WorkerError::Protocol {
+        what: "local privacy",
+        why,
+    };
+    let norm = fedcsg_core::privacy::privatize(
+        &mut tensors,
+        base.tensors(),
+        |n| !fedcsg_wire::delta::stays_plain(n),
+        settings,
+        &mut noise,
+    )
+    .map_err(protocol)?;
+    *update = fedcsg_core::tensor::StateDict::new(tensors).map_err(protocol)?;
+    debug!(
+        norm,
+        clip_norm = settings.clip_norm,
+        "update clipped and noised (local DP)"
+    );
+    Ok(())
+}
+
 /// Serves the worker's `/metrics` on `addr` until the worker stops.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
@@ -349,7 +381,10 @@ impl Worker {
         let carried = self.feedback.take(&task.round.job_id, task.round.round);
         let (data, job, state) = (Arc::clone(&self.data), task.clone(), global.state);
         let outcome = on_blocking_thread("training", move || {
-            let trained = train_round(&model, &data, &job, &state, &should_stop)?;
+            let mut trained = train_round(&model, &data, &job, &state, &should_stop)?;
+            if let Some(settings) = job.local_privacy {
+                privatize_update(&mut trained.update, &state, settings)?;
+            }
             let prepared = prepare_update(
                 &trained.update,
                 &state,

@@ -268,6 +268,7 @@ fn train_task(round_token: &str, epochs: u32, max_samples: u64, upload: TensorEn
         upload_topk: 0.0,
         error_feedback: true,
         proximal_mu: 0.0,
+        local_privacy: None,
     })))
 }
 

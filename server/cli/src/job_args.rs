@@ -124,6 +124,27 @@ pub struct JobArgs {
     /// The most of a round's FedAvg weight one update may hold, in (0, 1].
     #[arg(long)]
     pub max_weight_share: Option<f64>,
+    /// Differential privacy: central (the coordinator clips, averages with equal weights and
+    /// noises) or local (each worker clips and noises its update). Needs --bn-stats local,
+    /// --dp-clip-norm and --dp-noise-multiplier or --dp-epsilon (README: "Differential privacy").
+    #[arg(long, value_parser = ["central", "local"])]
+    pub dp: Option<String>,
+    /// z: the noise's standard deviation over the clipping bound.
+    #[arg(long, requires = "dp", conflicts_with = "dp_epsilon")]
+    pub dp_noise_multiplier: Option<f64>,
+    /// Calibrate z so that ε after --rounds rounds is at most this (sampling rate --fraction
+    /// for central DP, 1 for local), and stop the job before a round would pass it.
+    #[arg(long, requires = "dp")]
+    pub dp_epsilon: Option<f64>,
+    /// C: each update's L2 bound (the first round's with --dp-clip-quantile).
+    #[arg(long, requires = "dp")]
+    pub dp_clip_norm: Option<f64>,
+    /// Central DP: the bound follows this quantile of the updates' norms (Andrew et al. 2021).
+    #[arg(long, requires = "dp")]
+    pub dp_clip_quantile: Option<f64>,
+    /// δ of the reported (ε, δ).
+    #[arg(long, requires = "dp", default_value_t = 1e-5)]
+    pub dp_delta: f64,
 }
 
 impl JobArgs {
@@ -182,7 +203,40 @@ impl JobArgs {
             lr_schedule: self.lr_schedule.clone(),
             quorum: self.quorum,
             max_round_retries: Some(self.max_round_retries),
+            privacy: self.privacy()?,
         })
+    }
+
+    /// The job's differential privacy from the --dp flags (`None` without --dp).
+    pub fn privacy(&self) -> anyhow::Result<Option<pb::DifferentialPrivacy>> {
+        let Some(mode) = &self.dp else {
+            return Ok(None);
+        };
+        let clip_norm = self
+            .dp_clip_norm
+            .ok_or_else(|| anyhow::anyhow!("--dp needs --dp-clip-norm (the L2 bound C)"))?;
+        let noise_multiplier = match (self.dp_noise_multiplier, self.dp_epsilon) {
+            (Some(z), None) => z,
+            (None, Some(epsilon)) => {
+                let rate = if mode == "local" { 1.0 } else { self.fraction };
+                fedcsg_core::privacy::accountant::noise_multiplier_for(
+                    epsilon,
+                    self.dp_delta,
+                    rate,
+                    u64::from(self.rounds),
+                )
+                .map_err(|e| anyhow::anyhow!("--dp-epsilon {epsilon}: {e}"))?
+            }
+            _ => anyhow::bail!("--dp needs --dp-noise-multiplier or --dp-epsilon"),
+        };
+        Ok(Some(pb::DifferentialPrivacy {
+            mode: mode.clone(),
+            noise_multiplier,
+            clip_norm,
+            target_quantile: self.dp_clip_quantile,
+            delta: Some(self.dp_delta),
+            target_epsilon: self.dp_epsilon,
+        }))
     }
 
     /// How the job compresses, for the lines the commands print.
@@ -224,6 +278,56 @@ mod tests {
             Ok(flags) => flags.job,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// --dp-epsilon calibrates z so that ε after --rounds rounds at sampling rate --fraction is
+    /// just within the target, and sets the target; the flags it needs are named when missing.
+    #[test]
+    fn dp_flags_become_the_privacy_spec() {
+        let args = submit_job_args(&[
+            "--dp",
+            "central",
+            "--dp-epsilon",
+            "8",
+            "--dp-clip-norm",
+            "0.5",
+            "--rounds",
+            "10",
+        ]);
+        let p = args.privacy().unwrap().expect("privacy");
+        assert_eq!(
+            (p.mode.as_str(), p.clip_norm, p.target_epsilon),
+            ("central", 0.5, Some(8.0))
+        );
+        let epsilon = |z: f64| {
+            let mut a = fedcsg_core::privacy::RdpAccountant::new();
+            a.step(z, 1.0, 10).unwrap();
+            a.epsilon(1e-5).unwrap().0
+        };
+        assert!(epsilon(p.noise_multiplier) <= 8.0);
+        assert!(epsilon(0.99 * p.noise_multiplier) > 8.0);
+        let fixed = submit_job_args(&[
+            "--dp",
+            "local",
+            "--dp-noise-multiplier",
+            "1.5",
+            "--dp-clip-norm",
+            "1",
+        ]);
+        let p = fixed.privacy().unwrap().unwrap();
+        assert_eq!(
+            (p.mode.as_str(), p.noise_multiplier, p.target_epsilon),
+            ("local", 1.5, None)
+        );
+        let err = submit_job_args(&["--dp", "central", "--dp-noise-multiplier", "1"])
+            .privacy()
+            .unwrap_err();
+        assert!(err.to_string().contains("--dp-clip-norm"), "{err}");
+        let err = submit_job_args(&["--dp", "central", "--dp-clip-norm", "1"])
+            .privacy()
+            .unwrap_err();
+        assert!(err.to_string().contains("--dp-epsilon"), "{err}");
+        assert!(submit_job_args(&[]).privacy().unwrap().is_none());
     }
 
     /// The defaults become the documented JobSpec: FedAvg, 5 rounds, SGD 0.05 / 0.9 / 5e-4, batch

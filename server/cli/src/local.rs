@@ -380,6 +380,11 @@ pub fn round_json(e: &pb::RoundEvent) -> serde_json::Value {
             "p10_accuracy": c.p10_accuracy, "loss": c.loss,
         })),
         "learning_rate": (e.learning_rate > 0.0).then_some(e.learning_rate),
+        "privacy": e.privacy.as_ref().map(|p| serde_json::json!({
+            "mode": p.mode, "epsilon": p.epsilon, "delta": p.delta,
+            "noise_multiplier": p.noise_multiplier, "sample_rate": p.sample_rate,
+            "clip_norm": p.clip_norm,
+        })),
         "train_loss": e.train_loss,
         "participants": e.participants,
         "sampled": e.sampled,

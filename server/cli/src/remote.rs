@@ -313,8 +313,14 @@ pub fn round_line(e: &pb::RoundEvent) -> String {
     } else {
         String::new()
     };
+    let privacy = e.privacy.as_ref().map_or(String::new(), |p| {
+        format!(
+            "  {} DP: epsilon {:.3} (delta {:e}, z {:.3}, q {:.3})",
+            p.mode, p.epsilon, p.delta, p.noise_multiplier, p.sample_rate
+        )
+    });
     format!(
-        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s (aggregation {:.3} s){clipped}{rate}{}",
+        "round {:>3}: accuracy {acc:>7}  train loss {:.4}  {}/{} workers  up {up} B/worker  down {down} B/worker{versus}  {:.1} s (aggregation {:.3} s){clipped}{rate}{privacy}{}",
         e.round,
         e.train_loss,
         e.participants,

@@ -168,6 +168,7 @@ pub(super) fn open_federated_evaluation(st: &mut State, id: &JobId, round: u64) 
         clip_norm: None,
         clipped: 0,
         weight_caps: Default::default(),
+        eligible: free.len(),
         fold_seconds: 0.0,
         bytes_down: Default::default(),
         downloads: 0,

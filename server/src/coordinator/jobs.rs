@@ -9,6 +9,7 @@ use fedcsg_ml::model::Model;
 use fedcsg_ml::ops::ConvBackend;
 use tracing::{info, warn};
 
+use super::privacy;
 use super::state::JobEntry;
 use super::{Coordinator, JobEvent, JobView};
 use crate::error::{Result, ServerError};
@@ -28,7 +29,11 @@ impl Coordinator {
         let full = Model::new(&spec.model.full_filter(), spec.seed, ConvBackend::Reference)?
             .inventory(spec.bn_stats);
         let global = model.state()?;
-        let spec_clip_norm = spec.clipping.map(|c| c.initial_norm());
+        let spec_clip_norm = match &spec.privacy {
+            Some(dp) => privacy::next_clip_norm(dp, &[]),
+            None => spec.clipping.map(|c| c.initial_norm()),
+        };
+        let accountant = privacy::replay_accountant(&spec, &[]).map_err(ServerError::invalid)?;
         let id = match &self.store {
             Some(store) => {
                 let id = JobId::new(format!("job-{}", store.next_id("job")?));
@@ -66,6 +71,7 @@ impl Coordinator {
             round_retries: 0,
             strategy_state: Default::default(),
             clip_norm: spec_clip_norm,
+            accountant,
             download: Default::default(),
         };
         let view = view_of(&entry, RoundsWanted::None);
@@ -202,11 +208,21 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
         None => ServerState::default(),
     };
     // The clipping bound is a function of the committed rounds: replay it.
-    let clip_norm = p.spec.clipping.map(|c| {
-        p.records
-            .last()
-            .map_or_else(|| c.initial_norm(), |r| r.next_clip_norm(&c))
-    });
+    let clip_norm = match &p.spec.privacy {
+        Some(dp) => privacy::next_clip_norm(dp, &p.records),
+        None => p.spec.clipping.map(|c| {
+            p.records
+                .last()
+                .map_or_else(|| c.initial_norm(), |r| r.next_clip_norm(&c))
+        }),
+    };
+    // So is the privacy spent.
+    let accountant = privacy::replay_accountant(&p.spec, &p.records).map_err(|why| {
+        crate::store::StoreError::Corrupt {
+            what: format!("privacy of {}", p.id),
+            why,
+        }
+    })?;
     let exchanged_names: Vec<String> = inventory
         .exchanged_names()
         .into_iter()
@@ -233,6 +249,7 @@ pub(super) fn resume_job(p: PersistedJob) -> Result<JobEntry> {
         round_retries: 0,
         strategy_state: Arc::new(strategy_state),
         clip_norm,
+        accountant,
         download: Default::default(),
     })
 }

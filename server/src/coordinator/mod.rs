@@ -11,6 +11,7 @@
 mod downloads;
 mod evaluation;
 mod jobs;
+mod privacy;
 mod rounds;
 mod seeds;
 pub mod state;
@@ -130,6 +131,8 @@ pub struct TrainTask {
     pub error_feedback: bool,
     /// FedProx's μ (0 = no proximal term).
     pub proximal_mu: f64,
+    /// Local DP: what the worker does to its update before sending it.
+    pub local_privacy: Option<fedcsg_core::privacy::LocalPrivacy>,
 }
 
 #[derive(Debug, Clone)]

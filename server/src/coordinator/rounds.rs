@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use fedcsg_core::privacy::{
+    DifferentialPrivacy, DpMode, GaussianNoise, RdpAccountant, RoundPrivacy,
+};
 use fedcsg_core::tensor::StateDict;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -19,6 +22,7 @@ use rand::seq::IndexedRandom;
 use tracing::{error, info, info_span, warn};
 
 use super::evaluation::{Evaluation, open_federated_evaluation};
+use super::privacy;
 use super::seeds::round_sampling_seed;
 use super::state::{ActiveRound, Assignment, JobEntry, Phase, State, TaskKind};
 use super::store_writes::QueuedWrite;
@@ -45,6 +49,9 @@ struct Closing {
     /// The strategy's state before this round.
     state: Arc<ServerState>,
     fold_seconds: f64,
+    /// Central DP: the settings, the bound the updates were clipped to, and how many of them
+    /// were within it.
+    central_dp: Option<(DifferentialPrivacy, f64, usize)>,
 }
 
 /// What closing a round produced, ready to commit.
@@ -60,6 +67,8 @@ struct Closed {
     evaluation: Evaluation,
     /// The durable files, when the coordinator has a store.
     files: Option<RoundFiles>,
+    /// Central DP with adaptive clipping: the next round's bound.
+    next_clip_norm: Option<f64>,
 }
 
 impl Coordinator {
@@ -124,9 +133,23 @@ impl Coordinator {
         let started = std::time::Instant::now();
         let exchanged = c.exchanged;
         let mut state = (*c.state).clone();
+        let mut noise = GaussianNoise::from_os();
+        let count = c.aggregation.count();
+        let (noise_std, next_clip_norm) = match &c.central_dp {
+            Some((dp, clip_norm, unclipped)) => (
+                Some(privacy::noise_std_of_mean(dp, *clip_norm, count)?),
+                privacy::adaptive_next_norm(dp, *clip_norm, *unclipped, count, &mut noise),
+            ),
+            None => (None, None),
+        };
         let outcome = c
             .aggregation
-            .close(&c.strategy, &exchanged, &mut state)?
+            .close_with_noise(
+                &c.strategy,
+                &exchanged,
+                &mut state,
+                noise_std.map(|std| (std, &mut noise)),
+            )?
             .ok_or("no accepted update carried any weight")?;
         crate::fault::hit("aggregate", c.round);
         let aggregation_seconds = c.fold_seconds + started.elapsed().as_secs_f64();
@@ -174,6 +197,7 @@ impl Coordinator {
             aggregation_seconds,
             evaluation,
             files,
+            next_clip_norm,
         })
     }
 
@@ -226,7 +250,11 @@ impl Coordinator {
         crate::fault::hit("tick", round);
         match job.active.as_ref().map(|a| a.phase) {
             None => {
-                start_round(st, id, now);
+                match privacy_stop(st, id) {
+                    Ok(Some(why)) => self.finish_job_early(st, id, why),
+                    Ok(None) => start_round(st, id, now),
+                    Err(why) => self.fail_job(st, id, format!("privacy accounting: {why}")),
+                }
                 None
             }
             Some(Phase::Training) => match check_training(st, id, now) {
@@ -285,16 +313,28 @@ impl Coordinator {
     /// Ends a job as FAILED with `reason`: durable when the coordinator has a store, logged,
     /// and sent to watchers. Its round (if any) is dropped and its workers are freed.
     pub(super) fn fail_job(&self, st: &mut State, id: &JobId, reason: String) {
+        error!(job_id = %id, reason = %reason, "job failed");
+        self.end_job(st, id, JobState::Failed, reason);
+    }
+
+    /// Ends a job between rounds as SUCCEEDED with `reason` (its privacy budget is spent).
+    fn finish_job_early(&self, st: &mut State, id: &JobId, reason: String) {
+        info!(job_id = %id, reason = %reason, "job finished early");
+        self.end_job(st, id, JobState::Succeeded, reason);
+    }
+
+    /// Ends a job in `state` with `reason`: durable when the coordinator has a store, and sent
+    /// to watchers. Its round (if any) is dropped and its workers are freed.
+    fn end_job(&self, st: &mut State, id: &JobId, state: JobState, reason: String) {
         let Some(job) = st.jobs.get_mut(id) else {
             return;
         };
-        error!(job_id = %id, reason = %reason, "job failed");
-        job.state = JobState::Failed;
+        job.state = state;
         job.message = reason;
         let token = job.active.take().map(|a| a.token);
         let write = QueuedWrite::JobState {
             job: id.to_string(),
-            state: JobState::Failed,
+            state,
             message: job.message.clone(),
         };
         let record = job.records.last().cloned();
@@ -304,7 +344,7 @@ impl Coordinator {
         }
         let _ = self.events.send(JobEvent {
             job: id.clone(),
-            state: JobState::Failed,
+            state,
             record,
         });
     }
@@ -334,8 +374,21 @@ impl Coordinator {
                 return;
             }
         };
-        let record = round_record(job, active, &closed);
+        let mut record = round_record(job, active, &closed);
+        let accounted = account_round(job, active, closed.next_clip_norm);
         let last = job.records.len() as u64 + 1 >= job.spec.rounds;
+        let accounted = match accounted {
+            Ok(Some((accountant, privacy))) => {
+                record.privacy = Some(privacy);
+                Some(accountant)
+            }
+            Ok(None) => None,
+            Err(why) => {
+                error!(job_id = %id, round, error = %why, "cannot account the round's privacy");
+                self.retry_round(&mut st, id, format!("privacy accounting failed: {why}"));
+                return;
+            }
+        };
         drop(st);
         if let (Some(store), Some(files)) = (&self.store, &closed.files) {
             let (state, message) = if last {
@@ -375,7 +428,13 @@ impl Coordinator {
         job.global = Arc::new(closed.global);
         job.exchanged = closed.exchanged;
         job.strategy_state = Arc::new(closed.state);
-        job.clip_norm = job.spec.clipping.map(|c| record.next_clip_norm(&c));
+        job.clip_norm = match &job.spec.privacy {
+            Some(dp) => privacy::next_clip_norm(dp, std::slice::from_ref(&record)),
+            None => job.spec.clipping.map(|c| record.next_clip_norm(&c)),
+        };
+        if accounted.is_some() {
+            job.accountant = accounted;
+        }
         job.download = Default::default();
         job.round_retries = 0;
         let participants = record.participants.clone();
@@ -410,6 +469,23 @@ impl Coordinator {
     }
 }
 
+/// A DP job's accountant after the closing round, and the round's privacy record; `None`
+/// without DP.
+fn account_round(
+    job: &JobEntry,
+    active: &ActiveRound,
+    next_clip_norm: Option<f64>,
+) -> Result<Option<(RdpAccountant, RoundPrivacy)>, String> {
+    let (Some(dp), Some(accountant)) = (&job.spec.privacy, &job.accountant) else {
+        return Ok(None);
+    };
+    let rate = privacy::sample_rate(dp, active.sampled.len(), active.eligible);
+    let bound = active.clip_norm.unwrap_or(dp.clip_norm);
+    let (next, epsilon) = privacy::after_round(dp, accountant, rate)?;
+    let record = privacy::round_privacy(dp, rate, bound, epsilon, next_clip_norm);
+    Ok(Some((next, record)))
+}
+
 /// The record of a round that closed as `closed`.
 fn round_record(job: &JobEntry, active: &ActiveRound, closed: &Closed) -> RoundRecord {
     let full_f32 = job.full_filter_f32_bytes();
@@ -440,6 +516,7 @@ fn round_record(job: &JobEntry, active: &ActiveRound, closed: &Closed) -> RoundR
         selected: closed.selected.clone(),
         client_evaluation: None,
         learning_rate: Some(job.spec.training_for_round(active.round).learning_rate),
+        privacy: None,
     }
 }
 
@@ -457,6 +534,34 @@ pub(super) fn free_workers(st: &State, spec: &fedcsg_ml::model::ModelSpec) -> Ve
         .collect()
 }
 
+/// How many of `free` workers a round of `spec` samples.
+fn wanted_workers(spec: &crate::job::JobSpec, free: usize) -> usize {
+    let wanted = ((spec.fraction * free as f64).ceil() as usize)
+        .max(spec.min_workers)
+        .min(free);
+    if spec.strategy.needs_every_update() {
+        // Validated at create: min_workers <= the cap.
+        wanted.min(MAX_ROBUST_PARTICIPANTS)
+    } else {
+        wanted
+    }
+}
+
+/// Why a DP job must end before the round it would start now (one more round would take ε
+/// past its target), if so.
+fn privacy_stop(st: &State, id: &JobId) -> Result<Option<String>, String> {
+    let job = &st.jobs[id];
+    let (Some(dp), Some(accountant)) = (&job.spec.privacy, &job.accountant) else {
+        return Ok(None);
+    };
+    let free = free_workers(st, &job.spec.model).len();
+    if free < job.spec.min_workers {
+        return Ok(None); // no round starts yet
+    }
+    let rate = privacy::sample_rate(dp, wanted_workers(&job.spec, free), free);
+    privacy::budget_exhausted(dp, accountant, rate)
+}
+
 fn start_round(st: &mut State, id: &JobId, now: Instant) {
     let job = &st.jobs[id];
     let free = free_workers(st, &job.spec.model);
@@ -469,13 +574,7 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
         );
         return;
     }
-    let mut wanted = ((job.spec.fraction * free.len() as f64).ceil() as usize)
-        .max(job.spec.min_workers)
-        .min(free.len());
-    if job.spec.strategy.needs_every_update() {
-        // Validated at create: min_workers <= the cap.
-        wanted = wanted.min(MAX_ROBUST_PARTICIPANTS);
-    }
+    let wanted = wanted_workers(&job.spec, free.len());
     let round = job.records.len() as u64 + 1;
     let mut rng = StdRng::seed_from_u64(round_sampling_seed(job.spec.seed, round, job.retries));
     let mut sampled: Vec<WorkerId> = free.choose_multiple(&mut rng, wanted).cloned().collect();
@@ -500,6 +599,7 @@ fn start_round(st: &mut State, id: &JobId, now: Instant) {
         clip_norm: job.clip_norm,
         clipped: 0,
         weight_caps,
+        eligible: free.len(),
         fold_seconds: 0.0,
         bytes_down: Default::default(),
         downloads: 0,
@@ -587,6 +687,12 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> TrainingCheck {
         let exchanged = Arc::clone(&job.exchanged);
         let exchanged_names = job.exchanged_names.clone();
         let state = Arc::clone(&job.strategy_state);
+        let central_dp = job
+            .spec
+            .privacy
+            .filter(|p| p.mode == DpMode::Central)
+            .zip(active.clip_norm)
+            .map(|(dp, bound)| (dp, bound, active.accepted.len() - active.clipped));
         job.message = format!("round {} closing", active.round);
         let round = active.round;
         release_assignments(st, &token);
@@ -602,6 +708,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> TrainingCheck {
             aggregation,
             state,
             fold_seconds,
+            central_dp,
         }));
     }
     if past_deadline {

@@ -119,6 +119,8 @@ pub struct ActiveRound {
     /// Per sampled worker, the largest FedAvg weight its update may have (the job's
     /// `max_weight_share`); absent = no cap.
     pub weight_caps: HashMap<WorkerId, f64>,
+    /// Free workers when the round started (a DP job's sampling rate is sampled / eligible).
+    pub eligible: usize,
     /// Seconds spent folding updates into `aggregation`.
     pub fold_seconds: f64,
     pub bytes_down: HashMap<WorkerId, u64>,
@@ -155,6 +157,8 @@ pub struct JobEntry {
     pub strategy_state: Arc<ServerState>,
     /// The clipping bound of the next round (`None` without clipping).
     pub clip_norm: Option<f64>,
+    /// A DP job's privacy spent so far (`None` without DP).
+    pub accountant: Option<fedcsg_core::privacy::RdpAccountant>,
     /// The current global model in the job's download encoding, once a download asked for it;
     /// replaced by a fresh cell whenever the global model changes.
     pub download: DownloadCell,

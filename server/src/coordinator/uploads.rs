@@ -249,6 +249,12 @@ impl Coordinator {
         let job = st.jobs.get_mut(&h.job).expect("checked");
         let full_f32 = job.full_filter_f32_bytes();
         let asked = job.spec.training.max_samples_per_round;
+        // Central DP averages the clipped updates with equal weights: a sample count would
+        // change one worker's influence beyond the clipping bound the noise is scaled to.
+        let central_dp = job
+            .spec
+            .privacy
+            .is_some_and(|p| p.mode == fedcsg_core::privacy::DpMode::Central);
         let active = job.active.as_mut().expect("checked");
         crate::fault::hit("upload", active.round);
         if let Some(prev) = active.accepted.get(&h.worker) {
@@ -265,7 +271,11 @@ impl Coordinator {
             joined,
             cap: active.weight_caps.get(&h.worker).copied(),
         };
-        let weight = bounds.weight(h.num_samples);
+        let weight = if central_dp {
+            1.0
+        } else {
+            bounds.weight(h.num_samples)
+        };
         let started = Instant::now();
         active
             .aggregation

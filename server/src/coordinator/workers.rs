@@ -257,6 +257,7 @@ impl Coordinator {
                 upload: job.spec.exchange.upload_compression(),
                 error_feedback: job.spec.exchange.error_feedback,
                 proximal_mu: job.spec.strategy.proximal_mu(),
+                local_privacy: job.spec.privacy.and_then(|p| p.local()),
             }),
             TaskKind::Evaluate => Task::Evaluate {
                 job: job.id.clone(),

@@ -427,6 +427,7 @@ mod tests {
             selected: None,
             learning_rate: None,
             client_evaluation: None,
+            privacy: None,
         };
         m.round_committed(&record);
         m.round_committed(&record);

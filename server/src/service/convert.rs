@@ -11,6 +11,7 @@ use crate::coordinator::{JobView, Task};
 use crate::error::ServerError;
 use crate::job::{Clipping, Exchange, JobSpec, JobState, LocalTraining, RoundRecord, Strategy};
 use crate::strategy::{StrategyParams, clipping};
+use fedcsg_core::privacy::DifferentialPrivacy;
 
 pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerError> {
     let bad = |why: String| ServerError::InvalidArgument { why };
@@ -68,9 +69,32 @@ pub fn job_spec_from_proto(spec: Option<pb::JobSpec>) -> Result<JobSpec, ServerE
         max_round_retries: s
             .max_round_retries
             .unwrap_or(JobSpec::DEFAULT_MAX_ROUND_RETRIES),
+        privacy: s.privacy.map(privacy_from_proto).transpose().map_err(bad)?,
     };
     spec.validate().map_err(bad)?;
     Ok(spec)
+}
+
+fn privacy_from_proto(p: pb::DifferentialPrivacy) -> Result<DifferentialPrivacy, String> {
+    Ok(DifferentialPrivacy {
+        mode: p.mode.parse()?,
+        noise_multiplier: p.noise_multiplier,
+        clip_norm: p.clip_norm,
+        target_quantile: p.target_quantile,
+        delta: p.delta.unwrap_or(DifferentialPrivacy::DEFAULT_DELTA),
+        target_epsilon: p.target_epsilon,
+    })
+}
+
+fn privacy_to_proto(p: &DifferentialPrivacy) -> pb::DifferentialPrivacy {
+    pb::DifferentialPrivacy {
+        mode: p.mode.name().into(),
+        noise_multiplier: p.noise_multiplier,
+        clip_norm: p.clip_norm,
+        target_quantile: p.target_quantile,
+        delta: Some(p.delta),
+        target_epsilon: p.target_epsilon,
+    }
 }
 
 fn strategy_params_from_proto(p: Option<pb::StrategyParams>) -> StrategyParams {
@@ -169,6 +193,7 @@ pub fn job_spec_to_proto(s: &JobSpec) -> pb::JobSpec {
         lr_schedule: s.lr_schedule.to_string(),
         quorum: Some(s.quorum() as u32),
         max_round_retries: Some(s.max_round_retries),
+        privacy: s.privacy.as_ref().map(privacy_to_proto),
     }
 }
 
@@ -227,6 +252,14 @@ pub fn round_to_proto(job: &str, r: &RoundRecord, state: JobState) -> pb::RoundE
             loss: e.loss,
         }),
         job_message: String::new(),
+        privacy: r.privacy.map(|p| pb::RoundPrivacy {
+            mode: p.mode.name().into(),
+            noise_multiplier: p.noise_multiplier,
+            sample_rate: p.sample_rate,
+            clip_norm: p.clip_norm,
+            epsilon: p.epsilon,
+            delta: p.delta,
+        }),
     }
 }
 
@@ -263,6 +296,10 @@ pub fn task_to_proto(t: Task) -> pb::GetTaskResponse {
             upload_topk: t.upload.topk.map_or(0.0, |k| k.fraction()),
             error_feedback: t.error_feedback,
             proximal_mu: t.proximal_mu,
+            local_privacy: t.local_privacy.map(|l| pb::LocalPrivacy {
+                clip_norm: l.clip_norm,
+                noise_multiplier: l.noise_multiplier,
+            }),
         }),
         Task::Evaluate {
             job,

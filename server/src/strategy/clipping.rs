@@ -4,7 +4,6 @@
 //! Bounds what one update can move the global model, whatever its size; only trained tensors
 //! count toward the norm and are scaled (batch-norm running statistics are not a step).
 
-use fedcsg_core::tensor::NamedTensor;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -84,29 +83,4 @@ impl Clipping {
     }
 }
 
-/// The L2 norm (in f64) of the tensors `counts` selects.
-pub fn l2_norm(tensors: &[NamedTensor], counts: impl Fn(&str) -> bool) -> f64 {
-    tensors
-        .iter()
-        .filter(|t| counts(&t.name))
-        .flat_map(|t| &t.values)
-        .map(|&v| (v as f64) * (v as f64))
-        .sum::<f64>()
-        .sqrt()
-}
-
-/// Scales the selected tensors to L2 norm `bound` when their norm exceeds it; returns the norm
-/// before clipping and whether it was clipped.
-pub fn clip(tensors: &mut [NamedTensor], bound: f64, counts: impl Fn(&str) -> bool) -> (f64, bool) {
-    let norm = l2_norm(tensors, &counts);
-    if norm <= bound {
-        return (norm, false);
-    }
-    let factor = bound / norm;
-    for t in tensors.iter_mut().filter(|t| counts(&t.name)) {
-        for v in &mut t.values {
-            *v = (*v as f64 * factor) as f32;
-        }
-    }
-    (norm, true)
-}
+pub use fedcsg_core::clip::{clip, l2_norm};

@@ -3,6 +3,7 @@
 //! into the next global model. The close is CPU work over the whole model (Krum's over every
 //! pair of updates): the coordinator runs it off the async runtime and outside its state lock.
 
+use fedcsg_core::privacy::GaussianNoise;
 use fedcsg_core::tensor::{NamedTensor, StateDict};
 use fedcsg_wire::delta::stays_plain;
 
@@ -106,11 +107,32 @@ impl RoundAggregation {
         global: &StateDict,
         state: &mut ServerState,
     ) -> Result<Option<RoundOutcome>, String> {
+        self.close_with_noise(strategy, global, state, None)
+    }
+
+    /// [`RoundAggregation::close`], with central DP's Gaussian noise (`std` per value) added to
+    /// the mean of the trained tensors before the strategy's step (batch-norm running
+    /// statistics, which DP jobs keep local, are left alone). Only a streaming sum can be
+    /// noised.
+    pub fn close_with_noise(
+        self,
+        strategy: &Strategy,
+        global: &StateDict,
+        state: &mut ServerState,
+        noise: Option<(f64, &mut GaussianNoise)>,
+    ) -> Result<Option<RoundOutcome>, String> {
         match self {
             RoundAggregation::Streaming(sum) => {
-                let Some(mean) = sum.mean_values() else {
+                let Some(mut mean) = sum.mean_values() else {
                     return Ok(None);
                 };
+                if let Some((std, noise)) = noise {
+                    for (t, values) in global.tensors().iter().zip(&mut mean) {
+                        if !stays_plain(&t.name) {
+                            noise.add_f64(values, std);
+                        }
+                    }
+                }
                 let tensors = global
                     .tensors()
                     .iter()
@@ -123,6 +145,11 @@ impl RoundAggregation {
                 }))
             }
             RoundAggregation::Collecting { mut updates, .. } => {
+                if noise.is_some() {
+                    return Err(format!(
+                        "{strategy} cannot be combined with central DP noise"
+                    ));
+                }
                 if updates.is_empty() {
                     return Ok(None);
                 }

@@ -337,3 +337,66 @@ fn parameters_are_validated() {
         assert!(c.validate().unwrap_err().starts_with("spec.clipping."));
     }
 }
+
+/// Central DP's noise goes on the mean of the trained tensors with the asked standard
+/// deviation (here around a mean delta of 1), batch-norm running statistics stay exact, and a
+/// robust strategy refuses noise.
+#[test]
+fn central_dp_noise_is_added_to_the_trained_mean_only() {
+    let n = 50_000;
+    let tensor = |name: &str, len: usize, v: f32| NamedTensor {
+        name: name.into(),
+        shape: vec![len],
+        values: vec![v; len],
+    };
+    let global = StateDict::new(vec![
+        tensor("bn.running_mean", 4, 0.0),
+        tensor("conv.weight", n, 0.0),
+    ])
+    .unwrap();
+    let delta = StateDict::new(vec![
+        tensor("bn.running_mean", 4, 2.0),
+        tensor("conv.weight", n, 1.0),
+    ])
+    .unwrap();
+    let s = Strategy::from_parts("fedavg", &StrategyParams::default()).unwrap();
+    let mut agg = RoundAggregation::new(&s, &global);
+    agg.add("w0", delta.clone(), 1.0).unwrap();
+    agg.add("w1", delta.clone(), 1.0).unwrap();
+    let mut noise = fedcsg_core::privacy::GaussianNoise::from_seed_for_tests(3);
+    let out = agg
+        .close_with_noise(
+            &s,
+            &global,
+            &mut ServerState::default(),
+            Some((0.5, &mut noise)),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.global.get("bn.running_mean").unwrap().values,
+        vec![2.0; 4]
+    );
+    let w = &out.global.get("conv.weight").unwrap().values;
+    let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+    let std = (w
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n as f64)
+        .sqrt();
+    assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
+    assert!((std - 0.5).abs() < 0.01, "std {std}");
+    let median = Strategy::from_parts("median", &StrategyParams::default()).unwrap();
+    let mut agg = RoundAggregation::new(&median, &global);
+    agg.add("w0", delta, 1.0).unwrap();
+    let err = agg
+        .close_with_noise(
+            &median,
+            &global,
+            &mut ServerState::default(),
+            Some((0.5, &mut noise)),
+        )
+        .unwrap_err();
+    assert!(err.contains("central DP"), "{err}");
+}
