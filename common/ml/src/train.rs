@@ -307,6 +307,35 @@ pub fn evaluate(
     Ok(report)
 }
 
+/// Batch-norm running statistics re-estimated from `data`: a training-mode forward pass over
+/// every image in batches of `batch_size` moves each layer's running mean and variance toward
+/// the batch statistics (momentum 0.1 per batch); nothing else changes. For models whose
+/// running statistics never left the workers (`bn_stats = local`), before the coordinator
+/// evaluates them: 40 batches leave 0.9^40 ≈ 1.5% of the initial statistics.
+pub fn recalibrate_batch_norm(
+    model: &Model,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<(), TrainError> {
+    check_channels(model, data)?;
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let all: Vec<usize> = (0..data.len()).collect();
+    for indices in all.chunks(batch_size.max(1)) {
+        let (x, _) = batch_tensors(
+            data,
+            indices,
+            norm,
+            None,
+            &mut images,
+            &mut labels,
+            model.device(),
+        )?;
+        model.forward_t(&x, true)?;
+    }
+    Ok(())
+}
+
 /// Logits of the whole data set (for comparing two models on the same images).
 pub fn logits(
     model: &Model,

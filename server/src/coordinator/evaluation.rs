@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use fedcsg_core::tensor::StateDict;
-use fedcsg_ml::model::{Model, ModelSpec};
+use fedcsg_ml::model::{BnStatsPolicy, Model, ModelSpec};
 use fedcsg_ml::ops::ConvBackend;
 use fedcsg_ml::train::{self, TrainError};
 use tracing::error;
@@ -24,6 +24,10 @@ use crate::strategy::RoundAggregation;
 
 /// Coordinator-side evaluation: (accuracy, mean loss).
 pub(super) type Evaluation = Option<(f64, f64)>;
+
+/// Test images the coordinator re-estimates batch-norm statistics from before it evaluates a
+/// `bn_stats = local` model: 40 batches of 64.
+pub const BN_CALIBRATION_IMAGES: usize = 2560;
 
 impl Coordinator {
     pub fn report_evaluation(
@@ -94,7 +98,17 @@ impl Coordinator {
 
     /// Evaluates a new global model on the coordinator's test set, if it has one that fits the
     /// model (CPU work: call from a blocking thread). A failure is logged, not fatal.
-    pub(super) fn evaluate_global(&self, spec: &ModelSpec, global: &StateDict) -> Evaluation {
+    ///
+    /// With `bn_stats = local` the global model's batch-norm running statistics never left the
+    /// workers (they are still the initial ones): they are first re-estimated from a seeded
+    /// subset of the test set's images ([`BN_CALIBRATION_IMAGES`], images only, no labels), so
+    /// that the accuracy measures the trained parameters.
+    pub(super) fn evaluate_global(
+        &self,
+        spec: &ModelSpec,
+        bn_stats: BnStatsPolicy,
+        global: &StateDict,
+    ) -> Evaluation {
         let test = self.test_set.as_ref()?;
         if test.data.channels() != spec.in_channels || test.data.num_classes() != spec.num_classes {
             return None;
@@ -102,6 +116,10 @@ impl Coordinator {
         let run = || -> Result<(f64, f64), TrainError> {
             let model = Model::new(spec, 0, ConvBackend::default())?;
             model.load_state(global)?;
+            if bn_stats == BnStatsPolicy::Local {
+                let calibration = test.data.seeded_subset(BN_CALIBRATION_IMAGES, 0);
+                train::recalibrate_batch_norm(&model, &calibration, &test.normalization, 64)?;
+            }
             let r = train::evaluate(
                 &model,
                 &test.data,

@@ -40,6 +40,7 @@ struct Closing {
     round: u64,
     token: RoundToken,
     model: fedcsg_ml::model::ModelSpec,
+    bn_stats: fedcsg_ml::model::BnStatsPolicy,
     strategy: Strategy,
     /// The round's global model (every variable), and its exchanged part.
     global: Arc<StateDict>,
@@ -165,7 +166,7 @@ impl Coordinator {
                 c.strategy
             ));
         }
-        let evaluation = self.evaluate_global(&c.model, &global);
+        let evaluation = self.evaluate_global(&c.model, c.bn_stats, &global);
         let files = match &self.store {
             Some(store) => {
                 let model = store
@@ -682,6 +683,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> TrainingCheck {
         let aggregation = std::mem::replace(&mut active.aggregation, empty);
         let fold_seconds = active.fold_seconds;
         let model = job.spec.model;
+        let bn_stats = job.spec.bn_stats;
         let strategy = job.spec.strategy;
         let global = Arc::clone(&job.global);
         let exchanged = Arc::clone(&job.exchanged);
@@ -701,6 +703,7 @@ fn check_training(st: &mut State, id: &JobId, now: Instant) -> TrainingCheck {
             round,
             token,
             model,
+            bn_stats,
             strategy,
             global,
             exchanged,
