@@ -139,21 +139,7 @@ async fn metrics_follow_a_real_job() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut watch = op
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut rounds = Vec::new();
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), watch.message())
-        .await
-        .expect("round timed out")
-        .unwrap()
-    {
-        rounds.push(e);
-    }
+    let rounds = support::in_process::watch_rounds(&mut op, &job).await;
     assert_eq!(rounds.len(), 3, "{}", cluster.logs());
 
     let after = scrape(&metrics).await;

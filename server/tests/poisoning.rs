@@ -9,16 +9,14 @@ mod support;
 
 use std::time::Duration;
 
-use clap::Parser;
-
 use fedcsg_core::tensor::{NamedTensor, StateDict};
 use fedcsg_server::config::CoordinatorArgs;
 use fedcsg_wire::delta::stays_plain;
 use fedcsg_wire::proto::v1 as pb;
 use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
 use fedcsg_wire::proto::v1::worker_service_client::WorkerServiceClient;
-use fedcsg_worker::{WorkerArgs, WorkerConfig};
 use support::hostile::{header_of, messages};
+use support::in_process::{InProcessWorkers, wait_for_workers, watch_rounds};
 use support::{JobShape, assemble, authed, job_spec, start_with};
 use tonic::transport::Channel;
 
@@ -62,36 +60,11 @@ async fn federation(s: &Scenario) -> (Vec<f64>, Vec<u32>) {
         .await
         .unwrap();
     let mut op = OperatorServiceClient::new(channel.clone());
-    let (quit, quitting) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::new();
-    for i in 0..HONEST {
-        let args = WorkerArgs::try_parse_from([
-            "fedcsg-worker",
-            "--coordinator",
-            url.as_str(),
-            "--name",
-            &format!("honest-{i}"),
-            "--data",
-            "bundled",
-            "--num-partitions",
-            &HONEST.to_string(),
-            "--partition-id",
-            &i.to_string(),
-        ])
-        .unwrap();
-        let config = WorkerConfig::from_args(args).unwrap();
-        let mut q = quitting.clone();
-        workers.push(tokio::spawn(fedcsg_worker::run(config, async move {
-            let _ = q.wait_for(|q| *q).await;
-        })));
-        // One at a time, so worker ids (and with them the local training seeds) follow the
-        // partitions the same way in every run.
-        wait_for_workers(&mut op, i + 1).await;
-    }
+    let workers = InProcessWorkers::start(&url, HONEST, "honest", &mut op).await;
     let participants = HONEST + usize::from(s.attacked);
     let attacker = s
         .attacked
-        .then(|| tokio::spawn(attack(channel.clone(), quitting.clone())));
+        .then(|| tokio::spawn(attack(channel.clone(), workers.quitting())));
     // Every participant joins before the job exists, so each round samples all of them.
     wait_for_workers(&mut op, participants).await;
     let spec = pb::JobSpec {
@@ -115,19 +88,8 @@ async fn federation(s: &Scenario) -> (Vec<f64>, Vec<u32>) {
         .unwrap()
         .into_inner()
         .job_id;
-    let mut stream = op
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
     let (mut accuracy, mut clipped) = (Vec::new(), Vec::new());
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), stream.message())
-        .await
-        .expect("a round took over 5 minutes")
-        .unwrap()
-    {
+    for e in watch_rounds(&mut op, &job).await {
         assert_eq!(
             e.participants as usize, participants,
             "{}: round {}",
@@ -140,32 +102,13 @@ async fn federation(s: &Scenario) -> (Vec<f64>, Vec<u32>) {
         "{}: accuracy per round {accuracy:?}, clipped {clipped:?}",
         s.name
     );
-    let _ = quit.send(true);
-    for w in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
-    }
+    workers.stop().await;
     if let Some(a) = attacker {
         a.abort();
     }
     drop(stop);
     assert_eq!(accuracy.len(), s.rounds as usize, "{}: rounds", s.name);
     (accuracy, clipped)
-}
-
-async fn wait_for_workers(op: &mut OperatorServiceClient<Channel>, n: usize) {
-    loop {
-        let joined = op
-            .list_workers(pb::ListWorkersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .workers
-            .len();
-        if joined >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The accuracy a run ends with: the mean of its last three rounds, which damps the

@@ -5,16 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
-
-use clap::Parser;
 use fedcsg_core::privacy::RdpAccountant;
 use fedcsg_server::config::CoordinatorArgs;
 use fedcsg_wire::proto::v1 as pb;
-use fedcsg_wire::proto::v1::operator_service_client::OperatorServiceClient;
-use fedcsg_worker::{WorkerArgs, WorkerConfig};
+use support::in_process::{InProcessWorkers, watch_rounds};
 use support::{JobShape, job_spec, start_with};
-use tonic::transport::Channel;
 
 const WORKERS: usize = 3;
 
@@ -60,51 +55,14 @@ async fn run(spec: pb::JobSpec) -> (Vec<pb::RoundEvent>, pb::Job) {
     })
     .await;
     let mut op = support::operator(&url).await;
-    let (quit, quitting) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::new();
-    for i in 0..WORKERS {
-        let args = WorkerArgs::try_parse_from([
-            "fedcsg-worker",
-            "--coordinator",
-            url.as_str(),
-            "--name",
-            &format!("dp-{i}"),
-            "--num-partitions",
-            &WORKERS.to_string(),
-            "--partition-id",
-            &i.to_string(),
-        ])
-        .unwrap();
-        let config = WorkerConfig::from_args(args).unwrap();
-        let mut q = quitting.clone();
-        workers.push(tokio::spawn(fedcsg_worker::run(config, async move {
-            let _ = q.wait_for(|q| *q).await;
-        })));
-    }
-    wait_for_workers(&mut op, WORKERS).await;
+    let workers = InProcessWorkers::start(&url, WORKERS, "dp", &mut op).await;
     let job = op
         .create_job(pb::CreateJobRequest { spec: Some(spec) })
         .await
         .unwrap()
         .into_inner()
         .job_id;
-    let mut stream = op
-        .watch_job(pb::WatchJobRequest {
-            job_id: job.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut rounds = Vec::new();
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(300), stream.message())
-        .await
-        .expect("a round took over 5 minutes")
-        .unwrap()
-    {
-        if e.round > 0 {
-            rounds.push(e);
-        }
-    }
+    let rounds = watch_rounds(&mut op, &job).await;
     let done = op
         .get_job(pb::GetJobRequest {
             job_id: job,
@@ -113,25 +71,8 @@ async fn run(spec: pb::JobSpec) -> (Vec<pb::RoundEvent>, pb::Job) {
         .await
         .unwrap()
         .into_inner();
-    let _ = quit.send(true);
-    for w in workers {
-        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
-    }
+    workers.stop().await;
     (rounds, done)
-}
-
-async fn wait_for_workers(op: &mut OperatorServiceClient<Channel>, n: usize) {
-    while op
-        .list_workers(pb::ListWorkersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .workers
-        .len()
-        < n
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// ε after `rounds` rounds of noise multiplier `z` at sampling rate `q` (δ = 1e-5), from the

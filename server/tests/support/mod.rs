@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod fake_worker;
 pub mod hostile;
 pub mod http;
+pub mod in_process;
 pub mod pki;
 
 use fedcsg_core::tensor::StateDict;
