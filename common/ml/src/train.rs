@@ -267,20 +267,17 @@ impl Trainer {
     }
 }
 
-/// Accuracy and summed cross-entropy of `model` on `data`, with running batch-norm statistics.
-pub fn evaluate(
+/// Calls `visit` with every batch of `data` in order (at most `batch_size` images, no
+/// augmentation): its indices, images and labels as tensors on the model's device.
+fn for_each_batch(
     model: &Model,
     data: &Dataset,
     norm: &Normalization,
     batch_size: usize,
-) -> Result<EvalReport, TrainError> {
+    mut visit: impl FnMut(&[usize], Tensor, Tensor) -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
     check_channels(model, data)?;
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let mut report = EvalReport {
-        samples: 0,
-        correct: 0,
-        loss_sum: 0.0,
-    };
     let all: Vec<usize> = (0..data.len()).collect();
     for indices in all.chunks(batch_size.max(1)) {
         let (x, y) = batch_tensors(
@@ -292,6 +289,24 @@ pub fn evaluate(
             &mut labels,
             model.device(),
         )?;
+        visit(indices, x, y)?;
+    }
+    Ok(())
+}
+
+/// Accuracy and summed cross-entropy of `model` on `data`, with running batch-norm statistics.
+pub fn evaluate(
+    model: &Model,
+    data: &Dataset,
+    norm: &Normalization,
+    batch_size: usize,
+) -> Result<EvalReport, TrainError> {
+    let mut report = EvalReport {
+        samples: 0,
+        correct: 0,
+        loss_sum: 0.0,
+    };
+    for_each_batch(model, data, norm, batch_size, |indices, x, y| {
         let logits = model.forward_t(&x, false)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
         let predicted = logits.argmax(D::Minus1)?;
@@ -303,7 +318,8 @@ pub fn evaluate(
         report.samples += indices.len();
         report.correct += correct as usize;
         report.loss_sum += loss as f64 * indices.len() as f64;
-    }
+        Ok(())
+    })?;
     Ok(report)
 }
 
@@ -318,22 +334,10 @@ pub fn recalibrate_batch_norm(
     norm: &Normalization,
     batch_size: usize,
 ) -> Result<(), TrainError> {
-    check_channels(model, data)?;
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let all: Vec<usize> = (0..data.len()).collect();
-    for indices in all.chunks(batch_size.max(1)) {
-        let (x, _) = batch_tensors(
-            data,
-            indices,
-            norm,
-            None,
-            &mut images,
-            &mut labels,
-            model.device(),
-        )?;
+    for_each_batch(model, data, norm, batch_size, |_, x, _| {
         model.forward_t(&x, true)?;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Logits of the whole data set (for comparing two models on the same images).
@@ -343,21 +347,10 @@ pub fn logits(
     norm: &Normalization,
     batch_size: usize,
 ) -> Result<Tensor, TrainError> {
-    check_channels(model, data)?;
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let all: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::new();
-    for indices in all.chunks(batch_size.max(1)) {
-        let (x, _) = batch_tensors(
-            data,
-            indices,
-            norm,
-            None,
-            &mut images,
-            &mut labels,
-            model.device(),
-        )?;
+    for_each_batch(model, data, norm, batch_size, |_, x, _| {
         out.push(model.forward_t(&x, false)?);
-    }
+        Ok(())
+    })?;
     Ok(Tensor::cat(&out, 0)?)
 }
